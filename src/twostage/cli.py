@@ -1,0 +1,214 @@
+"""The `twostage` command: parse, call one function, print, exit.
+
+Bad input of any kind (a `UserError`, or argparse's own) is one line on stderr and exit code 2.
+Heavy modules are imported inside each command so that `twostage --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from twostage import __version__
+from twostage.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _tile(text: str) -> int | str:
+    if text == "auto":
+        return text
+    return _positive_int(text)
+
+
+def _data_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def _lpips_nets(text: str) -> list[str]:
+    nets = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in nets if n not in ("alex", "vgg")]
+    if bad or not nets:
+        raise argparse.ArgumentTypeError(f"expected a list of alex,vgg, got {text!r}")
+    return nets
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="twostage",
+        description="Two-stage domain-adapted training for real-world image SR and restoration.",
+    )
+    parser.add_argument("--version", action="version", version=f"twostage {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="run the paper's x4 experiment on the embedded data (CPU)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="repeat with N seeds")
+    p.add_argument("--quick", action="store_true", help="a <= 2 minute smoke version")
+
+    p = sub.add_parser("train", help="train one network from a YAML config")
+    p.add_argument("config", type=Path, help="config YAML (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: config's)")
+    p.add_argument("--device", choices=DEVICES, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("run", help="run a recipe: every branch of a paper table, with report")
+    p.add_argument("recipe", help="sr-x4, bicubic-x4, deblur, or a recipe YAML file")
+    p.add_argument("--data", action="append", type=_data_arg, default=[], metavar="NAME=PATH",
+                   help="a dataset root, e.g. div2k=/data/DIV2K (repeatable)")
+    p.add_argument("--profile", choices=("paper", "cpu", "tiny"), default="cpu")
+    p.add_argument("--out", type=Path, default=Path("runs/experiment"))
+    p.add_argument("--seeds", type=_positive_int, default=1)
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("degrade", help="write degraded copies of images with a preset")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files, folders, globs")
+    p.add_argument("--preset", required=True, help="a preset name or a preset YAML file")
+    p.add_argument("--scale", type=_positive_int, default=None, help="downscale factor")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("evaluate", help="PSNR/SSIM (and LPIPS) of predictions against GT")
+    p.add_argument("--pred", type=Path, required=True, help="folder or file of predictions")
+    p.add_argument("--gt", type=Path, required=True, help="folder or file of ground truth")
+    p.add_argument("--crop-border", type=_non_negative_int, default=0)
+    p.add_argument("--y-channel", action="store_true", help="on Y (BT.601) instead of RGB")
+    p.add_argument("--lpips", type=_lpips_nets, default=[], metavar="alex,vgg")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+
+    p = sub.add_parser("restore", help="restore/super-resolve images with a model or pipeline")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files, folders, globs")
+    p.add_argument("--model", type=Path, required=True,
+                   help="pipeline bundle, checkpoint (native/official/BasicSR/spandrel) or .onnx")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--tile", type=_tile, default=None, metavar="N|auto")
+    p.add_argument("--tile-pad", type=_non_negative_int, default=16)
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--suffix", default="", help="appended to each output stem")
+    p.add_argument("--ext", choices=("png", "tif", "tiff", "webp", "jpg", "bmp"), default="png")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    p = sub.add_parser("export", help="export a model or pipeline to ONNX (checked)")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--onnx", type=Path, required=True)
+    p.add_argument("--opset", type=_positive_int, default=17)
+
+    sub.add_parser("models", help="list model presets, parameter counts and GMACs")
+
+    p = sub.add_parser("data", help="the embedded offline data")
+    data_sub = p.add_subparsers(dest="data_command", metavar="WHAT", parser_class=_Parser)
+    s = data_sub.add_parser("samples", help="the embedded photos and their train/test split")
+    s.add_argument("--list", action="store_true", help="print names, sizes and split")
+    s.add_argument("--out", type=Path, default=None, help="write the images here")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    cmd = args.command
+    if cmd is None:
+        parser.print_help()
+        return 0
+    if cmd == "demo":
+        from twostage.experiments import demo
+
+        demo(out=args.out, seeds=args.seeds, quick=args.quick)
+    elif cmd == "train":
+        from twostage.train import train_from_file
+
+        train_from_file(args.config, overrides=args.overrides, resume=args.resume,
+                        out=args.out, device=args.device, quiet=args.quiet)
+    elif cmd == "run":
+        from twostage.experiments import run_recipe
+
+        run_recipe(args.recipe, data=dict(args.data), profile=args.profile, out=args.out,
+                   seeds=args.seeds, device=args.device, quiet=args.quiet)
+    elif cmd == "degrade":
+        from twostage.ops.degrade import degrade_files
+
+        written = degrade_files(args.inputs, preset=args.preset, scale=args.scale,
+                                seed=args.seed, out=args.out)
+        print(f"wrote {len(written)} image(s) to {args.out}")
+    elif cmd == "evaluate":
+        from twostage.evaluate import evaluate_folders, format_evaluation
+
+        result = evaluate_folders(args.pred, args.gt, crop_border=args.crop_border,
+                                  y_channel=args.y_channel, lpips=args.lpips, json_path=args.json)
+        print(format_evaluation(result))
+    elif cmd == "restore":
+        from twostage.restore import restore_files
+
+        failures = restore_files(args.model, args.inputs, out=args.out, tile=args.tile,
+                                 tile_pad=args.tile_pad, device=args.device, suffix=args.suffix,
+                                 ext=args.ext, overwrite=args.overwrite)
+        return 2 if failures else 0
+    elif cmd == "export":
+        from twostage.export import export_onnx
+
+        diff = export_onnx(args.model, args.onnx, opset=args.opset)
+        print(f"wrote {args.onnx} (onnxruntime vs PyTorch max abs diff {diff:.2e})")
+    elif cmd == "models":
+        from twostage.models import presets_table
+
+        print(presets_table())
+    elif cmd == "data":
+        if args.data_command != "samples":
+            parser.parse_args(["data", "--help"])
+        from twostage.data.samples import samples_table, write_samples
+
+        if args.out is None or args.list:
+            print(samples_table())
+        if args.out is not None:
+            written = write_samples(args.out)
+            print(f"wrote {len(written)} image(s) to {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args, parser)
+    except UserError as exc:
+        sys.stderr.write(f"twostage: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("twostage: interrupted\n")
+        return 130
