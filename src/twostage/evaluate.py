@@ -1,0 +1,166 @@
+"""`twostage evaluate`: PSNR/SSIM (and LPIPS) of predicted images against ground truth.
+
+Predictions and ground truth are paired by file stem after stripping the usual SR suffixes
+(`0801x4.png` ↔ `0801.png`, `Canon_001_LR4` ↔ `Canon_001_HR`). Metrics follow DESIGN §4 (see
+`twostage.ops.metrics`): uint8-rounded, [0, 255], crop `crop_border`, RGB or Y.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from twostage.data.datasets import strip_suffixes
+from twostage.errors import UserError
+from twostage.ops.files import write_text_atomic
+from twostage.ops.imageio import expand_inputs, read_image
+from twostage.ops.metrics import Lpips, psnr, ssim
+
+__all__ = ["evaluate_arrays", "evaluate_folders", "format_evaluation", "strip_suffixes"]
+
+_PROGRESS_ABOVE = 20  # images; fewer finish before a bar would help
+
+
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def evaluate_arrays(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    *,
+    crop_border: int,
+    y_channel: bool,
+    lpips_models: Mapping[str, Lpips | MetricFn] | None = None,
+) -> dict[str, float]:
+    """{"psnr", "ssim", and one entry per LPIPS model, keyed as given (e.g. "lpips_alex")}.
+
+    LPIPS is computed on the whole image (no crop, RGB), as its reference code does.
+    """
+    row = {
+        "psnr": psnr(pred, gt, crop_border=crop_border, y_channel=y_channel),
+        "ssim": ssim(pred, gt, crop_border=crop_border, y_channel=y_channel),
+    }
+    for key, model in (lpips_models or {}).items():
+        row[key] = float(model(pred, gt))
+    return row
+
+
+def _images(path: Path, role: str) -> list[Path]:
+    if not path.exists():
+        raise UserError(f"--{role} {path}: no such file or folder")
+    try:
+        return expand_inputs([path])
+    except UserError as exc:
+        raise UserError(f"--{role} {path}: {exc}") from None
+
+
+def _index(files: list[Path], role: str) -> dict[str, Path]:
+    by_key: dict[str, Path] = {}
+    for f in files:
+        key = strip_suffixes(f.stem)
+        if key in by_key:
+            raise UserError(f"--{role}: {by_key[key]} and {f} both pair as {key!r}")
+        by_key[key] = f
+    return by_key
+
+
+def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
+    """(name, prediction, ground truth) for every prediction; every one must have a partner."""
+    pred_files = _images(pred, "pred")
+    gt_files = _images(gt, "gt")
+    if pred.is_file() and gt.is_file():
+        return [(strip_suffixes(pred.stem), pred, gt)]
+    gts = _index(gt_files, "gt")
+    pairs = []
+    for name, p in _index(pred_files, "pred").items():
+        if name not in gts:
+            raise UserError(f"no ground truth for {p} (looked for {name!r} in {gt})")
+        pairs.append((name, p, gts[name]))
+    return pairs
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _json_number(v: float) -> float | None:
+    """JSON has no infinity: PSNR of identical images is written as null."""
+    return None if math.isinf(v) or math.isnan(v) else v
+
+
+def evaluate_folders(
+    pred: Path,
+    gt: Path,
+    *,
+    crop_border: int = 0,
+    y_channel: bool = False,
+    lpips: Sequence[str] = (),
+    json_path: Path | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Score every prediction against its ground truth; optionally write the result as JSON.
+
+    `pred` and `gt` are folders (searched recursively) or single files. Returns
+    {"images": [{"name", "pred", "gt", "psnr", "ssim", "lpips_alex"?, ...}], "mean": {...},
+    "crop_border", "y_channel"}. A missing partner, unequal sizes or an unreadable file raise
+    UserError before anything is written; the JSON is written atomically (inf PSNR as null).
+    """
+    pred, gt = Path(pred), Path(gt)
+    pairs = _pairs(pred, gt)
+    models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
+    rows = []
+    bar = tqdm(pairs, desc="evaluate", unit="img", leave=False,
+               disable=quiet or len(pairs) <= _PROGRESS_ABOVE)
+    for name, p, g in bar:
+        p_img, _ = read_image(p)
+        g_img, _ = read_image(g)
+        if p_img.shape != g_img.shape:
+            (ph, pw), (gh, gw) = p_img.shape[:2], g_img.shape[:2]
+            raise UserError(f"{p} is {pw}x{ph} but its ground truth {g} is {gw}x{gh}")
+        scores = evaluate_arrays(p_img, g_img, crop_border=crop_border, y_channel=y_channel,
+                                 lpips_models=models)
+        rows.append({"name": name, "pred": str(p), "gt": str(g), **scores})
+    keys = ["psnr", "ssim", *models]
+    result = {
+        "images": rows,
+        "mean": {k: _mean([r[k] for r in rows]) for k in keys},
+        "crop_border": crop_border,
+        "y_channel": y_channel,
+    }
+    if json_path is not None:
+        serialisable = {
+            **result,
+            "images": [{k: _json_number(v) if isinstance(v, float) else v for k, v in r.items()}
+                       for r in rows],
+            "mean": {k: _json_number(v) for k, v in result["mean"].items()},
+        }
+        write_text_atomic(json_path, json.dumps(serialisable, indent=2, allow_nan=False) + "\n")
+    return result
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def format_evaluation(result: dict) -> str:
+    """A per-image table and the mean, for the terminal."""
+    keys = list(result["mean"])
+    titles = {"psnr": "PSNR", "ssim": "SSIM"}
+    heads = [titles.get(k, k.replace("lpips_", "LPIPS-")) for k in keys]
+    names = [r["name"] for r in result["images"]] + [f"mean ({len(result['images'])})"]
+    width = max(len("image"), *(len(n) for n in names))
+    cols = [max(len(h), 10) for h in heads]
+    lines = ["  ".join([f"{'image':<{width}}", *(f"{h:>{c}}" for h, c in zip(heads, cols))])]
+    for r in result["images"]:
+        cells = [f"{_fmt(r[k], 4):>{c}}" for k, c in zip(keys, cols)]
+        lines.append("  ".join([f"{r['name']:<{width}}", *cells]))
+    cells = [f"{_fmt(result['mean'][k], 4):>{c}}" for k, c in zip(keys, cols)]
+    lines.append("  ".join([f"{names[-1]:<{width}}", *cells]))
+    space = "Y (BT.601)" if result.get("y_channel") else "RGB"
+    lines.append(f"({space}, {result.get('crop_border', 0)} border pixels cropped)")
+    return "\n".join(lines)

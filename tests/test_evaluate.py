@@ -1,0 +1,213 @@
+"""`twostage evaluate` through the CLI: pairing, numbers, table, JSON, and every error path."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from twostage.cli import main
+from twostage.evaluate import evaluate_arrays, format_evaluation, strip_suffixes
+
+
+def _save(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _noisy(gt: np.ndarray, seed: int, amount: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(gt.astype(int) + rng.integers(-amount, amount + 1, gt.shape), 0, 255).astype(
+        np.uint8)
+
+
+def _dataset(tmp_path, n=2, size=(24, 20)):
+    rng = np.random.default_rng(0)
+    gts, preds = [], []
+    suffixes = ["x4", "_SR", "_x4", "x4_SR"]
+    for i in range(n):
+        gt = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        pred = _noisy(gt, seed=i + 1)
+        _save(tmp_path / "gt" / f"{i + 1:04d}.png", gt)
+        _save(tmp_path / "pred" / f"{i + 1:04d}{suffixes[i % 4]}.png", pred)
+        gts.append(gt)
+        preds.append(pred)
+    return gts, preds
+
+
+def _run(capsys, *args):
+    code = main(["evaluate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _sk_ssim(a, b):
+    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False, data_range=255, channel_axis=-1)
+
+
+def test_strip_suffixes():
+    # The shared rule of data/datasets.py, which evaluate pairs with.
+    cases = {"0001x4": "0001", "Canon_001_LR4": "Canon_001", "Canon_001_HR": "Canon_001",
+             "0801_SR": "0801", "img_x4": "img", "0001x4_SR": "0001", "babyx4": "baby",
+             "x4": "x4", "LR4": "LR4"}
+    for stem, key in cases.items():
+        assert strip_suffixes(stem) == key, stem
+
+
+def test_folders_table_and_json(tmp_path, capsys):
+    gts, preds = _dataset(tmp_path, n=2)
+    code, out, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                          "--crop-border", 2, "--json", tmp_path / "r.json")
+    assert code == 0, err
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [r["name"] for r in data["images"]] == ["0001", "0002"]
+    expected = [peak_signal_noise_ratio(g[2:-2, 2:-2], p[2:-2, 2:-2], data_range=255)
+                for g, p in zip(gts, preds)]
+    expected_ssim = [_sk_ssim(p[2:-2, 2:-2], g[2:-2, 2:-2]) for g, p in zip(gts, preds)]
+    for row, e, s in zip(data["images"], expected, expected_ssim):
+        assert row["psnr"] == pytest.approx(e, abs=1e-6)
+        assert row["ssim"] == pytest.approx(s, abs=1e-6)
+    assert data["mean"]["psnr"] == pytest.approx(np.mean(expected), abs=1e-6)
+    assert data["crop_border"] == 2 and data["y_channel"] is False
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["image", "PSNR", "SSIM"]
+    assert lines[1].startswith("0001") and f"{expected[0]:.4f}" in lines[1]
+    assert lines[3].startswith("mean (2)") and f"{np.mean(expected):.4f}" in lines[3]
+    assert "RGB" in out
+
+
+def test_y_channel_and_single_files(tmp_path, capsys):
+    gts, preds = _dataset(tmp_path, n=1)
+    code, out, _ = _run(capsys, "--pred", tmp_path / "pred" / "0001x4.png",
+                        "--gt", tmp_path / "gt" / "0001.png", "--y-channel",
+                        "--json", tmp_path / "y.json")
+    assert code == 0
+    y = lambda im: 16 + im.astype(np.float64) @ [65.481, 128.553, 24.966] / 255  # noqa: E731
+    row = json.loads((tmp_path / "y.json").read_text())["images"][0]
+    assert row["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(y(gts[0]), y(preds[0]), data_range=255), abs=1e-6)
+    assert "Y (BT.601)" in out
+
+
+def test_identical_images_give_inf_and_null_in_json(tmp_path, capsys):
+    gt = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    _save(tmp_path / "gt" / "a_HR.png", gt)
+    _save(tmp_path / "pred" / "a_SR.png", gt)
+    code, out, _ = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                        "--json", tmp_path / "r.json")
+    assert code == 0 and "inf" in out
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["images"][0]["psnr"] is None and data["images"][0]["ssim"] == pytest.approx(1.0)
+
+
+def _assert_failed(code, err, json_path, *needles):
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("twostage: error: ")
+    for needle in needles:
+        assert needle in err
+    assert not json_path.exists()
+    leftovers = [p for p in json_path.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_prediction_without_ground_truth(tmp_path, capsys):
+    _dataset(tmp_path, n=2)
+    _save(tmp_path / "pred" / "0999x4.png", np.zeros((24, 20, 3), dtype=np.uint8))
+    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                        "--json", tmp_path / "r.json")
+    _assert_failed(code, err, tmp_path / "r.json", "no ground truth", "0999x4.png")
+
+
+def test_unequal_sizes_name_both_files(tmp_path, capsys):
+    _dataset(tmp_path, n=2)
+    _save(tmp_path / "pred" / "0002_SR.png", np.zeros((12, 10, 3), dtype=np.uint8))
+    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                        "--json", tmp_path / "r.json")
+    _assert_failed(code, err, tmp_path / "r.json", "0002_SR.png", "0002.png", "10x12", "20x24")
+
+
+def test_unreadable_prediction(tmp_path, capsys):
+    _dataset(tmp_path, n=2)
+    (tmp_path / "pred" / "0002_SR.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                        "--json", tmp_path / "r.json")
+    _assert_failed(code, err, tmp_path / "r.json", "cannot read image", "0002_SR.png")
+
+
+def test_missing_folder_and_empty_folder(tmp_path, capsys):
+    _dataset(tmp_path, n=1)
+    code, _, err = _run(capsys, "--pred", tmp_path / "nope", "--gt", tmp_path / "gt",
+                        "--json", tmp_path / "r.json")
+    _assert_failed(code, err, tmp_path / "r.json", "--pred", "nope")
+    (tmp_path / "empty").mkdir()
+    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "empty",
+                        "--json", tmp_path / "r.json")
+    _assert_failed(code, err, tmp_path / "r.json", "--gt", "no images found")
+
+
+def test_ambiguous_pairing(tmp_path, capsys):
+    _dataset(tmp_path, n=1)
+    _save(tmp_path / "pred" / "0001_SR.png", np.zeros((24, 20, 3), dtype=np.uint8))
+    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                        "--json", tmp_path / "r.json")
+    _assert_failed(code, err, tmp_path / "r.json", "both pair as '0001'")
+
+
+def test_error_keeps_an_existing_json(tmp_path, capsys):
+    _dataset(tmp_path, n=2)
+    (tmp_path / "r.json").write_text("old")
+    _save(tmp_path / "pred" / "0002_SR.png", np.zeros((12, 10, 3), dtype=np.uint8))
+    code, _, _ = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                      "--json", tmp_path / "r.json")
+    assert code == 2 and (tmp_path / "r.json").read_text() == "old"
+
+
+def test_lpips_unavailable_is_a_clean_error(tmp_path, capsys, monkeypatch):
+    _dataset(tmp_path, n=1)
+    monkeypatch.setitem(sys.modules, "lpips", None)
+    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
+                        "--lpips", "alex", "--json", tmp_path / "r.json")
+    _assert_failed(code, err, tmp_path / "r.json", "pip install torchvision lpips==0.1.4")
+
+
+def test_bad_lpips_name_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--lpips", "squeeze"])
+    assert exc.value.code == 2
+
+
+def test_progress_bar_only_for_many_images(tmp_path, capsys):
+    _dataset(tmp_path / "few", n=2, size=(12, 12))
+    few = tmp_path / "few"
+    code, _, err = _run(capsys, "--pred", few / "pred", "--gt", few / "gt")
+    assert code == 0 and "evaluate" not in err
+    _dataset(tmp_path / "many", n=21, size=(12, 12))
+    code, out, err = _run(capsys, "--pred", tmp_path / "many" / "pred",
+                          "--gt", tmp_path / "many" / "gt")
+    assert code == 0 and "evaluate" in err and "mean (21)" in out
+
+
+def test_evaluate_arrays_with_lpips_models():
+    gt = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    pred = _noisy(gt, seed=3)
+    calls = []
+
+    def fake_lpips(a, b):
+        calls.append((a.shape, b.shape))
+        return 0.125
+
+    row = evaluate_arrays(pred, gt, crop_border=1, y_channel=False,
+                          lpips_models={"lpips_alex": fake_lpips})
+    assert row["lpips_alex"] == 0.125 and calls == [((16, 16, 3), (16, 16, 3))]
+    assert row["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(gt[1:-1, 1:-1], pred[1:-1, 1:-1], data_range=255), abs=1e-6)
+    table = format_evaluation({"images": [{"name": "a", **row}],
+                               "mean": dict(row), "crop_border": 1, "y_channel": False})
+    assert table.splitlines()[0].split() == ["image", "PSNR", "SSIM", "LPIPS-alex"]
+    assert "0.1250" in table and not math.isnan(row["ssim"])
