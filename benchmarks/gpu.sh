@@ -8,4 +8,4 @@ out="${1:-${OUT:-.}}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/nvidia-smi.csv"
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
-timeout 420 python3 benchmarks/gpu.py --json "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.log"
+timeout "${GPU_BENCH_TIMEOUT:-420}" python3 benchmarks/gpu.py --json "$out/gpu-bench.json" 2>&1 | tee "$out/gpu-bench.log"

@@ -212,3 +212,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("twostage: interrupted\n")
         return 130
+    except BrokenPipeError:  # `twostage ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0

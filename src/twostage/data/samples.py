@@ -1,0 +1,175 @@
+"""The embedded offline data: photos from the scikit-image wheel, plus seeded dead leaves.
+
+No network, ever: every photo below ships inside the scikit-image wheel (`skimage/data/`),
+and `skimage.data.<name>()` reads it from disk (the functions whose files need a pooch download
+are not used). The split is fixed:
+
+- test (3 photos): astronaut, chelsea, coffee: classic, textured, photographic scenes.
+- train (5 photos): rocket, motorcycle_left, hubble_deep_field, immunohistochemistry, retina;
+  plus 8 procedural "dead leaves" images (384×384 and 512×512, so that ×4 LR holds a 96×96
+  patch). `motorcycle_right` is left out: it is the other view of the same stereo scene.
+  Other wheel images are gray, synthetic (colorwheel, logo), need a download (pooch), or are
+  duplicates (`cat` is `chelsea`).
+
+Dead leaves (Matheron; Lee, Mumford & Huang 2001) are random occluding disks with a power-law
+radius density ∝ r⁻³, which gives the scale invariance and sharp edges of natural images;
+Achddou et al. (2021) showed that restoration networks trained on them do reasonably well.
+Images are rendered at 2× and box-averaged to 1× (anti-aliased edges).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt
+
+from twostage.errors import UserError
+
+__all__ = ["SAMPLES", "SampleInfo", "dead_leaves", "load_samples", "samples_table",
+           "write_samples"]
+
+SPLITS = ("train", "test")
+# side of each dead-leaves image: at ×4 the LR is 96 or 128 pixels, enough for the paper's
+# 96×96 training patches
+DEAD_LEAVES_SIZES = (384, 512, 384, 512, 384, 512, 384, 512)
+DEAD_LEAVES_SEED = 2024
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """One embedded image: its name, split, where it comes from, and its size."""
+
+    name: str
+    split: str
+    source: str
+    height: int
+    width: int
+
+
+_PHOTOS: tuple[tuple[str, str, str, int, int], ...] = (
+    # name, split, skimage.data function, height, width
+    ("astronaut", "test", "astronaut", 512, 512),
+    ("chelsea", "test", "chelsea", 300, 451),
+    ("coffee", "test", "coffee", 400, 600),
+    ("rocket", "train", "rocket", 427, 640),
+    ("motorcycle_left", "train", "stereo_motorcycle", 500, 741),
+    ("hubble_deep_field", "train", "hubble_deep_field", 872, 1000),
+    ("immunohistochemistry", "train", "immunohistochemistry", 512, 512),
+    ("retina", "train", "retina", 1411, 1411),
+)
+
+SAMPLES: tuple[SampleInfo, ...] = (
+    *(SampleInfo(name, split, f"skimage.data.{fn}()", h, w) for name, split, fn, h, w in _PHOTOS),
+    *(SampleInfo(f"deadleaves_{i:02d}", "train", f"dead leaves, seed {DEAD_LEAVES_SEED + i}",
+                 size, size) for i, size in enumerate(DEAD_LEAVES_SIZES)),
+)
+
+
+def dead_leaves(size: int, *, seed: int, r_min: float = 2.0, r_max: float | None = None,
+                supersample: int = 2) -> np.ndarray:
+    """A size×size uint8 RGB dead-leaves image, deterministic per seed.
+
+    Disks are laid front to back (each one only paints pixels not yet covered), radii drawn
+    from a density ∝ r⁻³ on [r_min, r_max] (output pixels), colours uniform in RGB, until all
+    but 0.1 % of the pixels are covered; those take the colour of the nearest covered pixel
+    (covering them too would take as many disks again). Rendered at `supersample`× and
+    box-averaged for anti-aliased edges.
+    """
+    rng = np.random.default_rng(seed)
+    n = size * supersample
+    r_max = size / 3 if r_max is None else r_max
+    lo, hi = r_min * supersample, r_max * supersample
+    canvas = np.zeros((n, n, 3), dtype=np.float64)
+    free = np.ones((n, n), dtype=bool)
+    remaining = n * n
+    stop = n * n // 1000  # the last 0.1 % would take half the disks: fill it from neighbours
+    batch = 256
+    while remaining > stop:
+        u = rng.random(batch)
+        radii = (lo**-2 - u * (lo**-2 - hi**-2)) ** -0.5  # inverse CDF of r^-3
+        centres = rng.random((batch, 2)) * n
+        colours = rng.random((batch, 3))
+        for r, (cy, cx), colour in zip(radii, centres, colours):
+            y0, y1 = max(int(cy - r), 0), min(math.ceil(cy + r) + 1, n)
+            x0, x1 = max(int(cx - r), 0), min(math.ceil(cx + r) + 1, n)
+            yy = np.arange(y0, y1)[:, None] + 0.5 - cy
+            xx = np.arange(x0, x1)[None, :] + 0.5 - cx
+            hit = (yy * yy + xx * xx <= r * r) & free[y0:y1, x0:x1]
+            count = int(hit.sum())
+            if count:
+                canvas[y0:y1, x0:x1][hit] = colour
+                free[y0:y1, x0:x1][hit] = False
+                remaining -= count
+                if remaining <= stop:
+                    break
+    if remaining:
+        _, (iy, ix) = distance_transform_edt(free, return_indices=True)
+        canvas = canvas[iy, ix]
+    img = canvas.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
+    return np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def _photo_loader(fn: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        img = getattr(skimage.data, fn)()
+        if fn == "stereo_motorcycle":
+            img = img[0]  # (left, right, disparity)
+        return np.ascontiguousarray(img[..., :3], dtype=np.uint8)
+
+    return load
+
+
+@functools.cache
+def _load(name: str) -> np.ndarray:
+    info = next(s for s in SAMPLES if s.name == name)
+    if name.startswith("deadleaves_"):
+        seed = DEAD_LEAVES_SEED + int(name.rsplit("_", 1)[1])
+        img = dead_leaves(info.height, seed=seed)
+    else:
+        fn = next(fn for n, _, fn, _, _ in _PHOTOS if n == name)
+        img = _photo_loader(fn)()
+    if img.shape != (info.height, info.width, 3):
+        raise UserError(f"embedded image {name} has shape {img.shape}, expected "
+                        f"{info.height}×{info.width}×3 (unexpected scikit-image version?)")
+    img.setflags(write=False)  # shared by every caller: read-only
+    return img
+
+
+def load_samples(split: str) -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 H×W×3 read-only array) for every image of a split, in table order."""
+    if split not in SPLITS:
+        raise UserError(f"unknown samples split {split!r}; choose one of {', '.join(SPLITS)}")
+    return [(s.name, _load(s.name)) for s in SAMPLES if s.split == split]
+
+
+def samples_table() -> str:
+    """The embedded split as a plain-text table (printed by `twostage data samples --list`)."""
+    rows = [("name", "split", "size (H×W)", "source")]
+    rows += [(s.name, s.split, f"{s.height}×{s.width}", s.source) for s in SAMPLES]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+    photos = {sp: sum(1 for s in SAMPLES if s.split == sp and not s.name.startswith("dead"))
+              for sp in SPLITS}
+    lines.append(f"train: {photos['train']} photos + {len(DEAD_LEAVES_SIZES)} dead-leaves images; "
+                 f"test: {photos['test']} photos")
+    return "\n".join(lines)
+
+
+def write_samples(out: Path) -> list[Path]:
+    """Write every embedded image as 8-bit PNG to OUT/train/ and OUT/test/; returns the paths."""
+    from twostage.ops.imageio import write_image
+
+    written = []
+    for split in SPLITS:
+        for name, img in load_samples(split):
+            path = Path(out) / split / f"{name}.png"
+            write_image(path, img.astype(np.float32) / 255.0, bit_depth=8)
+            written.append(path)
+    return written

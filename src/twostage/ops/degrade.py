@@ -1,0 +1,656 @@
+"""Degradation presets: declarative lists of small steps (blur, resize, noise, JPEG).
+
+A `Preset` is data, not code: a list of frozen step dataclasses applied in order to a float
+RGB image, with every random parameter drawn from `np.random.default_rng(seed)` in step order,
+so that a (preset, scale, seed) triple always gives the same image. Users write their own
+presets in YAML with the same fields (see `load_preset` and the README, "Degradations and
+data").
+
+Conventions (the README's preset table lists every number):
+
+- Ranges are `(low, high)` pairs drawn uniformly per image; `low == high` is a fixed value.
+  Lengths (σ, radius, kernel size) are in *input* (HR) pixels; intensities in [0, 1] units.
+- Blur is a 2-D convolution with symmetric ("reflect": d c b a | a b c d, MATLAB's
+  'symmetric') boundaries, computed by FFT in float64. Every kernel sums to 1.
+- `Resize("bicubic")` is MATLAB `imresize` ↓s (twostage.ops.resize). `Resize("decimate")`
+  keeps every s-th pixel starting at row/column `(s - 1) // 2`. A `Blur` directly before a
+  decimation is sampled `(s - 1)/2 - (s - 1)//2` pixels off-centre (half a pixel for even s),
+  so that LR pixel i sits at HR position `s·i + (s - 1)/2` in both axes: the same sampling
+  grid as MATLAB bicubic, so the unknown-kernel inputs and their bicubic targets are aligned.
+- Before any downscaling the HR image is cropped (bottom/right) to a multiple of s, so the
+  output is exactly (H/s)×(W/s) (BasicSR's `mod_crop`).
+- SR presets end on the uint8 grid (values k/255), like real LR PNGs. The blur presets
+  (`float_output=True`) do not: their 40 dB BSNR noise has a standard deviation of about
+  0.5–1 grey level, so rounding to 8 bits would add quantisation noise of the same size
+  (variance 1/12 of a step²) and change the noise level the paper specifies. They stay float
+  in memory and are written as 16-bit PNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+from scipy.signal import fftconvolve
+
+from twostage.errors import UserError
+from twostage.ops.resize import imresize
+
+__all__ = [
+    "DOMAINS",
+    "PRESETS",
+    "Blur",
+    "Jpeg",
+    "Noise",
+    "Preset",
+    "Resize",
+    "box_kernel",
+    "degrade",
+    "degrade_files",
+    "derive_seed",
+    "disk_kernel",
+    "gaussian_kernel",
+    "get_preset",
+    "intermediate",
+    "load_preset",
+    "mod_crop",
+    "preset_from_dict",
+    "preset_to_dict",
+    "presets_table",
+    "sample_kernel",
+    "save_preset",
+]
+
+Range = tuple[float, float]
+
+BLUR_KERNELS = ("gaussian-aniso", "gaussian", "uniform", "disk")
+RESIZE_METHODS = ("bicubic", "decimate")
+NOISE_KINDS = ("gaussian", "bsnr", "poisson-gaussian")
+
+
+def _check_range(owner: str, field: str, value: Any, *, low: float = 0.0) -> Range:
+    """Validate a (low, high) pair; a single number is a fixed value."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"{owner}: {field} must be a number or a [low, high] pair, "
+                        f"got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < low:
+        raise UserError(f"{owner}: {field} must satisfy {low:g} <= low <= high, got {value!r}")
+    return (lo, hi)
+
+
+def _draw(rng: np.random.Generator, r: Range) -> float:
+    """One uniform draw from a range; a fixed value draws nothing (keeps streams stable)."""
+    return r[0] if r[0] == r[1] else float(rng.uniform(r[0], r[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+
+
+@dataclass(frozen=True)
+class Blur:
+    """Convolve with one kernel drawn per image.
+
+    kernel: "gaussian-aniso" (σ1, σ2 drawn independently from `sigma`, rotated by `angle`
+    radians, measured from the +x (column) axis towards +y (rows)), "gaussian" (isotropic σ
+    from `sigma`), "uniform" (size×size box), "disk" (defocus: a uniform disk of radius
+    `radius`, area-sampled). size: odd kernel side in pixels; 0 = 2·ceil(3·σ_max)+1 for
+    Gaussians (for "uniform" it is required; unused for "disk"). A "gaussian" with a size but no
+    sigma uses σ = size/6 (the window spans ±3σ). reference_scale: if set, the ranges (and a
+    Gaussian's size) were chosen for that scale and are multiplied by s/reference_scale.
+    """
+
+    kernel: str = "uniform"
+    size: int = 0
+    sigma: Range | None = None
+    angle: Range = (0.0, math.pi)
+    radius: Range | None = None
+    reference_scale: int | None = None
+
+    def __post_init__(self) -> None:
+        owner = "blur step"
+        if self.kernel not in BLUR_KERNELS:
+            raise UserError(f"{owner}: kernel must be one of {', '.join(BLUR_KERNELS)}, "
+                            f"got {self.kernel!r}")
+        if not isinstance(self.size, int) or self.size < 0 or (self.size and self.size % 2 == 0):
+            raise UserError(f"{owner}: size must be an odd positive integer (or 0 = auto), "
+                            f"got {self.size!r}")
+        if self.sigma is not None:
+            object.__setattr__(self, "sigma", _check_range(owner, "sigma", self.sigma))
+        if self.radius is not None:
+            object.__setattr__(self, "radius", _check_range(owner, "radius", self.radius))
+        object.__setattr__(self, "angle",
+                           _check_range(owner, "angle", self.angle, low=-math.inf))
+        if self.kernel in ("gaussian-aniso", "gaussian"):
+            if self.sigma is None and not (self.kernel == "gaussian" and self.size):
+                raise UserError(f"{owner}: kernel {self.kernel} needs sigma")
+            if self.sigma is not None and self.sigma[0] <= 0:
+                raise UserError(f"{owner}: sigma must be > 0, got {self.sigma!r}")
+        if self.kernel == "uniform" and not self.size:
+            raise UserError(f"{owner}: kernel uniform needs an odd size")
+        if self.kernel == "disk" and (self.radius is None or self.radius[0] <= 0):
+            raise UserError(f"{owner}: kernel disk needs radius > 0")
+        if self.reference_scale is not None and (
+                not isinstance(self.reference_scale, int) or self.reference_scale < 1):
+            raise UserError(f"{owner}: reference_scale must be a positive integer")
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Downscale by the run's scale s: "bicubic" (MATLAB imresize) or "decimate" (s-fold)."""
+
+    method: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.method not in RESIZE_METHODS:
+            raise UserError(f"resize step: method must be one of {', '.join(RESIZE_METHODS)}, "
+                            f"got {self.method!r}")
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Add noise, then clip to [0, 1].
+
+    kind: "gaussian" (std drawn from `sigma`, [0, 1] units), "bsnr" (white Gaussian noise of
+    variance var(image)/10^(bsnr/10), var over all pixels and channels of the image entering
+    this step), "poisson-gaussian" (a·Poisson(x/a) + N(0, σ²), gain a from `gain`, read
+    noise σ from `sigma`; signal-dependent variance a·x + σ²).
+    """
+
+    kind: str = "gaussian"
+    sigma: Range = (0.0, 0.0)
+    bsnr: float = 40.0
+    gain: Range = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        owner = "noise step"
+        if self.kind not in NOISE_KINDS:
+            raise UserError(f"{owner}: kind must be one of {', '.join(NOISE_KINDS)}, "
+                            f"got {self.kind!r}")
+        object.__setattr__(self, "sigma", _check_range(owner, "sigma", self.sigma))
+        object.__setattr__(self, "gain", _check_range(owner, "gain", self.gain))
+        if isinstance(self.bsnr, bool) or not isinstance(self.bsnr, int | float) \
+                or not math.isfinite(self.bsnr):
+            raise UserError(f"{owner}: bsnr must be a number of dB, got {self.bsnr!r}")
+        object.__setattr__(self, "bsnr", float(self.bsnr))
+
+
+@dataclass(frozen=True)
+class Jpeg:
+    """JPEG-compress in memory (PIL, 4:2:0), quality drawn uniformly from the integer range."""
+
+    quality: tuple[int, int] = (60, 95)
+
+    def __post_init__(self) -> None:
+        q = self.quality
+        if isinstance(q, int) and not isinstance(q, bool):
+            q = (q, q)
+        try:
+            lo, hi = (int(v) for v in q)
+            ok = all(float(v) == int(v) for v in q) and 1 <= lo <= hi <= 100
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UserError(f"jpeg step: quality must be integers 1 <= low <= high <= 100, "
+                            f"got {self.quality!r}")
+        object.__setattr__(self, "quality", (lo, hi))
+
+
+Step = Blur | Resize | Noise | Jpeg
+STEP_TYPES: dict[str, type] = {"blur": Blur, "resize": Resize, "noise": Noise, "jpeg": Jpeg}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named degradation: steps in order, the default scale, and whether output stays float."""
+
+    name: str
+    steps: tuple[Step, ...]
+    scale: int = 4
+    float_output: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        for step in self.steps:
+            if not isinstance(step, Blur | Resize | Noise | Jpeg):
+                raise UserError(f"preset {self.name}: unknown step {step!r}")
+        if not isinstance(self.scale, int) or isinstance(self.scale, bool) or self.scale < 1:
+            raise UserError(f"preset {self.name}: scale must be a positive integer")
+        resizes = sum(isinstance(s, Resize) for s in self.steps)
+        if resizes > 1:
+            raise UserError(f"preset {self.name}: at most one resize step")
+        if resizes == 0 and self.scale != 1:
+            raise UserError(f"preset {self.name}: scale {self.scale} needs a resize step")
+
+    @property
+    def resizes(self) -> bool:
+        return any(isinstance(s, Resize) for s in self.steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+
+
+def _odd_size(extent: float) -> int:
+    return 2 * math.ceil(extent - 1e-9) + 1
+
+
+def gaussian_kernel(size: int, sigma1: float, sigma2: float, angle: float = 0.0,
+                    shift: float = 0.0) -> np.ndarray:
+    """size×size Gaussian with principal stds σ1 (along `angle`) and σ2, centred at +shift.
+
+    Point-sampled at integer offsets (the usual SRMD/KernelGAN construction) and normalised
+    to sum 1. `angle` is in radians from the +x (column) axis towards +y (rows).
+    """
+    c = size // 2
+    yy, xx = np.mgrid[-c:c + 1, -c:c + 1].astype(np.float64) - shift
+    cos, sin = math.cos(angle), math.sin(angle)
+    u = cos * xx + sin * yy  # coordinate along the σ1 axis
+    v = -sin * xx + cos * yy
+    k = np.exp(-0.5 * ((u / sigma1) ** 2 + (v / sigma2) ** 2))
+    return k / k.sum()
+
+
+def box_kernel(size: int, shift: float = 0.0) -> np.ndarray:
+    """size×size uniform kernel (the box [-size/2, size/2]², shifted), area-sampled, sum 1."""
+    if shift == 0.0:
+        return np.full((size, size), 1.0 / (size * size))
+    c = size // 2 + 1  # one extra tap each side for the shifted edge
+    m = np.arange(-c, c + 1, dtype=np.float64) - shift
+    w = np.clip(np.minimum(m + 0.5, size / 2) - np.maximum(m - 0.5, -size / 2), 0.0, None)
+    k = np.outer(w, w)
+    return k / k.sum()
+
+
+def disk_kernel(radius: float, shift: float = 0.0, *, supersample: int = 16) -> np.ndarray:
+    """Uniform disk (defocus blur), each tap = the covered area of its pixel, sum 1."""
+    c = math.ceil(radius + abs(shift) + 0.5)
+    offs = (np.arange(supersample) + 0.5) / supersample - 0.5
+    grid = np.arange(-c, c + 1, dtype=np.float64)
+    sub = (grid[:, None] + offs[None, :]).ravel() - shift  # supersampled coordinates
+    inside = (sub[:, None] ** 2 + sub[None, :] ** 2) <= radius * radius
+    n = 2 * c + 1
+    k = inside.reshape(n, supersample, n, supersample).mean(axis=(1, 3))
+    return k / k.sum()
+
+
+def _scaled(r: Range | None, factor: float) -> Range | None:
+    return None if r is None else (r[0] * factor, r[1] * factor)
+
+
+def sample_kernel(blur: Blur, rng: np.random.Generator, *, scale: int = 1,
+                  shift: float = 0.0) -> np.ndarray:
+    """Draw one kernel for `blur` at the run's scale (ranges rescaled by reference_scale)."""
+    factor = scale / blur.reference_scale if blur.reference_scale else 1.0
+    sigma, radius = _scaled(blur.sigma, factor), _scaled(blur.radius, factor)
+    if blur.kernel == "uniform":
+        return box_kernel(blur.size, shift)
+    if blur.kernel == "disk":
+        assert radius is not None
+        return disk_kernel(_draw(rng, radius), shift)
+    if sigma is None:  # "gaussian" given by its size only
+        sigma = (blur.size / 6, blur.size / 6)
+    size = blur.size if blur.size else _odd_size(3 * sigma[1])
+    if blur.size and blur.reference_scale:
+        size = _odd_size((blur.size // 2) * factor)
+    if blur.kernel == "gaussian":
+        s = _draw(rng, sigma)
+        return gaussian_kernel(size, s, s, 0.0, shift)
+    s1, s2 = _draw(rng, sigma), _draw(rng, sigma)
+    theta = _draw(rng, blur.angle)
+    return gaussian_kernel(size, s1, s2, theta, shift)
+
+
+def convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve H×W×C with a 2-D kernel, symmetric boundaries, same size, float64."""
+    c0, c1 = kernel.shape[0] // 2, kernel.shape[1] // 2
+    padded = np.pad(img.astype(np.float64, copy=False), ((c0, c0), (c1, c1), (0, 0)),
+                    mode="symmetric")
+    out = fftconvolve(padded, kernel[:, :, None], mode="valid", axes=(0, 1))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Applying a preset
+
+
+def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop bottom/right so that height and width are multiples of `scale` (BasicSR)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def _as_float(img: np.ndarray, what: str) -> np.ndarray:
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise UserError(f"{what}: expected an H×W×3 RGB image, got shape {img.shape}")
+    if img.dtype == np.uint8:
+        return img.astype(np.float64) / 255.0
+    return img.astype(np.float64)
+
+
+def _quantise(x: np.ndarray) -> np.ndarray:
+    """Round to the uint8 grid (half away from zero, as MATLAB) and back to [0, 1]."""
+    return np.clip(np.floor(x * 255.0 + 0.5), 0, 255) / 255.0
+
+
+def _add_noise(x: np.ndarray, noise: Noise, rng: np.random.Generator) -> np.ndarray:
+    if noise.kind == "gaussian":
+        sigma = _draw(rng, noise.sigma)
+        x = x + sigma * rng.standard_normal(x.shape)
+    elif noise.kind == "bsnr":
+        sigma = math.sqrt(float(np.var(x)) / 10.0 ** (noise.bsnr / 10.0))
+        x = x + sigma * rng.standard_normal(x.shape)
+    else:
+        gain, sigma = _draw(rng, noise.gain), _draw(rng, noise.sigma)
+        if gain > 0:
+            x = gain * rng.poisson(np.clip(x, 0.0, None) / gain)
+        x = x + sigma * rng.standard_normal(x.shape)
+    return np.clip(x, 0.0, 1.0)
+
+
+def _jpeg(x: np.ndarray, jpeg: Jpeg, rng: np.random.Generator) -> np.ndarray:
+    quality = int(rng.integers(jpeg.quality[0], jpeg.quality[1] + 1))
+    buf = io.BytesIO()
+    Image.fromarray((_quantise(x) * 255).round().astype(np.uint8)).save(
+        buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def degrade(hr: np.ndarray, preset: Preset | str, *, scale: int | None = None,
+            seed: int) -> np.ndarray:
+    """Apply a preset to an H×W×3 image (float [0, 1] or uint8); float32 out.
+
+    The output is (H//s)×(W//s) for presets that resize (the image is mod-cropped first) and
+    H×W otherwise. Deterministic per seed. On the uint8 grid unless `preset.float_output`.
+    """
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    s = p.scale if scale is None else scale
+    if not p.resizes and s != 1:
+        raise UserError(f"preset {p.name} keeps the image size; scale must be 1, got {s}")
+    if s < 1:
+        raise UserError(f"scale must be a positive integer, got {s}")
+    rng = np.random.default_rng(seed)
+    x = _as_float(mod_crop(hr, s), f"degrade with preset {p.name}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise UserError(f"a {hr.shape[0]}×{hr.shape[1]} image is too small for ×{s} "
+                        f"(preset {p.name})")
+    phase = (s - 1) // 2
+    for i, step in enumerate(p.steps):
+        if isinstance(step, Blur):
+            nxt = p.steps[i + 1] if i + 1 < len(p.steps) else None
+            decimates = isinstance(nxt, Resize) and nxt.method == "decimate"
+            # centre the kernel at -d to sample the blurred image at s·i + phase + d
+            shift = -((s - 1) / 2 - phase) if decimates else 0.0
+            x = convolve(x, sample_kernel(step, rng, scale=s, shift=shift))
+        elif isinstance(step, Resize):
+            if s > 1:
+                x = imresize(x, 1.0 / s) if step.method == "bicubic" else x[phase::s, phase::s]
+        elif isinstance(step, Noise):
+            x = _add_noise(x, step, rng)
+        else:
+            x = _jpeg(x, step, rng)
+    x = np.clip(x, 0.0, 1.0)
+    if not p.float_output:
+        x = _quantise(x)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+DOMAINS = ("bicubic-x4", "bicubic-x2", "blur9")
+
+
+def intermediate(domain: str, hr: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Stage 1's target for an HR image: MATLAB-bicubic ↓4 or ↓2 (uint8 grid), or blur9."""
+    if domain == "bicubic-x4":
+        return degrade(hr, PRESETS["bicubic"], scale=4, seed=seed)
+    if domain == "bicubic-x2":
+        return degrade(hr, PRESETS["bicubic"], scale=2, seed=seed)
+    if domain == "blur9":
+        return degrade(hr, PRESETS["blur9"], seed=seed)
+    raise UserError(f"unknown intermediate domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+
+
+def derive_seed(seed: int, name: str) -> int:
+    """A per-image seed from a run seed and an image name (stable across runs and file sets).
+
+    The first 8 bytes of SHA-256 of "<seed>:<name>", so that adding or removing files never
+    changes the degradation of the others.
+    """
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little")
+
+
+# --------------------------------------------------------------------------------------------
+# The built-in presets
+
+PRESETS: dict[str, Preset] = {
+    "bicubic": Preset(
+        name="bicubic",
+        steps=(Resize("bicubic"),),
+        scale=4,
+        description="MATLAB bicubic ↓s (DIV2K's bicubic track)",
+    ),
+    # σ range and 21×21 size as DASR's blind ×4 setting (Wang et al., CVPR 2021)
+    "gaussian-aniso": Preset(
+        name="gaussian-aniso",
+        steps=(
+            Blur(kernel="gaussian-aniso", size=21, sigma=(0.2, 4.0), angle=(0.0, math.pi),
+                 reference_scale=4),
+            Resize("decimate"),
+        ),
+        scale=4,
+        description="one random anisotropic Gaussian per image, then s-fold decimation "
+                    "(a stand-in for DIV2K's unknown track)",
+    ),
+    "camera": Preset(
+        name="camera",
+        steps=(
+            Blur(kernel="disk", radius=(1.0, 3.0), reference_scale=4),
+            Resize("bicubic"),
+            Noise(kind="poisson-gaussian", gain=(1e-4, 2e-3), sigma=(0.5 / 255, 3.0 / 255)),
+            Jpeg(quality=(60, 95)),
+        ),
+        scale=4,
+        description="defocus disk blur, bicubic ↓s, Poisson-Gaussian noise, JPEG "
+                    "(a RealSR-like family, for generalisation tests)",
+    ),
+}
+for _k in (7, 9, 11):
+    PRESETS[f"blur{_k}"] = Preset(
+        name=f"blur{_k}",
+        steps=(Blur(kernel="uniform", size=_k), Noise(kind="bsnr", bsnr=40.0)),
+        scale=1,
+        float_output=True,
+        description=f"{_k}×{_k} uniform blur + white Gaussian noise at BSNR 40 dB (float)",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# YAML
+
+
+def _step_to_dict(step: Step) -> dict[str, Any]:
+    key = next(k for k, t in STEP_TYPES.items() if isinstance(step, t))
+    fields = {}
+    for f in dataclasses.fields(step):
+        v = getattr(step, f.name)
+        fields[f.name] = list(v) if isinstance(v, tuple) else v
+    return {key: fields}
+
+
+def preset_to_dict(preset: Preset) -> dict[str, Any]:
+    """Plain data (for YAML): name, description, scale, float_output, steps."""
+    return {"name": preset.name, "description": preset.description, "scale": preset.scale,
+            "float_output": preset.float_output,
+            "steps": [_step_to_dict(s) for s in preset.steps]}
+
+
+def preset_from_dict(data: Any, *, source: str = "preset") -> Preset:
+    """Build a Preset from plain data; unknown or wrong keys raise UserError naming them."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping with name, scale, steps")
+    top = {"name", "description", "scale", "float_output", "steps"}
+    for key in data:
+        if key not in top:
+            raise UserError(f"{source}: unknown key {key!r}; expected one of "
+                            f"{', '.join(sorted(top))}")
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise UserError(f"{source}: 'steps' must be a non-empty list")
+    steps: list[Step] = []
+    for i, raw in enumerate(raw_steps, 1):
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise UserError(f"{source}: step {i} must be one of {', '.join(STEP_TYPES)} "
+                            f"with its fields, e.g. 'blur: {{kernel: uniform, size: 9}}'")
+        (kind, fields), = raw.items()
+        if kind not in STEP_TYPES:
+            raise UserError(f"{source}: step {i}: unknown step {kind!r}; expected one of "
+                            f"{', '.join(STEP_TYPES)}")
+        fields = fields or {}
+        if not isinstance(fields, dict):
+            raise UserError(f"{source}: step {i} ({kind}): fields must be a mapping")
+        names = {f.name for f in dataclasses.fields(STEP_TYPES[kind])}
+        for key in fields:
+            if key not in names:
+                raise UserError(f"{source}: step {i} ({kind}): unknown key {key!r}; expected "
+                                f"one of {', '.join(sorted(names))}")
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        try:
+            steps.append(STEP_TYPES[kind](**args))
+        except UserError as exc:
+            raise UserError(f"{source}: step {i}: {exc}") from None
+    name = data.get("name", Path(source).stem)
+    scale = data.get("scale", 4 if any(isinstance(s, Resize) for s in steps) else 1)
+    float_output = data.get("float_output", False)
+    if not isinstance(float_output, bool):
+        raise UserError(f"{source}: float_output must be true or false")
+    return Preset(name=str(name), steps=tuple(steps), scale=scale, float_output=float_output,
+                  description=str(data.get("description", "")))
+
+
+def load_preset(path: str | Path) -> Preset:
+    """Read a preset YAML file (see `preset_to_dict` for the layout)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read preset {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"preset {path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    return preset_from_dict(data, source=str(path))
+
+
+def save_preset(preset: Preset, path: str | Path) -> None:
+    """Write a preset as YAML (atomic)."""
+    from twostage.ops.files import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(preset_to_dict(preset), sort_keys=False,
+                                           allow_unicode=True))
+
+
+def get_preset(name_or_yaml_path: str) -> Preset:
+    """A built-in preset by name, or a preset YAML file."""
+    if name_or_yaml_path in PRESETS:
+        return PRESETS[name_or_yaml_path]
+    if name_or_yaml_path.endswith((".yaml", ".yml")) or Path(name_or_yaml_path).is_file():
+        return load_preset(name_or_yaml_path)
+    raise UserError(f"unknown preset {name_or_yaml_path!r}; choose one of "
+                    f"{', '.join(PRESETS)} or a .yaml file")
+
+
+def _fmt_range(r: Sequence[float] | None, unit: str = "") -> str:
+    if r is None:
+        return "—"
+    lo, hi = r
+    return f"{lo:g}{unit}" if lo == hi else f"[{lo:g}, {hi:g}]{unit}"
+
+
+def _describe_step(step: Step) -> str:
+    if isinstance(step, Blur):
+        ref = f" (for ×{step.reference_scale}; × s/{step.reference_scale})" \
+            if step.reference_scale else ""
+        if step.kernel == "uniform":
+            return f"uniform {step.size}×{step.size} blur"
+        if step.kernel == "disk":
+            return f"disk blur, radius {_fmt_range(step.radius)} px{ref}"
+        size = f"{step.size}×{step.size}" if step.size else "2⌈3σ⌉+1"
+        if step.kernel == "gaussian":
+            return f"Gaussian blur {size}, σ {_fmt_range(step.sigma)}{ref}"
+        angle = f"[{step.angle[0] / math.pi:g}π, {step.angle[1] / math.pi:g}π)"
+        return (f"anisotropic Gaussian {size}, σ1, σ2 ∈ {_fmt_range(step.sigma)} px, "
+                f"angle ∈ {angle}{ref}")
+    if isinstance(step, Resize):
+        return "MATLAB bicubic ↓s" if step.method == "bicubic" else \
+            "decimation ↓s (phase (s−1)//2)"
+    if isinstance(step, Noise):
+        if step.kind == "bsnr":
+            return f"AWGN at BSNR {step.bsnr:g} dB"
+        if step.kind == "gaussian":
+            return f"AWGN σ {_fmt_range(step.sigma)}"
+        return (f"Poisson-Gaussian, gain a ∈ {_fmt_range(step.gain)}, "
+                f"read σ ∈ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255")
+    return f"JPEG quality {_fmt_range(step.quality)}"
+
+
+def presets_table() -> str:
+    """A Markdown table of the built-in presets with their exact parameters."""
+    rows = ["| preset | default s | output | steps |", "|---|---|---|---|"]
+    for p in PRESETS.values():
+        out = "float (16-bit PNG)" if p.float_output else "uint8 grid"
+        rows.append(f"| `{p.name}` | {p.scale} | {out} | "
+                    f"{'; '.join(_describe_step(s) for s in p.steps)} |")
+    return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Files (the CLI's `twostage degrade`)
+
+
+def degrade_files(inputs: Sequence[Path], *, preset: str | Preset, scale: int | None, seed: int,
+                  out: Path) -> list[Path]:
+    """Degrade image files into `out`; returns the written paths.
+
+    SR presets write `<stem>x<S>.png` (8-bit, DIV2K's naming); float presets (blur7/9/11) write
+    `<stem>.png` as 16-bit PNG, because their noise is finer than one 8-bit step. Each image
+    uses `derive_seed(seed, stem)`, so its output does not depend on which other files are
+    given. Alpha is dropped; 16-bit inputs are used at full precision.
+    """
+    from twostage.ops.imageio import expand_inputs, read_image, write_image
+
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    s = p.scale if scale is None else scale
+    if not p.resizes and s != 1:
+        raise UserError(f"preset {p.name} keeps the image size; --scale must be 1, got {s}")
+    files = expand_inputs(list(inputs))
+    names: dict[str, Path] = {}
+    for f in files:
+        if f.stem in names:
+            raise UserError(f"two inputs would write the same output: {names[f.stem]} and {f}")
+        names[f.stem] = f
+    out = Path(out)
+    written = []
+    for stem, f in names.items():
+        img, _ = read_image(f)
+        lr = degrade(img, p, scale=s, seed=derive_seed(seed, stem))
+        if p.float_output:
+            target = out / f"{stem}.png"
+            write_image(target, lr, bit_depth=16)
+        else:
+            target = out / f"{stem}x{s}.png"
+            write_image(target, lr, bit_depth=8)
+        written.append(target)
+    return written

@@ -1,0 +1,116 @@
+"""`twostage restore`: run a model or pipeline over files, folders and globs of photos.
+
+- Output names keep the input's stem (plus `--suffix`) and, for a folder input, its sub-folder
+  structure below that folder. An existing output is skipped with a note unless `--overwrite`.
+- 16-bit input gives 16-bit output where the format holds it (png, tif); else 8-bit, noted.
+- Alpha is upscaled on its own with MATLAB bicubic and written back; formats without alpha
+  (jpg, bmp) drop it with a warning.
+- Gray input (R = G = B after reading) is restored as RGB and written gray: the mean of the
+  three output channels, so a gray photo stays a gray file.
+- EXIF orientation is applied when reading (`ops.imageio.read_image`).
+- A file that cannot be read or written is one line on stderr naming it; the others are still
+  processed and the number of failures is returned (the CLI exits 2 when it is not 0).
+- Outputs are written atomically: Ctrl-C never leaves a half-written image.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from twostage.errors import UserError
+from twostage.ops.imageio import expand_inputs, read_image, write_image
+from twostage.ops.resize import imresize
+from twostage.pipeline import Tile, load_pipeline
+
+__all__ = ["plan_outputs", "restore_files"]
+
+NO_ALPHA = ("jpg", "jpeg", "bmp")
+SIXTEEN_BIT = ("png", "tif", "tiff")
+
+
+def plan_outputs(
+    inputs: list[Path], *, out: Path, suffix: str, ext: str
+) -> list[tuple[Path, Path]]:
+    """(input file, output file) pairs; a folder input keeps its sub-folders below `out`.
+
+    Two inputs that would write the same output are an error naming both.
+    """
+    plan: list[tuple[Path, Path]] = []
+    seen: dict[Path, Path] = {}
+    roots = [Path(p) for p in inputs if Path(p).is_dir()]
+    for file in expand_inputs(inputs):
+        root = next((r for r in roots if file.is_relative_to(r)), None)
+        if root is not None and file.resolve().is_relative_to(out.resolve()):
+            continue  # earlier outputs inside an input folder are not inputs
+        sub = file.parent.relative_to(root) if root is not None else Path()
+        target = out / sub / f"{file.stem}{suffix}.{ext}"
+        if target in seen:
+            raise UserError(
+                f"{seen[target]} and {file} would both be written to {target}; "
+                "restore them separately or use --suffix"
+            )
+        seen[target] = file
+        plan.append((file, target))
+    return plan
+
+
+def _note(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def restore_files(
+    model: str | Path,
+    inputs: list[Path],
+    *,
+    out: Path,
+    tile: Tile = None,
+    tile_pad: int = 16,
+    device: str = "auto",
+    suffix: str = "",
+    ext: str = "png",
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> int:
+    """Restore every input image into `out`; returns the number of files that failed."""
+    ext = ext.lower().lstrip(".")
+    out = Path(out)
+    plan = plan_outputs([Path(p) for p in inputs], out=out, suffix=suffix, ext=ext)
+    pipe = load_pipeline(model, device=device)
+    written = skipped = failed = 0
+    for source, target in tqdm(plan, desc="images", unit="img", disable=quiet):
+        if target.exists() and not overwrite:
+            _note(f"skip {source}: {target} exists (--overwrite to replace it)")
+            skipped += 1
+            continue
+        try:
+            img, info = read_image(source)
+            result = pipe.restore(img, tile=tile, tile_pad=tile_pad, progress=not quiet)
+            alpha = info.alpha
+            if alpha is not None and ext in NO_ALPHA:
+                _note(f"warning: {source}: .{ext} cannot hold alpha; it is dropped")
+                alpha = None
+            if alpha is not None:
+                alpha = np.clip(imresize(alpha.astype(np.float32), float(pipe.scale)), 0.0, 1.0)
+            bit_depth = info.bit_depth
+            if bit_depth == 16 and ext not in SIXTEEN_BIT:
+                _note(f"warning: {source}: .{ext} cannot hold 16 bits; written as 8-bit")
+                bit_depth = 8
+            if info.gray:
+                result = result.mean(axis=2)
+            write_image(target, result, bit_depth=bit_depth, alpha=alpha)
+            written += 1
+        except (UserError, OSError) as exc:
+            message = str(exc) if str(source) in str(exc) else f"{source}: {exc}"
+            _note(f"error: {message}")
+            failed += 1
+    summary = f"restored {written} image(s) into {out}"
+    if skipped:
+        summary += f", skipped {skipped} existing"
+    if failed:
+        summary += f", {failed} failed"
+    print(summary)
+    return failed

@@ -1,0 +1,239 @@
+"""Pipeline: stage composition, intermediate rounding, tiling, tile="auto", bundles."""
+
+from __future__ import annotations
+
+import io
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from skimage import data as skdata
+
+from twostage import pipeline as pipeline_module
+from twostage.errors import UserError
+from twostage.models import ModelSpec, build_model
+from twostage.pipeline import (
+    Pipeline,
+    activation_floats_per_pixel,
+    auto_tile,
+    load_pipeline,
+    restore_image,
+)
+
+
+def _net(arch: str, scale: int, seed: int, **kw: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    if arch == "rcan":
+        spec = ModelSpec(arch="rcan", scale=scale, n_feats=8, n_resblocks=kw.get("blocks", 2),
+                         n_resgroups=kw.get("groups", 2), reduction=4)
+    else:
+        spec = ModelSpec(arch="edsr", scale=scale, n_feats=8, n_resblocks=kw.get("blocks", 1))
+    return build_model(spec).eval()
+
+
+def _photo(size: tuple[int, int] = (40, 48)) -> np.ndarray:
+    """A real photo crop, float32 [0, 1]."""
+    img = skdata.astronaut()[100 : 100 + size[0] * 4 : 4, 150 : 150 + size[1] * 4 : 4]
+    return (img.astype(np.float32) / 255.0).copy()
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def _whole(pipe: torch.nn.Module, img: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        y = pipe(torch.from_numpy(img.transpose(2, 0, 1).copy())[None])
+    return y[0].numpy().transpose(1, 2, 0)
+
+
+# --- composition -----------------------------------------------------------------------------
+
+
+def test_scale_is_product_of_stages() -> None:
+    assert Pipeline(None, _net("edsr", 4, 0)).scale == 4
+    assert Pipeline(_net("rcan", 2, 0), _net("edsr", 2, 1)).scale == 4
+    assert Pipeline(_net("rcan", 1, 0), _net("edsr", 2, 1), stage2_repeats=2).scale == 4
+    with pytest.raises(UserError, match="scale 1 or 2"):
+        Pipeline(_net("edsr", 4, 0), _net("edsr", 2, 1))
+
+
+def test_forward_matches_stages_with_8bit_intermediate() -> None:
+    s1, s2 = _net("rcan", 1, 0), _net("edsr", 2, 1)
+    x = torch.from_numpy(_photo((12, 10)).transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        got = Pipeline(s1, s2, stage2_repeats=2)(x)
+        # Independently: round like an 8-bit image on disk between every network.
+        t = np.clip(s1(x).numpy(), 0, 1)
+        t = np.floor(t * 255 + 0.5) / 255
+        u = np.clip(s2(torch.from_numpy(t.astype(np.float32))).numpy(), 0, 1)
+        u = np.floor(u * 255 + 0.5) / 255
+        want = np.clip(s2(torch.from_numpy(u.astype(np.float32))).numpy(), 0, 1)
+        unrounded = Pipeline(s1, s2, stage2_repeats=2, quantize_intermediate=False)(x)
+        want_unrounded = s2(s2(s1(x).clamp(0, 1)).clamp(0, 1)).clamp(0, 1)
+    assert got.shape == (1, 3, 48, 40)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    torch.testing.assert_close(unrounded, want_unrounded, atol=1e-6, rtol=0)
+    assert float(got.min()) >= 0.0 and float(got.max()) <= 1.0
+
+
+def test_rounded_intermediate_equals_mapped_set_on_disk() -> None:
+    """Stage 2 of a pipeline sees what it would read back from a PNG written by stage 1."""
+    s1, s2 = _net("rcan", 2, 3), _net("edsr", 2, 4)
+    x = torch.from_numpy(_photo((10, 12)).transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        mapped = s1(x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+        buf = io.BytesIO()
+        Image.fromarray(np.floor(mapped * 255 + 0.5).astype(np.uint8)).save(buf, format="PNG")
+        back = np.asarray(Image.open(buf)).astype(np.float32) / 255
+        want = s2(torch.from_numpy(back.transpose(2, 0, 1).copy())[None]).clamp(0, 1)
+        got = Pipeline(s1, s2)(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+# --- tiling ----------------------------------------------------------------------------------
+
+
+def test_tiling_is_exact_for_a_network_without_global_pooling() -> None:
+    """EDSR's receptive field is local: with enough pad a tile sees exactly what the whole sees."""
+    pipe = Pipeline(None, _net("edsr", 2, 5))
+    img = _photo((37, 45))
+    whole = _whole(pipe, img)
+    tiled = pipe.restore(img, tile=16, tile_pad=10, device="cpu")
+    assert tiled.shape == (74, 90, 3)
+    np.testing.assert_allclose(tiled, np.clip(whole, 0, 1), atol=1e-5)
+
+
+def test_tiled_rcan_pipeline_matches_whole_image() -> None:
+    """≥ 50 dB on a real photo with a random RCAN (channel attention pools over the tile)."""
+    pipe = Pipeline(_net("rcan", 2, 6), _net("rcan", 2, 7))
+    img = _photo((40, 48))
+    whole = pipe.restore(img, tile=None, device="cpu")
+    np.testing.assert_allclose(whole, _whole(pipe, img), atol=1e-6)
+    tiled = pipe.restore(img, tile=16, tile_pad=16, device="cpu")
+    assert tiled.shape == whole.shape == (160, 192, 3)
+    assert _psnr(tiled, whole) >= 50.0
+    # The test can fail: without context pad the seams show.
+    seams = pipe.restore(img, tile=16, tile_pad=0, device="cpu")
+    assert _psnr(seams, whole) < 50.0
+
+
+def test_tile_auto_uses_the_memory_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = Pipeline(None, _net("rcan", 2, 8))
+    floats = pipe.floats_per_pixel()
+    # RCAN width 8, ×2: 8·8 + 2·8·4 = 128 floats per pixel in the network, +3 in and +12 out.
+    assert floats == pytest.approx(8 * 8 + 2 * 8 * 4 + 3 + 12)
+    budget = int(4 * floats * (24 + 2 * 4) ** 2)  # a 24-pixel tile plus 4 pad on each side
+    monkeypatch.setattr(pipeline_module, "free_memory", lambda device: budget)
+    calls: list[tuple[int, ...]] = []
+    original = pipeline_module.restore_image
+
+    def spy(run, img, **kw):  # type: ignore[no-untyped-def]
+        calls.append((kw["tile"],))
+        return original(run, img, **kw)
+
+    monkeypatch.setattr(pipeline_module, "restore_image", spy)
+    img = _photo((40, 48))
+    auto = pipe.restore(img, tile="auto", tile_pad=4, device="cpu")
+    assert calls == [(24,)]
+    whole = _whole(pipe, img)
+    assert _psnr(auto, np.clip(whole, 0, 1)) >= 40.0  # pad 4 only: a sanity bound
+
+
+def test_auto_tile_rule() -> None:
+    # 100 floats = 400 bytes per pixel; a budget of exactly 100×100 pixels.
+    budget = 400 * 100 * 100
+    assert auto_tile(50, 60, floats_per_pixel=100, tile_pad=10, budget=budget) is None
+    assert auto_tile(500, 300, floats_per_pixel=100, tile_pad=10, budget=budget) == 80
+    assert auto_tile(500, 300, floats_per_pixel=100, tile_pad=14, budget=budget) == 72
+    assert auto_tile(5000, 5000, floats_per_pixel=100, tile_pad=10, budget=400) == 16
+    assert activation_floats_per_pixel([(64, 2), (64, 2)]) == pytest.approx(
+        max(8 * 64 + 8 * 64, 4 * (8 * 64 + 8 * 64)) + 3 * (1 + 16)
+    )
+
+
+def test_tiled_memory_is_output_buffer_plus_tiles() -> None:
+    """numpy peak while tiling: the output buffer plus small per-tile arrays, not a second copy."""
+    img = np.random.default_rng(0).random((96, 96, 3), dtype=np.float32)
+
+    def run(patch: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(patch, 2, axis=2), 2, axis=3)
+
+    out_bytes = 192 * 192 * 3 * 4
+    tracemalloc.start()
+    out = restore_image(run, img, scale=2, tile=16, tile_pad=4)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(out, run(img.transpose(2, 0, 1)[None])[0].transpose(1, 2, 0))
+    assert peak < out_bytes + 4 * (2 * (16 + 8)) ** 2 * 3 * 4
+
+
+def test_restore_rejects_a_model_with_the_wrong_scale() -> None:
+    with pytest.raises(UserError, match="expected"):
+        restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=2, tile=None,
+                      tile_pad=0)
+    with pytest.raises(UserError, match="--tile-pad"):
+        restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=1, tile=4, tile_pad=-1)
+
+
+# --- bundles ---------------------------------------------------------------------------------
+
+
+def test_bundle_round_trip(tmp_path: Path) -> None:
+    s1, s2 = _net("rcan", 1, 9), _net("rcan", 2, 10)
+    pipe = Pipeline(s1, s2, stage2_repeats=2, name="map1-offshelf-x2x2")
+    path = tmp_path / "b" / "map1-offshelf-x2x2.safetensors"
+    pipe.save_bundle(path, {"domain": "bicubic-x4", "branch": "map1-offshelf-x2x2"})
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        keys = list(f.keys())
+    assert meta["format"] == "twostage-pipeline" and meta["version"] == "1"
+    assert meta["domain"] == "bicubic-x4" and meta["branch"] == "map1-offshelf-x2x2"
+    assert meta["scale"] == "4" and meta["stage2_repeats"] == "2"
+    assert json.loads(meta["stage1_spec"]) == s1.spec.to_dict()
+    assert json.loads(meta["stage2_spec"]) == s2.spec.to_dict()
+    assert {k.split(".", 1)[0] for k in keys} == {"stage1", "stage2"}
+    assert len(keys) == len(s1.state_dict()) + len(s2.state_dict())  # x2x2 stored once
+
+    loaded = load_pipeline(path, device="cpu")
+    assert isinstance(loaded, Pipeline)
+    assert loaded.scale == 4 and loaded.stage2_repeats == 2 and loaded.name == pipe.name
+    img = _photo((9, 11))
+    np.testing.assert_array_equal(loaded.restore(img, device="cpu"),
+                                  pipe.restore(img, device="cpu"))
+
+
+def test_bundle_with_a_stray_key_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.safetensors"
+    Pipeline(None, _net("edsr", 2, 11)).save_bundle(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    state["stage2.extra.weight"] = torch.zeros(1)
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(UserError, match=r"stage2.*extra\.weight"):
+        load_pipeline(path, device="cpu")
+
+
+def test_reserved_metadata_and_unbundlable_stage(tmp_path: Path) -> None:
+    pipe = Pipeline(None, _net("edsr", 2, 12))
+    with pytest.raises(UserError, match="reserved"):
+        pipe.save_bundle(tmp_path / "x.safetensors", {"scale": "3"})
+
+    class Plain(torch.nn.Module):
+        scale = 2
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, scale_factor=2)
+
+    with pytest.raises(UserError, match="no ModelSpec"):
+        Pipeline(None, Plain()).save_bundle(tmp_path / "y.safetensors")
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,236 @@
+"""`twostage restore`: every --model kind, folders, tiling, 16-bit/alpha/gray/EXIF, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from twostage.cli import main
+from twostage.export import export_onnx
+from twostage.models import ModelSpec, build_model
+from twostage.models.checkpoints import save_model
+from twostage.ops.imageio import read_image, write_image
+from twostage.pipeline import Pipeline
+
+
+def _edsr(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelSpec(arch="edsr", scale=2, n_feats=8, n_resblocks=1)).eval()
+
+
+def _reference(model: torch.nn.Module, rgb_uint8: np.ndarray) -> np.ndarray:
+    """The model's output on an 8-bit image, as float [0, 1] (no rounding)."""
+    x = torch.from_numpy(rgb_uint8.astype(np.float32).transpose(2, 0, 1) / 255)[None]
+    with torch.no_grad():
+        y = model(x).clamp(0, 1)
+    return y[0].numpy().transpose(1, 2, 0)
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def _basicsr_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """BasicSR's EDSR key names for our 1-block ×2 EDSR, mapped by hand (no mean shift)."""
+    names = {"head.0": "conv_first", "body.0.body.0": "body.0.conv1",
+             "body.0.body.2": "body.0.conv2", "body.1": "conv_after_body",
+             "tail.0.0": "upsample.0", "tail.1": "conv_last"}
+    state = {}
+    for key, value in model.state_dict().items():
+        layer, kind = key.rsplit(".", 1)
+        if layer in ("sub_mean", "add_mean"):
+            continue
+        state[f"{names[layer]}.{kind}"] = value.clone()
+    return state
+
+
+def _write_model(kind: str, folder: Path, model: torch.nn.Module) -> Path:
+    if kind == "native":
+        path = folder / "model.safetensors"
+        save_model(path, model)
+    elif kind == "official":
+        path = folder / "model_x2.pt"
+        torch.save(model.state_dict(), path)  # the official layout is our state dict
+    elif kind == "basicsr":
+        path = folder / "net_g.pth"
+        decoy = {k: torch.zeros_like(v) for k, v in _basicsr_state(model).items()}
+        torch.save({"params": decoy, "params_ema": _basicsr_state(model)}, path)
+    elif kind == "bundle":
+        path = folder / "bundle.safetensors"
+        Pipeline(None, model, name="direct").save_bundle(path, {"branch": "direct"})
+    else:  # onnx
+        native = folder / "src.safetensors"
+        save_model(native, model)
+        path = folder / "model.onnx"
+        export_onnx(native, path, opset=17)
+    return path
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    from skimage import data as skdata
+
+    img = skdata.chelsea()
+    y, x = 60 + 7 * seed, 120 + 5 * seed
+    return np.ascontiguousarray(img[y : y + 2 * h : 2, x : x + 2 * w : 2])
+
+
+@pytest.mark.parametrize("kind", ["native", "official", "basicsr", "bundle", "onnx"])
+def test_each_model_kind(kind: str, tmp_path: Path) -> None:
+    model = _edsr(1)
+    path = _write_model(kind, tmp_path, model)
+    rgb = _photo(12, 16)
+    Image.fromarray(rgb).save(tmp_path / "cat.png")
+    code = main(["restore", "--model", str(path), str(tmp_path / "cat.png"),
+                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 0
+    got = np.asarray(Image.open(tmp_path / "out" / "cat.png")).astype(int)
+    want = _to_uint8(_reference(model, rgb)).astype(int)
+    assert got.shape == (24, 32, 3)
+    assert np.abs(got - want).max() <= (1 if kind == "onnx" else 0)
+
+
+def test_unknown_architecture_is_a_clear_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    torch.save({"layers.0.attn.qkv.weight": torch.zeros(3, 3)}, tmp_path / "swin.pth")
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
+    code = main(["restore", "--model", str(tmp_path / "swin.pth"), str(tmp_path / "a.png"),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "swin.pth" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_folders_suffix_and_tiling(tmp_path: Path) -> None:
+    model = _edsr(2)
+    path = _write_model("native", tmp_path, model)
+    src = tmp_path / "photos"
+    (src / "trip" / "day1").mkdir(parents=True)
+    a, b = _photo(20, 22, 1), _photo(13, 9, 2)
+    Image.fromarray(a).save(src / "a.png")
+    Image.fromarray(b).save(src / "trip" / "day1" / "b.png")
+    out = tmp_path / "out"
+    assert main(["restore", "--model", str(path), str(src), "--out", str(out), "--suffix", "_x2",
+                 "--tile", "8", "--tile-pad", "8", "--device", "cpu"]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a_x2.png", "trip/day1/b_x2.png"]
+    # EDSR sees 6 pixels around each output: with pad 8 the tiles are exact.
+    for img, name in ((a, "a_x2.png"), (b, "trip/day1/b_x2.png")):
+        got = np.asarray(Image.open(out / name))
+        np.testing.assert_array_equal(got, _to_uint8(_reference(model, img)))
+
+    auto = tmp_path / "auto"
+    assert main(["restore", "--model", str(path), str(src / "a.png"), "--out", str(auto),
+                 "--tile", "auto", "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(auto / "a.png")),
+                                  _to_uint8(_reference(model, a)))
+
+
+def test_no_overwrite_without_flag(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = _write_model("native", tmp_path, _edsr())
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"keep me")
+    args = ["restore", "--model", str(path), str(tmp_path / "a.png"), "--out", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "exists" in captured.err and "--overwrite" in captured.err
+    assert (out / "a.png").read_bytes() == b"keep me"
+    assert main([*args, "--overwrite"]) == 0
+    assert Image.open(out / "a.png").size == (16, 16)
+
+
+def test_unreadable_file_others_still_written(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = _write_model("native", tmp_path, _edsr())
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_photo(8, 8, 1)).save(src / "a.png")
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    Image.fromarray(_photo(8, 8, 2)).save(src / "c.png")
+    out = tmp_path / "out"
+    assert main(["restore", "--model", str(path), str(src), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "b.png" in line]
+    assert len(errors) == 1 and errors[0].startswith("error:")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert "1 failed" in captured.out
+
+
+def test_sixteen_bit_in_sixteen_bit_out(tmp_path: Path) -> None:
+    model = _edsr(3)
+    path = _write_model("native", tmp_path, model)
+    rng = np.random.default_rng(0)
+    img16 = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
+    write_image(tmp_path / "deep.png", img16, bit_depth=16)
+    assert main(["restore", "--model", str(path), str(tmp_path / "deep.png"),
+                 "--out", str(tmp_path / "out")]) == 0
+    got, info = read_image(tmp_path / "out" / "deep.png")
+    assert info.bit_depth == 16 and got.shape == (20, 24, 3)
+    x = torch.from_numpy(img16.astype(np.float32).transpose(2, 0, 1) / 65535)[None]
+    with torch.no_grad():
+        want = model(x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
+    assert np.abs(got - want).max() <= 1 / 65535 + 1e-6  # 8-bit would be off by up to 1/510
+
+
+def test_alpha_kept_or_dropped(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = _write_model("native", tmp_path, _edsr())
+    rgba = np.zeros((12, 16, 4), np.uint8)
+    rgba[..., :3] = _photo(12, 16)
+    rgba[:, :8, 3] = 0
+    rgba[:, 8:, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
+    assert main(["restore", "--model", str(path), str(tmp_path / "logo.png"),
+                 "--out", str(tmp_path / "out")]) == 0
+    out = Image.open(tmp_path / "out" / "logo.png")
+    assert out.mode == "RGBA" and out.size == (32, 24)
+    alpha = np.asarray(out)[..., 3].astype(int)
+    # Bicubic ×2 of a step: flat far from the edge (kernel reach 2 input px = 4 output px).
+    assert (alpha[:, :12] == 0).all() and (alpha[:, 20:] == 255).all()
+    assert 0 < alpha[0, 15] < 255 and 0 < alpha[0, 16] < 255
+
+    assert main(["restore", "--model", str(path), str(tmp_path / "logo.png"),
+                 "--out", str(tmp_path / "jpg"), "--ext", "jpg"]) == 0
+    assert "alpha" in capsys.readouterr().err
+    assert Image.open(tmp_path / "jpg" / "logo.jpg").mode == "RGB"
+
+
+def test_gray_in_gray_out(tmp_path: Path) -> None:
+    model = _edsr(4)
+    path = _write_model("native", tmp_path, model)
+    gray = _photo(10, 14)[..., 1]
+    Image.fromarray(gray, "L").save(tmp_path / "g.png")
+    assert main(["restore", "--model", str(path), str(tmp_path / "g.png"),
+                 "--out", str(tmp_path / "out")]) == 0
+    out = Image.open(tmp_path / "out" / "g.png")
+    assert out.mode == "L" and out.size == (28, 20)
+    want = _reference(model, np.repeat(gray[..., None], 3, axis=2)).mean(axis=2)
+    assert np.abs(np.asarray(out).astype(int) - _to_uint8(want).astype(int)).max() == 0
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    path = _write_model("native", tmp_path, _edsr())
+    img = Image.fromarray(_photo(12, 20))  # stored 20 wide, 12 high
+    exif = img.getexif()
+    exif[0x0112] = 6  # display rotated 90° clockwise: 12 wide, 20 high
+    img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    assert main(["restore", "--model", str(path), str(tmp_path / "phone.jpg"),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "phone.png").size == (24, 40)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_model("native", tmp_path, _edsr())
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+
+    def interrupted_save(self, fp, *args, **kwargs):  # type: ignore[no-untyped-def]
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    assert main(["restore", "--model", str(path), str(tmp_path / "a.png"),
+                 "--out", str(out)]) == 130
+    assert not out.exists() or not list(out.rglob("*"))

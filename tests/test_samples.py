@@ -1,0 +1,95 @@
+"""The embedded offline data: fixed disjoint split, sizes, determinism, no network, CLI."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from twostage.cli import main
+from twostage.data import samples
+from twostage.data.samples import SAMPLES, dead_leaves, load_samples, samples_table
+from twostage.errors import UserError
+from twostage.ops.imageio import read_image
+
+
+@pytest.fixture(scope="module")
+def loaded() -> dict[str, list[tuple[str, np.ndarray]]]:
+    return {split: load_samples(split) for split in ("train", "test")}
+
+
+def test_split_is_fixed_and_disjoint(loaded) -> None:
+    train = [n for n, _ in loaded["train"]]
+    test = [n for n, _ in loaded["test"]]
+    assert test == ["astronaut", "chelsea", "coffee"]
+    assert not set(train) & set(test)
+    assert set(train) | set(test) == {s.name for s in SAMPLES}
+    assert sum(n.startswith("deadleaves_") for n in train) == 8
+    assert {"rocket", "motorcycle_left", "retina"} <= set(train)
+
+
+def test_images_match_the_table(loaded) -> None:
+    table = {s.name: s for s in SAMPLES}
+    for split, items in loaded.items():
+        for name, img in items:
+            info = table[name]
+            assert info.split == split
+            assert img.dtype == np.uint8 and img.shape == (info.height, info.width, 3)
+            assert not img.flags.writeable  # shared cache: callers must copy to modify
+
+
+def test_photos_are_colour(loaded) -> None:
+    for name, img in loaded["test"] + loaded["train"]:
+        spread = np.abs(img[..., 0].astype(int) - img[..., 1]).mean()
+        assert spread > 2, f"{name} looks gray"
+
+
+def test_dead_leaves_is_deterministic_and_piecewise_constant() -> None:
+    a = dead_leaves(64, seed=1)
+    np.testing.assert_array_equal(a, dead_leaves(64, seed=1))
+    assert not np.array_equal(a, dead_leaves(64, seed=2))
+    flat = (a[:, 1:] == a[:, :-1]).all(axis=2).mean()
+    assert flat > 0.4  # mostly flat disks ...
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 50  # ... of many colours
+    assert (a.astype(int).sum(axis=2) > 0).all()  # fully covered: no black canvas shows
+
+
+def test_loading_needs_no_network(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    samples._load.cache_clear()
+    try:
+        for split in ("train", "test"):
+            assert load_samples(split)
+    finally:
+        samples._load.cache_clear()
+
+
+def test_unknown_split() -> None:
+    with pytest.raises(UserError, match="train, test"):
+        load_samples("valid")
+
+
+def test_table_and_cli_listing(capsys) -> None:
+    table = samples_table()
+    assert main(["data", "samples", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == table.strip()
+    for s in SAMPLES:
+        line = next(row for row in out.splitlines() if row.startswith(s.name + " "))
+        assert s.split in line and f"{s.height}×{s.width}" in line
+    assert "astronaut" in out and "512×512" in out and "1411×1411" in out
+
+
+def test_cli_writes_the_images(tmp_path, capsys) -> None:
+    assert main(["data", "samples", "--out", str(tmp_path)]) == 0
+    assert f"wrote {len(SAMPLES)} image(s)" in capsys.readouterr().out
+    img, info = read_image(tmp_path / "test" / "coffee.png")
+    ref = dict(load_samples("test"))["coffee"]
+    assert info.bit_depth == 8
+    np.testing.assert_array_equal(np.round(img * 255).astype(np.uint8), ref)
+    assert (tmp_path / "train" / "deadleaves_07.png").is_file()
