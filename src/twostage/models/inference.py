@@ -1,0 +1,67 @@
+"""Running a network for inference: device choice, eval set-up, mixed precision.
+
+Callers wrap the forward pass in `torch.inference_mode()` and `autocast(device)`:
+
+    model = prepare_for_inference(model, device)
+    with torch.inference_mode(), autocast(device):
+        y = model(x.to(device)).float()
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from twostage.errors import UserError
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(name)
+    raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device | str, *,
+                          channels_last: bool | None = None,
+                          compile: bool = False) -> nn.Module:
+    """`model` in eval mode on `device`, in fp32 (gradients are the caller's business:
+    use `torch.inference_mode()`).
+
+    `channels_last` (default: on CUDA only) stores conv weights NHWC, which cuDNN runs faster;
+    inputs need not be converted. `compile=True` returns `torch.compile(model)`, which keeps
+    the model's attributes (`.scale`, `.spec`) reachable.
+    """
+    device = torch.device(device)
+    model = model.eval().to(device=device, dtype=torch.float32)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    return model
+
+
+def autocast(device: torch.device | str) -> AbstractContextManager[object]:
+    """bf16 autocast on CUDA devices that support it; a no-op elsewhere (CPU stays fp32).
+
+    bf16 rather than fp16: EDSR/RCAN work on the [0, 255] range inside, where fp16's small
+    exponent range is a risk, and bf16 needs no loss scaling.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
