@@ -1,0 +1,454 @@
+"""Typed training configs: dataclasses, YAML load/save, `--set a.b=c` overrides, profiles.
+
+A config is a tree of frozen dataclasses (`TrainConfig` at the root). YAML files mirror that
+tree; `save_config` writes every field, so a run's `config.yaml` reproduces the run on its own.
+A YAML file may start from a profile (`profile: cpu`) and override only what differs.
+Values are type-checked against the dataclass annotations; a wrong key or type is a
+`ConfigError` naming the key, the expected type and the value.
+
+Profiles:
+  paper  DESIGN.md §4 exactly: rcan-paper (10 groups × 8 RCAB, 64 ch), batch 8 of 96×96 LR
+         patches, flips and 90° rotations, Adam β=(0.9, 0.99) ε=1e-8, lr 1e-4 halved every 50k,
+         150k iterations, L1.
+  cpu    the same code path scaled to a laptop: a small RCAN, 48×48 patches, 3k iterations.
+  tiny   for tests: a few channels, 16×16 patches, batch 2, 30 iterations, one thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from twostage.data.datasets import DatasetSpec
+from twostage.errors import UserError
+from twostage.ops.files import write_text_atomic
+
+PROFILES = ("paper", "cpu", "tiny")
+
+
+class ConfigError(UserError):
+    """A config file or `--set` override that is malformed, has an unknown key or a wrong type."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to train: a preset name from `twostage models` at `scale`."""
+
+    preset: str
+    scale: int
+    init: str | None = None  # a checkpoint to initialise the weights from (any format)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training pairs (input domain → target domain) and how patches are drawn from them."""
+
+    train: DatasetSpec
+    val: DatasetSpec | None = None  # whole images, for PSNR/SSIM during training
+    patch_size: int = 96  # of the input (LR) patch; the target patch is scale × larger
+    batch_size: int = 8  # per process; with DDP the effective batch is batch_size × world size
+    augment: bool = True  # random flips and 90° rotations
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam, a step schedule (lr × gamma every lr_step iterations) and the pixel loss."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-8
+    iterations: int = 150_000
+    lr_step: int = 50_000
+    lr_gamma: float = 0.5
+    loss: Literal["l1", "l2"] = "l1"
+    grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """How often to log, validate and checkpoint (in iterations), and what to keep."""
+
+    checkpoint_every: int = 5000
+    val_every: int = 5000
+    log_every: int = 100  # loss/lr to metrics.csv, TensorBoard and the progress bar
+    keep_last: int = 3  # checkpoints kept besides `latest` and `best`
+    tensorboard: bool = True
+    n_val_images: int = 3  # validation outputs written to TensorBoard as images
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how to run: device, seed, precision and speed switches."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA; fp16 adds a GradScaler
+    channels_last: bool = False  # CUDA only
+    compile: bool = False  # torch.compile the network
+    deterministic: bool = True  # CUDA: deterministic kernels, no cudnn.benchmark
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one training run."""
+
+    model: ModelConfig
+    data: DataConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    name: str = ""  # a label for logs; the default run folder is runs/<name>
+
+
+# ---------------------------------------------------------------------------------------------
+# profiles
+
+
+def profile_defaults(name: str) -> TrainConfig:
+    """The `paper`, `cpu` or `tiny` profile: an RCAN ×2 mapping network (the paper's best
+    stage 1) trained on the embedded samples: gaussian-aniso ↓4 input → bicubic ↓2 target, a
+    pair scale of 2. Recipes replace `model` and `data`."""
+    train = DatasetSpec(kind="samples", split="train", preset="gaussian-aniso", scale=4,
+                        target_domain="bicubic-x2")
+    val = DatasetSpec(kind="samples", split="test", preset="gaussian-aniso", scale=4,
+                      target_domain="bicubic-x2")
+    if name == "paper":
+        return TrainConfig(
+            model=ModelConfig(preset="rcan-paper", scale=2),
+            data=DataConfig(train=train, val=val, patch_size=96, batch_size=8),
+            optim=OptimConfig(),
+            log=LogConfig(checkpoint_every=5000, val_every=5000, log_every=100),
+            run=RunConfig(deterministic=False),
+            name="paper",
+        )
+    if name == "cpu":
+        return TrainConfig(
+            model=ModelConfig(preset="rcan-cpu", scale=2),
+            data=DataConfig(train=train, val=val, patch_size=48, batch_size=8),
+            optim=OptimConfig(lr=2e-4, iterations=3000, lr_step=1000),
+            log=LogConfig(checkpoint_every=500, val_every=500, log_every=50),
+            run=RunConfig(device="cpu"),
+            name="cpu",
+        )
+    if name == "tiny":
+        return TrainConfig(
+            model=ModelConfig(preset="rcan-tiny", scale=2),
+            data=DataConfig(train=dataclasses.replace(train, limit=2),
+                            val=dataclasses.replace(val, limit=1), patch_size=16, batch_size=2),
+            optim=OptimConfig(lr=1e-3, iterations=30, lr_step=10),
+            log=LogConfig(checkpoint_every=10, val_every=10, log_every=5, keep_last=2,
+                          tensorboard=False, n_val_images=1),
+            run=RunConfig(device="cpu", threads=1),
+            name="tiny",
+        )
+    raise ConfigError(f"unknown profile {name!r} (choose from {', '.join(PROFILES)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checking
+
+
+def config_to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain YAML/JSON data: dicts, lists, str, numbers, bool, None."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [config_to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): config_to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class _Mismatch(Exception):
+    """Internal: a value does not fit a type (turned into a ConfigError naming the key)."""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        none = " or null" if type(None) in typing.get_args(tp) else ""
+        return " or ".join(names) + none
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (tuple, list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+    if tp is Ellipsis:
+        return "..."
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """`value` as type `tp`, or _Mismatch. YAML quirks handled: '2e-4' (a str to PyYAML) is a
+    float, a list is a tuple, a str is a Path."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Mismatch
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if type(value) is type(choice) and value == choice:
+                return value
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if tp is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+        raise _Mismatch
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_convert(v, a, key) for v, a in zip(value, args))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        return [_convert(v, arg, key) for v in value]
+    if origin is dict:
+        karg, varg = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return {_convert(k, karg, key): _convert(v, varg, key) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return _from_dict(tp, value, key)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise _Mismatch
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    try:
+        return _convert(value, tp, key)
+    except _Mismatch:
+        raise ConfigError(
+            f"{key}: expected {_type_name(tp)}, got {value!r}"
+        ) from None
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are errors."""
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    where = f"{prefix}." if prefix else ""
+    for name in data:
+        if name not in fields:
+            raise ConfigError(
+                f"unknown key {where}{name!s} (valid keys{' of ' + prefix if prefix else ''}: "
+                f"{', '.join(fields)})"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _check_value(data[name], hints[name], where + name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {where}{name} ({_type_name(hints[name])})")
+    try:
+        return cls(**kwargs)
+    except UserError as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def _is_config_class(tp: Any) -> bool:
+    """Our own config dataclasses merge key by key; other dataclasses (DatasetSpec) are
+    replaced whole, so a YAML `data.train` never inherits stray fields from a profile."""
+    return dataclasses.is_dataclass(tp) and tp.__module__ == __name__
+
+
+def _merge(cls: type, base: dict[str, Any], update: dict[str, Any], prefix: str) -> dict:
+    hints = _hints(cls)
+    merged = dict(base)
+    for name, value in update.items():
+        tp = hints.get(name)
+        if (tp is not None and _is_config_class(tp) and isinstance(value, dict)
+                and isinstance(merged.get(name), dict)):
+            merged[name] = _merge(tp, merged[name], value, f"{prefix}{name}.")
+        else:
+            merged[name] = value
+    return merged
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """A `TrainConfig` from plain data (as YAML gives), optionally starting from
+    `profile: NAME`. Errors name `source` and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {data!r}")
+    data = dict(data)
+    try:
+        profile = data.pop("profile", None)
+        if profile is not None:
+            if not isinstance(profile, str):
+                raise ConfigError(f"profile: expected one of {', '.join(PROFILES)}, "
+                                  f"got {profile!r}")
+            base = config_to_dict(profile_defaults(profile))
+            data = _merge(TrainConfig, base, data, "")
+        cfg = _from_dict(TrainConfig, data, "")
+        check_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return cfg
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Range checks that types cannot express; each error names the option."""
+    checks = [
+        ("model.scale", cfg.model.scale >= 1, "must be >= 1"),
+        ("data.patch_size", cfg.data.patch_size >= 1, "must be >= 1"),
+        ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
+        ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
+        ("optim.betas", all(0 <= b < 1 for b in cfg.optim.betas), "must be in [0, 1)"),
+        ("optim.eps", cfg.optim.eps > 0, "must be > 0"),
+        ("optim.iterations", cfg.optim.iterations >= 1, "must be >= 1"),
+        ("optim.lr_step", cfg.optim.lr_step >= 1, "must be >= 1"),
+        ("optim.lr_gamma", 0 < cfg.optim.lr_gamma <= 1, "must be in (0, 1]"),
+        ("optim.grad_clip", cfg.optim.grad_clip >= 0, "must be >= 0"),
+        ("optim.ema", 0 <= cfg.optim.ema < 1, "must be in [0, 1)"),
+        ("log.checkpoint_every", cfg.log.checkpoint_every >= 1, "must be >= 1"),
+        ("log.val_every", cfg.log.val_every >= 1, "must be >= 1"),
+        ("log.log_every", cfg.log.log_every >= 1, "must be >= 1"),
+        ("log.keep_last", cfg.log.keep_last >= 1, "must be >= 1"),
+        ("log.n_val_images", cfg.log.n_val_images >= 0, "must be >= 0"),
+        ("run.threads", cfg.run.threads >= 0, "must be >= 0"),
+    ]
+    for key, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"{key} {rule}")
+
+
+# ---------------------------------------------------------------------------------------------
+# files and overrides
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML training config (see configs/); errors name the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config {path}{where}: invalid YAML") from None
+    return config_from_dict(data if data is not None else {}, source=f"config {path}")
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    """Every field of `cfg` as YAML (what `save_config` writes)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write `cfg` as YAML (atomically); `load_config` reads it back to an equal object."""
+    write_text_atomic(path, config_to_yaml(cfg))
+
+
+def _replace_at(obj: Any, parts: list[str], raw: str, value: Any, done: list[str]) -> Any:
+    """A copy of dataclass `obj` with the field at `parts` set to `value` (type-checked)."""
+    name, rest = parts[0], parts[1:]
+    key = ".".join([*done, name])
+    names = [f.name for f in dataclasses.fields(obj) if f.init]
+    if name not in names:
+        owner = ".".join(done)
+        raise ConfigError(
+            f"unknown key {key} (valid keys{' of ' + owner if owner else ''}: {', '.join(names)})"
+        )
+    tp = _hints(type(obj))[name]
+    if not rest:
+        new = _check_value(value, tp, key)
+    else:
+        current = getattr(obj, name)
+        if not dataclasses.is_dataclass(current):
+            if current is None:
+                raise ConfigError(f"{key} is null: set it whole first, e.g. --set {key}={{...}}")
+            raise ConfigError(f"unknown key {key}.{rest[0]} ({key} is {_type_name(tp)})")
+        new = _replace_at(current, rest, raw, value, [*done, name])
+    try:
+        return dataclasses.replace(obj, **{name: new})
+    except (UserError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}={raw}: {exc}") from None
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """`cfg` with `["optim.lr=2e-4", "data.val=null", ...]` applied in order. Values are YAML
+    (`[0.9, 0.999]`, `null`, `{kind: samples}`), checked against the field types."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=2e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r} as YAML") from None
+        try:
+            cfg = _replace_at(cfg, key.split("."), raw, value, [])
+            check_config(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item}: {exc}") from None
+    return cfg

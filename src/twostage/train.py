@@ -1,0 +1,761 @@
+"""Train one network (input domain → target domain at the model's scale) from a `TrainConfig`.
+
+The loop follows BasicSR/EDSR practice: random LR patches with flips and 90° rotations, Adam,
+a step schedule, L1, whole-image validation (PSNR/SSIM on RGB, crop = scale).
+
+Run folder (DESIGN.md §3):
+  config.yaml        the full config (reproduces the run)
+  checkpoints/       iter_XXXXXXXX/{model.safetensors, state.pt}, latest.txt, best.txt
+  metrics.csv        iteration, loss, lr, val_psnr, val_ssim, seconds
+  events.out.tfevents.*  TensorBoard: loss, lr, val PSNR/SSIM, a few validation outputs
+  model.safetensors  the final weights (the EMA weights when optim.ema > 0), with metadata
+
+Exact resume: batch i is drawn from `np.random.default_rng([seed, i, rank])`, the schedule is a
+function of the iteration, and a checkpoint holds weights, optimizer, EMA, scaler and every RNG
+state; on CPU a killed-and-resumed run ends bit-identical to an uninterrupted one.
+A checkpoint folder is written under a temporary name and renamed into place; `latest.txt` (a
+one-line pointer, written atomically) moves only afterwards, so a kill at any moment leaves the
+previous checkpoint loadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from twostage import __version__
+from twostage.config import (
+    ConfigError,
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from twostage.data.datasets import PairSet, open_dataset, random_batch
+from twostage.errors import UserError
+from twostage.models import build_model, preset_spec
+from twostage.models.checkpoints import load_model, read_state, save_model
+from twostage.models.inference import pick_device
+from twostage.ops.files import atomic_path, write_text_atomic
+from twostage.ops.metrics import psnr, ssim
+
+STATE_FORMAT = "twostage-train-state"
+STATE_VERSION = 1
+METRIC_FIELDS = ("iteration", "loss", "lr", "val_psnr", "val_ssim", "seconds")
+# On resume these may differ from the run's config.yaml; anything else would change the result.
+RESUMABLE_CHANGES = ("name", "optim.iterations", "log.", "run.device", "run.threads",
+                     "run.compile")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run stopped without saving the bad weights."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    out: Path  # the run folder
+    model_path: Path  # out/model.safetensors
+    iterations: int
+    model: nn.Module  # the final network (EMA weights when optim.ema > 0), in eval mode
+    final_loss: float | None  # mean training loss over the last logging window
+    val_psnr: float | None  # at the last iteration
+    val_ssim: float | None
+    best_psnr: float | None
+    best_iteration: int | None
+    seconds: float  # training wall time, all sessions of a resumed run together
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule
+
+
+def learning_rate(optim: OptimConfig, iteration: int) -> float:
+    """Learning rate of update `iteration` (1-based): lr × gamma^⌊(iteration − 1) / lr_step⌋,
+    so the paper's updates 1…50k use 1e-4, 50001…100k 5e-5 and 100001…150k 2.5e-5."""
+    return optim.lr * optim.lr_gamma ** ((iteration - 1) // optim.lr_step)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state (as tensors, so state.pt loads with torch.load(weights_only=True))
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, CUDA, numpy and Python global RNG states."""
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(cuda),
+        "numpy_keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+        "numpy_pos": torch.tensor(int(np_pos)),
+        "numpy_gauss": torch.tensor([float(np_has_gauss), float(np_gauss)], dtype=torch.float64),
+        "python": torch.tensor(py_internal, dtype=torch.int64),
+        "python_version": torch.tensor(py_version),
+        "python_gauss": torch.tensor(math.nan if py_gauss is None else py_gauss,
+                                     dtype=torch.float64),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    has_gauss, gauss = state["numpy_gauss"].tolist()
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
+                         int(state["numpy_pos"]), int(has_gauss), gauss))
+    py_gauss = float(state["python_gauss"])
+    random.setstate((int(state["python_version"]), tuple(state["python"].tolist()),
+                     None if math.isnan(py_gauss) else py_gauss))
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _checkpoint_name(iteration: int) -> str:
+    return f"iter_{iteration:08d}"
+
+
+def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoint folders under `root`, oldest first."""
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith("iter_") and p.name[5:].isdigit():
+                found.append((int(p.name[5:]), p))
+    return sorted(found)
+
+
+def read_pointer(root: Path, which: str) -> Path | None:
+    """The checkpoint folder that `root/<which>.txt` ("latest" or "best") names, if it exists."""
+    pointer = root / f"{which}.txt"
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    folder = root / name
+    return folder if name and (folder / "state.pt").is_file() else None
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The `latest` checkpoint folder of a run, or None."""
+    return read_pointer(Path(run_dir) / "checkpoints", "latest")
+
+
+def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and training state of a checkpoint folder. Never runs code: safetensors and
+    `torch.load(weights_only=True)`."""
+    folder = Path(folder)
+    weights, _ = read_state(folder / "model.safetensors")
+    path = folder / "state.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {folder} is incomplete: {path.name} is missing") from None
+    except Exception as exc:  # a truncated or foreign file: pickle, zip and torch errors
+        raise UserError(f"cannot read training state {path}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise UserError(f"{path} is not a twostage training state")
+    return weights, state
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_checkpoint(root: Path, iteration: int, *, net: nn.Module, state: dict[str, Any],
+                     best: bool = False, keep_last: int = 3) -> Path:
+    """Write checkpoint folder `root/iter_<iteration>` atomically, point `latest.txt` (and
+    `best.txt` when `best`) at it, and delete all but the last `keep_last`, latest and best.
+
+    The folder is filled under a temporary name, fsynced and renamed into place; the pointer
+    moves only afterwards. Any failure leaves the previous checkpoints and pointers as they were.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / _checkpoint_name(iteration)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    try:
+        save_model(tmp / "model.safetensors", net, metadata={"iteration": str(iteration)})
+        with atomic_path(tmp / "state.pt") as part:
+            torch.save(state, part)
+        _fsync_dir(tmp)
+        if final.exists():  # left by a run killed before it moved the pointer; never `latest`
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_text_atomic(root / "latest.txt", final.name + "\n")
+    if best:
+        write_text_atomic(root / "best.txt", final.name + "\n")
+    keep = {p.name for _, p in checkpoint_dirs(root)[-keep_last:]} | {final.name}
+    best_dir = read_pointer(root, "best")
+    if best_dir is not None:
+        keep.add(best_dir.name)
+    for _, p in checkpoint_dirs(root):
+        if p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def _clean_after(root: Path, iteration: int, best_iteration: int | None) -> None:
+    """On resume: drop temporary folders and checkpoints newer than the one resumed from (a
+    killed run may have written them without moving `latest`), and re-point `best`."""
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(".iter_") and p.name.endswith(".tmp"):
+            shutil.rmtree(p, ignore_errors=True)
+    for it, p in checkpoint_dirs(root):
+        if it > iteration:
+            shutil.rmtree(p, ignore_errors=True)
+    best = root / _checkpoint_name(best_iteration) if best_iteration else None
+    if best is not None and (best / "state.pt").is_file():
+        write_text_atomic(root / "best.txt", best.name + "\n")
+    else:
+        (root / "best.txt").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.csv
+
+
+def _read_metrics(path: Path, up_to: int) -> list[dict[str, str]]:
+    """Rows of an existing metrics.csv up to iteration `up_to` (later ones are being redone)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            if int(row["iteration"]) <= up_to:
+                rows.append({k: row.get(k) or "" for k in METRIC_FIELDS})
+    return rows
+
+
+def _write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces of the loop
+
+
+def _image_tensor(img: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 or float [0, 1] → 1×3×H×W float32."""
+    arr = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, pairs: Sequence[Any], *, device: torch.device, scale: int,
+             amp: str = "none", channels_last: bool = False,
+             keep_images: int = 0) -> tuple[float, float, list[tuple[str, np.ndarray]]]:
+    """Mean PSNR/SSIM (RGB, crop = scale, DESIGN §4) of `model` on whole images, and the first
+    `keep_images` outputs (H×W×3 float) for TensorBoard."""
+    was_training = model.training
+    model.eval()
+    psnrs, ssims, images = [], [], []
+    try:
+        for pair in pairs:
+            x = _image_tensor(pair.input).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                y = model(x)
+            out = y.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            psnrs.append(psnr(out, pair.target, crop_border=scale))
+            ssims.append(ssim(out, pair.target, crop_border=scale))
+            if len(images) < keep_images:
+                images.append((pair.name, out))
+    finally:
+        model.train(was_training)
+    return float(np.mean(psnrs)), float(np.mean(ssims)), images
+
+
+def _update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    """BasicSR's `model_ema`: ema = decay · ema + (1 − decay) · weights (frozen tensors copied)."""
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), net.parameters()):
+            if p.requires_grad:
+                e.mul_(decay).add_(p, alpha=1 - decay)
+            else:
+                e.copy_(p)
+        for e, b in zip(ema.buffers(), net.buffers()):
+            e.copy_(b)
+
+
+class _StopRequest:
+    """Set by SIGINT/SIGTERM; the loop saves a checkpoint at the end of the iteration."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _catch_interrupts() -> Iterator[_StopRequest]:
+    """Turn the first Ctrl-C (or SIGTERM) into a request to stop cleanly; a second one
+    interrupts at once (the previous handlers come back after the first)."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.signum = signum
+        signal.signal(signum, previous[signum])
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        previous[sig] = old if old is not None else signal.SIG_DFL
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _dist_from_env() -> _Dist:
+    """RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them (a single process without)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun "
+                        "sets them)") from None
+    return _Dist(rank=rank, world=world, local_rank=local) if world > 1 else _Dist()
+
+
+def _barrier(d: _Dist, device: torch.device) -> None:
+    if d.enabled:
+        if device.type == "cuda":
+            dist.barrier(device_ids=[device.index or 0])
+        else:
+            dist.barrier()
+
+
+def _device_for(name: str, d: _Dist) -> torch.device:
+    device = pick_device(name)
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank if d.enabled else (device.index or 0))
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry points
+
+
+def train(cfg: TrainConfig, *, out: str | Path, resume: bool = False,
+          train_set: PairSet | None = None, val_set: PairSet | None = None,
+          quiet: bool = False) -> TrainResult:
+    """Train `cfg.model` on `train_set` (default: `cfg.data.train`), validating on `val_set`
+    (default: `cfg.data.val`), into run folder `out`. Under torchrun (WORLD_SIZE > 1) every
+    process calls this; they form a DDP group (NCCL on GPU, gloo on CPU), each draws its own
+    batches, and only rank 0 logs and writes files.
+
+    Raises UserError for a bad config, data or run folder, `TrainingDiverged` on a NaN/inf loss,
+    and KeyboardInterrupt after saving a checkpoint when interrupted (Ctrl-C, SIGTERM).
+    """
+    d = _dist_from_env()
+    owns_group = False
+    device = _device_for(cfg.run.device, d)
+    if d.enabled and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns_group = True
+    try:
+        return _train(cfg, out=Path(out), resume=resume, train_set=train_set, val_set=val_set,
+                      quiet=quiet, d=d, device=device)
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_from_file(config: str | Path, *, overrides: Sequence[str] = (), resume: bool = False,
+                    out: str | Path | None = None, device: str | None = None,
+                    quiet: bool = False) -> Path:
+    """`twostage train CONFIG.yaml [--set k=v]... [--resume] [--out DIR] [--device D]`.
+    The run folder defaults to runs/<name> (the config's name, else its file stem).
+    Returns the path of the trained model file."""
+    cfg = apply_overrides(load_config(config), list(overrides))
+    if device is not None:
+        cfg = replace(cfg, run=replace(cfg.run, device=device))
+    if out is None:
+        out = Path("runs") / (cfg.name or Path(config).stem)
+    return train(cfg, out=Path(out), resume=resume, quiet=quiet).model_path
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for k, v in data.items():
+            flat.update(_flat(v, f"{prefix}{k}."))
+        return flat
+    return {prefix[:-1]: data}
+
+
+def _check_resumable(saved: TrainConfig, cfg: TrainConfig, path: Path) -> None:
+    a, b = _flat(config_to_dict(saved)), _flat(config_to_dict(cfg))
+    changed = sorted(k for k in a.keys() | b.keys()
+                     if a.get(k) != b.get(k)
+                     and not any(k == c or (c.endswith(".") and k.startswith(c))
+                                 for c in RESUMABLE_CHANGES))
+    if changed:
+        raise UserError(f"cannot resume: the config differs from {path} in {', '.join(changed)} "
+                        f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+
+
+def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, d: _Dist) -> Path | None:
+    """Check the run folder for a fresh run or a resume; rank 0 writes config.yaml.
+    Returns the checkpoint to resume from."""
+    latest = latest_checkpoint(out)
+    if resume and latest is None:
+        raise UserError(f"cannot resume: no checkpoint in {out / 'checkpoints'} "
+                        "(latest.txt missing)")
+    if not resume and latest is not None:
+        raise UserError(f"{out} already holds a training run; pass --resume to continue it or "
+                        "choose another --out")
+    saved_path = out / "config.yaml"
+    if resume and saved_path.is_file():
+        try:
+            saved = load_config(saved_path)
+        except ConfigError:
+            saved = None  # an older or edited file: the checkpoint still decides
+        if saved is not None:
+            _check_resumable(saved, cfg, saved_path)
+    if d.main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, saved_path)
+        except OSError as exc:
+            raise UserError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
+    return latest
+
+
+def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | None,
+           val_set: PairSet | None, quiet: bool, d: _Dist, device: torch.device) -> TrainResult:
+    o, lg, rn = cfg.optim, cfg.log, cfg.run
+    if rn.amp != "none" and device.type != "cuda":
+        raise ConfigError(f"run.amp={rn.amp} needs a CUDA device (the device is {device.type}); "
+                          "set run.amp=none")
+    if rn.threads > 0:
+        torch.set_num_threads(rn.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not rn.deterministic
+        torch.backends.cudnn.deterministic = rn.deterministic
+
+    latest = _prepare_run_dir(cfg, out, resume, d)
+    ckpt_root = out / "checkpoints"
+
+    if train_set is None:
+        train_set = open_dataset(cfg.data.train)
+    if val_set is None and cfg.data.val is not None and d.main:
+        val_set = open_dataset(cfg.data.val)
+    for role, pairs in (("training", train_set), ("validation", val_set)):
+        if pairs is not None and pairs.scale != cfg.model.scale:
+            raise UserError(f"model.scale={cfg.model.scale} but the {role} set {pairs.name!r} "
+                            f"has scale {pairs.scale} (target size = scale × input size)")
+    if len(train_set) == 0:
+        raise UserError(f"the training set {train_set.name!r} is empty")
+
+    torch.manual_seed(rn.seed)
+    np.random.seed(rn.seed)
+    random.seed(rn.seed)
+    net = build_model(preset_spec(cfg.model.preset, scale=cfg.model.scale))
+    if cfg.model.init is not None and latest is None:
+        init = load_model(cfg.model.init, device="cpu")
+        try:
+            net.load_state_dict(init.state_dict())
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(f"model.init {cfg.model.init}: its weights do not fit "
+                            f"{cfg.model.preset} ×{cfg.model.scale}: {first}") from None
+    net.to(device)
+    if rn.channels_last and device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(net).requires_grad_(False).eval() if o.ema > 0 else None
+    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
+    scaler = torch.amp.GradScaler("cuda") if rn.amp == "fp16" else None
+
+    start, best_psnr, best_iteration, elapsed_before = 0, -math.inf, 0, 0.0
+    if latest is not None:
+        weights, state = load_checkpoint(latest)
+        start = int(state["iteration"])
+        if start > o.iterations:
+            raise UserError(f"cannot resume: {latest} is at iteration {start}, past "
+                            f"optim.iterations={o.iterations}")
+        if int(state.get("world_size", 1)) != d.world:
+            raise UserError(f"cannot resume: {latest} was written by {state.get('world_size')} "
+                            f"process(es), this run has {d.world} (the batches would differ)")
+        net.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            if not state.get("params_ema"):
+                raise UserError(f"cannot resume: {latest} holds no EMA weights (optim.ema)")
+            ema.load_state_dict(state["params_ema"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        best_psnr = float(state["best_psnr"])
+        best_iteration = int(state["best_iteration"])
+        elapsed_before = float(state["elapsed"])
+        if d.main:
+            _clean_after(ckpt_root, start, best_iteration or None)
+    _barrier(d, device)
+
+    step_model: nn.Module = net
+    if d.enabled:
+        step_model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    if rn.compile:
+        step_model = torch.compile(step_model)
+    loss_fn = nn.L1Loss() if o.loss == "l1" else nn.MSELoss()
+
+    rows = _read_metrics(out / "metrics.csv", start) if d.main else []
+    writer = None
+    if d.main and lg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(out), purge_step=start + 1 if start else None)
+
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # iteration of a NaN/inf loss
+    last_loss: float | None = None
+    last_psnr: float | None = None
+    last_ssim: float | None = None
+    last_saved = start
+    t0 = time.monotonic()
+
+    def seconds() -> float:
+        return elapsed_before + time.monotonic() - t0
+
+    def save(iteration: int, *, best: bool = False) -> None:
+        nonlocal last_saved
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "iteration": iteration,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"lr": learning_rate(o, iteration), "lr_step": o.lr_step,
+                          "lr_gamma": o.lr_gamma},
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "params_ema": ema.state_dict() if ema is not None else {},
+            "rng": rng_state(),
+            "best_psnr": best_psnr,
+            "best_iteration": best_iteration,
+            "elapsed": seconds(),
+            "world_size": d.world,
+        }
+        try:
+            write_checkpoint(ckpt_root, iteration, net=net, state=state, best=best,
+                             keep_last=lg.keep_last)
+        except OSError as exc:
+            previous = latest_checkpoint(out)
+            keep = f"; {previous} is intact" if previous is not None else ""
+            raise UserError(f"cannot write a checkpoint in {ckpt_root}: "
+                            f"{exc.strerror or exc}{keep}") from None
+        last_saved = iteration
+
+    def check_finite(collective: bool) -> None:
+        bad = first_bad.clone()
+        if collective and d.enabled:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if int(bad) > 0:
+            previous = latest_checkpoint(out)
+            keep = (f"the last good checkpoint is {previous}" if previous is not None
+                    else "no checkpoint was written")
+            raise TrainingDiverged(f"the loss became NaN or infinite at iteration {int(bad)}; "
+                                   f"stopped, {keep} (try a lower optim.lr or optim.grad_clip)")
+
+    bar = tqdm(total=o.iterations, initial=start, disable=quiet or not d.main,
+               desc=cfg.name or "train", unit="it", dynamic_ncols=True)
+    try:
+        with _catch_interrupts() as stop:
+            net.train()
+            for it in range(start + 1, o.iterations + 1):
+                lr = learning_rate(o, it)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                rng = np.random.default_rng([rn.seed, it, d.rank])
+                x, y = random_batch(train_set, batch_size=cfg.data.batch_size,
+                                    patch_size=cfg.data.patch_size, rng=rng,
+                                    augment=cfg.data.augment)
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                if rn.channels_last and device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with _autocast(device, rn.amp):
+                    pred = step_model(x)
+                loss = loss_fn(pred.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    if o.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if o.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+                    optimizer.step()
+                if ema is not None:
+                    _update_ema(ema, net, o.ema)
+                # Accumulate on the device: no host sync until the next log/validation/save.
+                loss = loss.detach()
+                loss_sum += loss
+                loss_count += 1
+                first_bad = torch.where(torch.isfinite(loss) | (first_bad > 0), first_bad, it)
+                bar.update(1)
+
+                # The same on every rank (collectives and barriers must match); only rank 0
+                # holds the validation set.
+                last = it == o.iterations
+                log_due = it % lg.log_every == 0 or last
+                val_tick = it % lg.val_every == 0 or last
+                ckpt_due = it % lg.checkpoint_every == 0 or last
+                val_due = val_tick and val_set is not None and d.main
+                if stop.signum is not None:
+                    check_finite(collective=False)
+                    if d.main and last_saved != it:
+                        save(it)
+                    raise KeyboardInterrupt
+                if not (log_due or val_tick or ckpt_due):
+                    continue
+                check_finite(collective=True)
+                row = {k: "" for k in METRIC_FIELDS}
+                row.update(iteration=str(it), lr=f"{lr:.6g}")
+                if log_due:
+                    total = loss_sum.clone()
+                    if d.enabled:
+                        dist.all_reduce(total)
+                    last_loss = float(total) / (loss_count * d.world)
+                    loss_sum.zero_()
+                    loss_count = 0
+                    row["loss"] = f"{last_loss:.6g}"
+                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                    if writer is not None:
+                        writer.add_scalar("train/loss", last_loss, it)
+                        writer.add_scalar("train/lr", lr, it)
+                if val_due:
+                    model_for_val = ema if ema is not None else net
+                    last_psnr, last_ssim, images = validate(
+                        model_for_val, val_set, device=device, scale=cfg.model.scale,
+                        amp=rn.amp, channels_last=rn.channels_last and device.type == "cuda",
+                        keep_images=lg.n_val_images if writer is not None else 0)
+                    row.update(val_psnr=f"{last_psnr:.4f}", val_ssim=f"{last_ssim:.6f}")
+                    if writer is not None:
+                        writer.add_scalar("val/psnr", last_psnr, it)
+                        writer.add_scalar("val/ssim", last_ssim, it)
+                        for name, img in images:
+                            writer.add_image(f"val/{name}", img, it, dataformats="HWC")
+                    if last_psnr > best_psnr:
+                        best_psnr, best_iteration = last_psnr, it
+                        save(it, best=True)
+                if d.main and ckpt_due and last_saved != it:
+                    save(it)
+                if d.main and (log_due or val_due):
+                    row["seconds"] = f"{seconds():.3f}"
+                    rows.append(row)
+                    _write_metrics(out / "metrics.csv", rows)
+                    if writer is not None:
+                        writer.flush()
+                if val_tick or ckpt_due:
+                    _barrier(d, device)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+    final = ema if ema is not None else net
+    final.eval()
+    model_path = out / "model.safetensors"
+    if d.main:
+        metadata = {
+            "name": cfg.name,
+            "iterations": str(o.iterations),
+            "weights": "ema" if ema is not None else "final",
+            "twostage_version": __version__,
+            "train_config": json.dumps(config_to_dict(cfg)),
+        }
+        try:
+            save_model(model_path, final, metadata=metadata)
+        except OSError as exc:
+            raise UserError(f"cannot write {model_path}: {exc.strerror or exc}") from None
+    _barrier(d, device)
+    has_best = best_iteration > 0
+    return TrainResult(out=out, model_path=model_path, iterations=o.iterations, model=final,
+                       final_loss=last_loss, val_psnr=last_psnr, val_ssim=last_ssim,
+                       best_psnr=best_psnr if has_best else None,
+                       best_iteration=best_iteration if has_best else None,
+                       seconds=seconds())

@@ -1,0 +1,165 @@
+"""Training configs: YAML round trip, profiles, `--set` overrides and their errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from twostage.config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    profile_defaults,
+    save_config,
+)
+from twostage.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu", "tiny"])
+def test_save_then_load_gives_an_equal_config(tmp_path: Path, profile: str) -> None:
+    cfg = profile_defaults(profile)
+    cfg = apply_overrides(cfg, ["optim.lr=3.5e-5", "data.val=null", "run.seed=7"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+    assert isinstance(again.optim.betas, tuple)
+
+
+def test_paper_profile_is_the_papers_setting() -> None:
+    # DESIGN.md §4 / the paper's §4: batch 8 of 96×96 LR patches, Adam β=(0.9, 0.99), ε=1e-8,
+    # lr 1e-4 halved every 50k iterations, 150k iterations, L1, flips and rotations.
+    cfg = profile_defaults("paper")
+    assert (cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment) == (8, 96, True)
+    assert cfg.optim.betas == (0.9, 0.99) and cfg.optim.eps == 1e-8
+    assert (cfg.optim.lr, cfg.optim.lr_step, cfg.optim.lr_gamma) == (1e-4, 50_000, 0.5)
+    assert cfg.optim.iterations == 150_000 and cfg.optim.loss == "l1"
+    assert cfg.model.preset == "rcan-paper"
+    assert cfg.optim.ema == 0 and cfg.optim.grad_clip == 0 and cfg.run.amp == "none"
+
+
+def test_cpu_profile_is_small() -> None:
+    cfg = profile_defaults("cpu")
+    assert cfg.model.preset in ("rcan-cpu", "edsr-cpu")
+    assert cfg.optim.iterations <= 5000 and cfg.data.patch_size < 96
+
+
+def test_unknown_profile() -> None:
+    with pytest.raises(UserError, match=r"unknown profile 'gpu'.*paper, cpu, tiny"):
+        profile_defaults("gpu")
+
+
+def test_overrides_parse_yaml_and_check_types() -> None:
+    cfg = profile_defaults("tiny")
+    new = apply_overrides(cfg, ["optim.lr=2e-4", "optim.betas=[0.8, 0.9]",
+                                "log.tensorboard=true", "optim.iterations=12",
+                                "model.init=weights.safetensors", "run.amp=bf16"])
+    assert new.optim.lr == 2e-4  # PyYAML reads 2e-4 as a string; a float field accepts it
+    assert new.optim.betas == (0.8, 0.9)
+    assert new.log.tensorboard is True and new.optim.iterations == 12
+    assert new.model.init == "weights.safetensors" and new.run.amp == "bf16"
+    # the rest is untouched, and the input is not modified (frozen dataclasses)
+    assert dataclasses.replace(new, optim=cfg.optim, log=cfg.log, model=cfg.model,
+                               run=cfg.run) == cfg
+    assert cfg.optim.lr != 2e-4
+
+
+def test_override_of_a_dataset_field() -> None:
+    cfg = profile_defaults("tiny")
+    new = apply_overrides(cfg, ["data.train.seed=5"])
+    assert new.data.train.seed == 5
+    assert new.data.val == cfg.data.val
+
+
+def test_unknown_key_names_it_and_lists_valid_keys() -> None:
+    cfg = profile_defaults("tiny")
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(cfg, ["optim.lrr=1"])
+    msg = str(err.value)
+    assert "optim.lrr" in msg and "lr, betas, eps" in msg
+    with pytest.raises(ConfigError, match=r"unknown key nope .*model, data, optim"):
+        apply_overrides(cfg, ["nope=1"])
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("optim.iterations=ten", "optim.iterations: expected int, got 'ten'"),
+        ("optim.iterations=1.5", "optim.iterations: expected int, got 1.5"),
+        ("optim.lr=fast", "optim.lr: expected float, got 'fast'"),
+        ("log.tensorboard=1", "log.tensorboard: expected bool, got 1"),
+        ("optim.betas=[0.9]", "optim.betas: expected tuple[float, float], got [0.9]"),
+        ("run.amp=fp8", "run.amp: expected one of 'none', 'bf16', 'fp16', got 'fp8'"),
+        ("model.preset=[1]", "model.preset: expected str, got [1]"),
+    ],
+)
+def test_wrong_type_names_key_type_and_value(item: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(profile_defaults("tiny"), [item])
+    assert expected in str(err.value)
+
+
+def test_range_errors_and_malformed_items() -> None:
+    cfg = profile_defaults("tiny")
+    with pytest.raises(ConfigError, match=r"optim\.lr must be > 0"):
+        apply_overrides(cfg, ["optim.lr=0"])
+    with pytest.raises(ConfigError, match=r"optim\.ema must be in"):
+        apply_overrides(cfg, ["optim.ema=1.5"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides(cfg, ["optim.lr"])
+
+
+def test_yaml_file_with_profile_overrides_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("profile: cpu\nname: mine\noptim:\n  lr: 1.0e-3\n")
+    cfg = load_config(path)
+    base = profile_defaults("cpu")
+    assert cfg.optim.lr == 1e-3
+    assert cfg.optim.iterations == base.optim.iterations
+    assert dataclasses.replace(cfg, optim=base.optim, name=base.name) == base
+
+
+def test_yaml_file_without_profile_uses_dataclass_defaults(tmp_path: Path) -> None:
+    cfg = profile_defaults("tiny")
+    data = config_to_dict(cfg)
+    minimal = {"model": data["model"], "data": {"train": data["data"]["train"]}}
+    import yaml
+
+    path = tmp_path / "min.yaml"
+    path.write_text(yaml.safe_dump(minimal))
+    got = load_config(path)
+    assert got.optim == TrainConfig(model=cfg.model, data=cfg.data).optim
+    assert got.data.val is None and got.data.patch_size == 96
+
+
+def test_yaml_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: tiny\noptim:\n  learning_rate: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*optim\.learning_rate"):
+        load_config(bad)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("optim: {lr: 1.0e-4}\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml.*missing key model"):
+        load_config(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim: [\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml.*invalid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_shipped_training_configs_load() -> None:
+    smoke = load_config(REPO / "configs" / "cpu" / "smoke.yaml")
+    assert smoke.model == ModelConfig(preset="rcan-tiny", scale=2)
+    assert smoke.log.checkpoint_every == 10 and smoke.optim.iterations >= 40
+    for path in sorted((REPO / "configs").glob("*/*.yaml")):
+        if re.search(r"^(model|profile):", path.read_text(), flags=re.MULTILINE):
+            assert isinstance(load_config(path), TrainConfig)  # training configs, not recipes

@@ -1,0 +1,358 @@
+"""The training engine: schedule, run folder, exact resume after SIGKILL, atomic checkpoints,
+NaN and Ctrl-C handling, EMA. Tiny RCAN, 16×16 patches, batch 2, 30 iterations, one thread."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import twostage.train as train_mod
+from twostage.config import (
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    profile_defaults,
+    save_config,
+)
+from twostage.data.datasets import open_dataset
+from twostage.errors import UserError
+from twostage.models.checkpoints import load_model
+from twostage.ops.metrics import psnr
+from twostage.ops.resize import imresize
+from twostage.train import (
+    TrainingDiverged,
+    latest_checkpoint,
+    learning_rate,
+    load_checkpoint,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pairs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small ×2 folders of real photos (HR 64×64 crops, LR their MATLAB-bicubic ↓2): quick
+    to open in every subprocess, unlike the embedded samples with their degradations."""
+    root = tmp_path_factory.mktemp("pairs")
+    photos = {"train": [("astronaut", skimage.data.astronaut()[40:104, 200:264]),
+                        ("coffee", skimage.data.coffee()[100:164, 150:214])],
+              "val": [("chelsea", skimage.data.chelsea()[100:164, 150:214])]}
+    for split, items in photos.items():
+        for name, hr in items:
+            for kind, img in (("hr", hr), ("lr", imresize(hr, 0.5))):
+                (root / f"{split}_{kind}").mkdir(exist_ok=True)
+                Image.fromarray(img).save(root / f"{split}_{kind}" / f"{name}.png")
+    TINY_DATA[:] = [
+        f"data.train={{kind: folders, input_dir: {root}/train_lr, target_dir: {root}/train_hr, "
+        "scale: 2}",
+        f"data.val={{kind: folders, input_dir: {root}/val_lr, target_dir: {root}/val_hr, "
+        "scale: 2}",
+    ]
+    return root
+
+
+TINY_DATA: list[str] = []
+
+
+def tiny(*overrides: str) -> TrainConfig:
+    """The `tiny` profile (rcan-tiny, 16×16 patches, batch 2, 30 iterations, checkpoints at
+    10/20/30, lr halved every 10) on the folders above."""
+    return apply_overrides(profile_defaults("tiny"), [*TINY_DATA, *overrides])
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted tiny run (in-process), the yardstick for the resume tests."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    train(tiny(), out=out, quiet=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_learning_rate_halves_every_step() -> None:
+    paper = OptimConfig()  # lr 1e-4, halved every 50k
+    assert learning_rate(paper, 1) == 1e-4
+    assert learning_rate(paper, 50_000) == 1e-4
+    assert learning_rate(paper, 50_001) == 5e-5
+    assert learning_rate(paper, 100_000) == 5e-5
+    assert learning_rate(paper, 100_001) == 2.5e-5
+    assert learning_rate(paper, 150_000) == 2.5e-5
+    assert learning_rate(OptimConfig(lr=1.0, lr_step=3, lr_gamma=0.1), 7) == pytest.approx(0.01)
+
+
+def test_run_folder_layout(reference: Path) -> None:
+    cfg = tiny()
+    assert load_config(reference / "config.yaml") == cfg
+    ckpts = reference / "checkpoints"
+    assert (ckpts / "latest.txt").read_text().strip() == "iter_00000030"
+    kept = sorted(p.name for p in ckpts.iterdir() if p.is_dir())
+    # keep_last=2 → 20 and 30; `best` (highest validation PSNR) is kept besides
+    best = (ckpts / "best.txt").read_text().strip()
+    assert {"iter_00000020", "iter_00000030", best} == set(kept)
+    rows = list(csv.DictReader((reference / "metrics.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [5, 10, 15, 20, 25, 30]
+    for r in rows:  # the lr column follows the schedule: 1e-3 halved every 10 iterations
+        assert float(r["lr"]) == pytest.approx(1e-3 * 0.5 ** ((int(r["iteration"]) - 1) // 10))
+        assert float(r["loss"]) > 0
+    psnrs = {int(r["iteration"]): float(r["val_psnr"]) for r in rows if r["val_psnr"]}
+    assert sorted(psnrs) == [10, 20, 30]
+    assert best == f"iter_{max(psnrs, key=psnrs.get):08d}"
+    # the final model loads through the public loader and equals the last checkpoint
+    model = load_model(reference / "model.safetensors")
+    assert model.scale == 2
+    final = weights(reference / "model.safetensors")
+    assert_bit_identical(final, weights(ckpts / "iter_00000030" / "model.safetensors"))
+    _, state = load_checkpoint(ckpts / "iter_00000030")
+    assert state["iteration"] == 30
+    assert state["best_psnr"] == pytest.approx(max(psnrs.values()), abs=1e-4)
+    # the logged PSNR is the final model's on the whole validation image, RGB, crop = scale
+    (pair,) = open_dataset(tiny().data.val)
+    with torch.no_grad():
+        x = torch.from_numpy(pair.input.astype("float32") / 255).permute(2, 0, 1)[None]
+        out = model(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    assert psnr(out, pair.target, crop_border=2) == pytest.approx(psnrs[30], abs=1e-4)
+
+
+def test_tensorboard_events_are_written(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny("optim.iterations=10", "log.tensorboard=true"), out=out, quiet=True)
+    assert list(out.glob("events.out.tfevents.*"))
+
+
+def _killing_launcher(kill_when: str, at: int) -> str:
+    """Python code that runs `python -m twostage` but SIGKILLs itself at a chosen point:
+    `batch` — while drawing batch `at` (mid-iteration); `save` — halfway through writing the
+    training state of the checkpoint at iteration `at`."""
+    return f"""
+import os, signal, sys
+import torch
+import twostage.train as t
+calls = {{"batch": 0}}
+orig_batch, orig_save = t.random_batch, torch.save
+def random_batch(*args, **kwargs):
+    calls["batch"] += 1
+    if {kill_when!r} == "batch" and calls["batch"] == {at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return orig_batch(*args, **kwargs)
+def save(obj, f, *args, **kwargs):
+    if {kill_when!r} == "save" and obj.get("iteration") == {at}:
+        with open(f, "wb") as fh:
+            fh.write(b"PK\\x03\\x04 half a file")
+            fh.flush(); os.fsync(fh.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    return orig_save(obj, f, *args, **kwargs)
+t.random_batch = random_batch
+torch.save = save
+from twostage.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "twostage", *args], env=ENV, text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, reference: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny(), config)
+    out = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", _killing_launcher("batch", 17), "train", str(config),
+         "--out", str(out), "--quiet"],
+        env=ENV, text=True, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000010"
+    assert not (out / "model.safetensors").exists()
+
+    resumed = _cli("train", str(config), "--out", str(out), "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_bit_identical(weights(out / "model.safetensors"),
+                         weights(reference / "model.safetensors"))
+    # metrics.csv: rows logged after checkpoint 10 by the killed run were redone, not doubled
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [5, 10, 15, 20, 25, 30]
+    ref_rows = list(csv.DictReader((reference / "metrics.csv").open()))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
+
+
+def test_sigkill_during_save_leaves_previous_latest_loadable(tmp_path: Path,
+                                                              reference: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny(), config)
+    out = tmp_path / "run"
+    killed = subprocess.run(
+        [sys.executable, "-c", _killing_launcher("save", 20), "train", str(config),
+         "--out", str(out), "--quiet"],
+        env=ENV, text=True, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    latest = latest_checkpoint(out)
+    assert latest == out / "checkpoints" / "iter_00000010"
+    _, state = load_checkpoint(latest)
+    assert state["iteration"] == 10
+    assert not (out / "checkpoints" / "iter_00000020").exists()
+
+    resumed = _cli("train", str(config), "--out", str(out), "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_bit_identical(weights(out / "model.safetensors"),
+                         weights(reference / "model.safetensors"))
+    leftovers = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_full_disk_is_a_clear_error_and_keeps_latest(tmp_path: Path, reference: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):
+        if obj.get("iteration") == 20:
+            Path(f).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(UserError, match=r"cannot write a checkpoint.*No space left.*intact"):
+        train(tiny(), out=out, quiet=True)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000010"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "best.txt", "iter_00000010", "latest.txt"]
+    train(tiny(), out=out, resume=True, quiet=True)
+    assert_bit_identical(weights(out / "model.safetensors"),
+                         weights(reference / "model.safetensors"))
+
+
+def test_ctrl_c_saves_a_checkpoint_then_resume_matches(tmp_path: Path, reference: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    real = train_mod.random_batch
+    calls = {"n": 0}
+
+    def interrupting_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C: handled at the end of iteration 7
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(train_mod, "random_batch", interrupting_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(), out=out, quiet=True)
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000007"
+    monkeypatch.setattr(train_mod, "random_batch", real)
+    train(tiny(), out=out, resume=True, quiet=True)
+    assert_bit_identical(weights(out / "model.safetensors"),
+                         weights(reference / "model.safetensors"))
+
+
+def test_nan_loss_stops_naming_the_iteration(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real = train_mod.random_batch
+    calls = {"n": 0}
+
+    def poisoned_batch(*args, **kwargs):
+        calls["n"] += 1
+        x, y = real(*args, **kwargs)
+        if calls["n"] == 13:
+            y = y.clone()
+            y[0, 0, 0, 0] = float("nan")
+        return x, y
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_mod, "random_batch", poisoned_batch)
+    with pytest.raises(TrainingDiverged, match=r"iteration 13\b.*iter_00000010"):
+        train(tiny(), out=out, quiet=True)
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000010"
+    good, _ = load_checkpoint(out / "checkpoints" / "iter_00000010")
+    assert all(torch.isfinite(v).all() for v in good.values())
+    assert not (out / "model.safetensors").exists()
+
+
+def test_huge_learning_rate_diverges_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(TrainingDiverged, match="iteration"):
+        train(tiny("optim.lr=1e30", "optim.lr_step=1000"), out=tmp_path / "run", quiet=True)
+
+
+def test_ema_weights_are_the_final_model(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny("optim.ema=0.9", "optim.iterations=10"), out=out, quiet=True)
+    raw, state = load_checkpoint(out / "checkpoints" / "iter_00000010")
+    final = weights(out / "model.safetensors")
+    ema = state["params_ema"]
+    assert_bit_identical(final, {k: v for k, v in ema.items()})
+    trained = [k for k in raw if k.endswith("weight") and "mean" not in k]
+    assert any(not torch.equal(raw[k], final[k]) for k in trained)
+
+
+def test_run_folder_guards(tmp_path: Path, reference: Path) -> None:
+    with pytest.raises(UserError, match="already holds a training run"):
+        train(tiny(), out=reference, quiet=True)
+    with pytest.raises(UserError, match="cannot resume: no checkpoint"):
+        train(tiny(), out=tmp_path / "empty", resume=True, quiet=True)
+    with pytest.raises(UserError, match=r"config differs.*optim\.lr\b"):
+        train(tiny("optim.lr=5e-4"), out=reference, resume=True, quiet=True)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match="cannot write to run folder"):
+        train(tiny(), out=blocker / "run", quiet=True)
+
+
+def test_resume_of_a_finished_run_extends_it(tmp_path: Path, reference: Path) -> None:
+    # 20 iterations, then resumed to 30: the same as 30 iterations in one go
+    out = tmp_path / "run"
+    train(tiny("optim.iterations=20"), out=out, quiet=True)
+    train(tiny("optim.iterations=30"), out=out, resume=True, quiet=True)
+    assert_bit_identical(weights(out / "model.safetensors"),
+                         weights(reference / "model.safetensors"))
+
+
+def test_scale_mismatch_is_an_error(tmp_path: Path) -> None:
+    cfg = tiny()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scale=3))
+    with pytest.raises(UserError, match=r"model\.scale=3.*scale 2"):
+        train(cfg, out=tmp_path / "run", quiet=True)
+
+
+def test_amp_needs_cuda(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"run\.amp=bf16 needs a CUDA device"):
+        train(tiny("run.amp=bf16"), out=tmp_path / "run", quiet=True)
+
+
+def test_smoke_config_trains_through_the_cli_function(tmp_path: Path) -> None:
+    from twostage.train import train_from_file
+
+    path = train_from_file(REPO / "configs" / "cpu" / "smoke.yaml",
+                           overrides=["optim.iterations=6", "log.checkpoint_every=3",
+                                      "run.threads=1"],
+                           out=tmp_path / "smoke", quiet=True)
+    assert path == tmp_path / "smoke" / "model.safetensors" and path.is_file()
+    assert latest_checkpoint(tmp_path / "smoke").name == "iter_00000006"
