@@ -1,0 +1,458 @@
+"""The report of an experiment: results.{json,csv,md,tex}, comparison strips, curves, index.html.
+
+`results` is the dict written as results.json (DESIGN.md §3): recipe, profile, seed,
+in_distribution, test_sets, branches, rows (one per branch × test set × image) and means (one per
+branch × test set). With several seeds each row also carries its `seed`, `results["seeds"]` lists
+them, and a mean carries `<metric>_std`: the standard deviation over seeds of the per-seed means.
+
+Tables follow the paper's Tables 1–3: one table per test set, branches as columns, metrics as rows.
+Everything is written atomically; index.html uses relative links only, so it opens offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from twostage.ops.files import atomic_path, write_text_atomic
+
+# (key in rows, label in tables, True when higher is better)
+METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("psnr", "PSNR (dB)", True),
+    ("ssim", "SSIM", True),
+    ("lpips_alex", "LPIPS-Alex", False),
+    ("lpips_vgg", "LPIPS-VGG", False),
+)
+_DIGITS = {"psnr": 3, "ssim": 4, "lpips_alex": 4, "lpips_vgg": 4}
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One image of a comparison strip: its label, the whole image, and its PSNR (or None)."""
+
+    label: str
+    image: np.ndarray  # H×W×3 float32 in [0, 1] or uint8, at the ground truth's size
+    psnr: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A Fig. 1/Fig. 4-style strip: the same crop from GT, bicubic and every branch."""
+
+    test_set: str
+    image: str
+    panels: tuple[Panel, ...]  # the first panel is the ground truth
+
+
+def compute_means(rows: Sequence[dict]) -> list[dict]:
+    """Mean of every metric per (branch, test set); with several seeds, mean ± std over seeds.
+
+    The mean over seeds is the mean of each seed's mean over images, and `<metric>_std` is the
+    sample standard deviation of those per-seed means (what `--seeds N` reports).
+    """
+    groups: dict[tuple[str, str], dict[int, list[dict]]] = {}
+    for row in rows:
+        key = (row["branch"], row["test_set"])
+        groups.setdefault(key, {}).setdefault(int(row.get("seed", 0)), []).append(row)
+    means = []
+    for (branch, test_set), by_seed in groups.items():
+        entry: dict = {"branch": branch, "test_set": test_set}
+        for key, _, _ in METRICS:
+            per_seed = [
+                statistics.fmean(r[key] for r in seed_rows)
+                for seed_rows in by_seed.values()
+                if all(r.get(key) is not None for r in seed_rows)
+            ]
+            if len(per_seed) != len(by_seed):
+                continue
+            entry[key] = statistics.fmean(per_seed)
+            if len(per_seed) > 1:
+                entry[f"{key}_std"] = statistics.stdev(per_seed)
+        entry["images"] = sum(len(v) for v in by_seed.values()) // len(by_seed)
+        means.append(entry)
+    return means
+
+
+def _mean_lookup(results: dict) -> dict[tuple[str, str], dict]:
+    return {(m["branch"], m["test_set"]): m for m in results["means"]}
+
+
+def _present_metrics(results: dict) -> list[tuple[str, str, bool]]:
+    return [m for m in METRICS if any(m[0] in mean for mean in results["means"])]
+
+
+def _format(mean: dict | None, key: str, *, tex: bool = False) -> str:
+    if mean is None or mean.get(key) is None:
+        return "–"
+    text = f"{mean[key]:.{_DIGITS[key]}f}"
+    if f"{key}_std" in mean:
+        sep = " $\\pm$ " if tex else " ± "
+        text += f"{sep}{mean[f'{key}_std']:.{_DIGITS[key]}f}"
+    return text
+
+
+def _best(results: dict, test_set: str, key: str, higher: bool) -> str | None:
+    lookup = _mean_lookup(results)
+    values = {
+        b: lookup[(b, test_set)][key]
+        for b in results["branches"]
+        if (b, test_set) in lookup and lookup[(b, test_set)].get(key) is not None
+    }
+    if not values:
+        return None
+    return (max if higher else min)(values, key=values.__getitem__)
+
+
+def _title(results: dict, test_set: str) -> str:
+    note = " (in-distribution)" if test_set == results.get("in_distribution") else ""
+    return f"{test_set}{note}"
+
+
+def format_markdown(results: dict) -> str:
+    """results.md: one table per test set, branches as columns, the best value in bold."""
+    seeds = results.get("seeds", [results.get("seed")])
+    lines = [
+        f"# Results: {results['recipe']}",
+        "",
+        f"Profile `{results['profile']}`, seed(s) {', '.join(str(s) for s in seeds)}. "
+        "PSNR/SSIM on RGB, border of `scale` pixels cropped"
+        + ("; mean ± std over seeds." if len(seeds) > 1 else "."),
+        "",
+    ]
+    lookup = _mean_lookup(results)
+    for test_set in results["test_sets"]:
+        branches = [b for b in results["branches"] if (b, test_set) in lookup]
+        lines += [f"## {_title(results, test_set)}", ""]
+        lines.append("| metric | " + " | ".join(f"`{b}`" for b in branches) + " |")
+        lines.append("|---|" + "---:|" * len(branches))
+        for key, label, higher in _present_metrics(results):
+            best = _best(results, test_set, key, higher)
+            cells = []
+            for b in branches:
+                text = _format(lookup.get((b, test_set)), key)
+                cells.append(f"**{text}**" if b == best else text)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _tex_escape(text: str) -> str:
+    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&")
+
+
+def format_latex(results: dict) -> str:
+    """results.tex: one booktabs table per test set, laid out like the paper's tables."""
+    lookup = _mean_lookup(results)
+    parts = [f"% twostage results: recipe {results['recipe']}, profile {results['profile']}",
+             "% needs \\usepackage{booktabs}", ""]
+    for test_set in results["test_sets"]:
+        branches = [b for b in results["branches"] if (b, test_set) in lookup]
+        parts += [
+            "\\begin{table}[t]",
+            "\\centering",
+            "\\small",
+            f"\\begin{{tabular}}{{l{'c' * len(branches)}}}",
+            "\\toprule",
+            " & ".join(["Metric", *(_tex_escape(b) for b in branches)]) + " \\\\",
+            "\\midrule",
+        ]
+        for key, label, higher in _present_metrics(results):
+            best = _best(results, test_set, key, higher)
+            cells = []
+            for b in branches:
+                text = _format(lookup.get((b, test_set)), key, tex=True)
+                cells.append(f"\\textbf{{{text}}}" if b == best else text)
+            parts.append(" & ".join([label, *cells]) + " \\\\")
+        parts += [
+            "\\bottomrule",
+            "\\end{tabular}",
+            f"\\caption{{{_tex_escape(_title(results, test_set))}: "
+            f"recipe {_tex_escape(results['recipe'])}, profile "
+            f"{_tex_escape(str(results['profile']))}.}}",
+            "\\end{table}",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def format_csv(results: dict) -> str:
+    """results.csv: one row per branch × test set × image (and seed), then one `mean` row each."""
+    keys = [k for k, _, _ in _present_metrics(results)]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["seed", "branch", "test_set", "image", *keys])
+    for row in results["rows"]:
+        writer.writerow([row.get("seed", results.get("seed")), row["branch"], row["test_set"],
+                         row["image"], *(_csv_value(row.get(k)) for k in keys)])
+    for mean in results["means"]:
+        writer.writerow(["all", mean["branch"], mean["test_set"], "mean",
+                         *(_csv_value(mean.get(k)) for k in keys)])
+    return buf.getvalue()
+
+
+def _csv_value(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def format_table(results: dict) -> str:
+    """A compact plain-text table (branch × test set, PSNR/SSIM) for the terminal."""
+    lookup = _mean_lookup(results)
+    width = max(len(b) for b in results["branches"]) + 2
+    cols = results["test_sets"]
+    cell_w = max(22, *(len(c) + 2 for c in cols))
+    head = "branch".ljust(width) + "".join(
+        (c + ("*" if c == results.get("in_distribution") else "")).rjust(cell_w) for c in cols)
+    lines = [head, "-" * len(head)]
+    for b in results["branches"]:
+        cells = []
+        for c in cols:
+            m = lookup.get((b, c))
+            if m is None:
+                cells.append("–".rjust(cell_w))
+                continue
+            text = f"{m['psnr']:.2f}"
+            if "psnr_std" in m:
+                text += f"±{m['psnr_std']:.2f}"
+            text += f" / {m['ssim']:.3f}"
+            cells.append(text.rjust(cell_w))
+        lines.append(b.ljust(width) + "".join(cells))
+    lines.append("PSNR (dB) / SSIM on RGB" + (
+        ";  * = in-distribution (the training degradation)"
+        if results.get("in_distribution") else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    return np.clip(np.floor(img.astype(np.float64) * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def pick_crop(gt: np.ndarray, *, size: int) -> tuple[int, int, int]:
+    """The top-left corner and side of the square crop of `gt` with the most detail.
+
+    Detail = mean absolute Laplacian of the gray image, searched on a stride of size/4 so the
+    choice is deterministic and cheap. Images smaller than `size` give their smaller side.
+    """
+    h, w = gt.shape[:2]
+    side = min(size, h, w)
+    gray = _to_uint8(gt).astype(np.float64).mean(axis=2)
+    lap = np.zeros_like(gray)
+    lap[1:-1, 1:-1] = np.abs(4 * gray[1:-1, 1:-1] - gray[:-2, 1:-1] - gray[2:, 1:-1]
+                             - gray[1:-1, :-2] - gray[1:-1, 2:])
+    integral = np.pad(lap.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    stride = max(1, side // 4)
+    best = (-1.0, 0, 0)
+    for top in range(0, h - side + 1, stride):
+        for left in range(0, w - side + 1, stride):
+            total = (integral[top + side, left + side] - integral[top, left + side]
+                     - integral[top + side, left] + integral[top, left])
+            if total > best[0]:
+                best = (float(total), top, left)
+    return best[1], best[2], side
+
+
+def render_comparison(comparison: Comparison, *, crop: int = 96, display: int = 192):
+    """A PIL image: the same crop of every panel, enlarged (nearest), labelled with its PSNR."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    top, left, side = pick_crop(np.asarray(comparison.panels[0].image), size=crop)
+    font = ImageFont.load_default()
+    label_h = 30
+    pad = 6
+    strip = Image.new("RGB", (len(comparison.panels) * (display + pad) + pad,
+                              display + label_h + 2 * pad), "white")
+    draw = ImageDraw.Draw(strip)
+    for i, panel in enumerate(comparison.panels):
+        patch = _to_uint8(np.asarray(panel.image))[top:top + side, left:left + side]
+        tile = Image.fromarray(patch).resize((display, display), Image.Resampling.NEAREST)
+        x = pad + i * (display + pad)
+        strip.paste(tile, (x, pad))
+        draw.text((x, pad + display + 3), panel.label[:32], fill="black", font=font)
+        if panel.psnr is not None:
+            draw.text((x, pad + display + 15), f"{panel.psnr:.2f} dB", fill="black", font=font)
+    return strip
+
+
+def plot_curves(name: str, metrics_csv: Path, png: Path) -> bool:
+    """Plot a network's metrics.csv (every numeric column against the iteration) to `png`.
+
+    Returns False (and writes nothing) when the file is missing or has no numeric rows.
+    """
+    if not metrics_csv.is_file():
+        return False
+    with open(metrics_csv, newline="", encoding="utf-8") as f:
+        records = list(csv.DictReader(f))
+    if not records:
+        return False
+    columns = list(records[0].keys())
+    x_key = next((c for c in ("iter", "iteration", "step") if c in columns), None)
+    if x_key is None:
+        return False
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for rec in records:
+        x = _number(rec.get(x_key))
+        if x is None:
+            continue
+        for col in columns:
+            if col == x_key or col in ("time", "seconds", "epoch", "wall_s", "elapsed_s"):
+                continue
+            y = _number(rec.get(col))
+            if y is not None:
+                series.setdefault(col, ([], []))
+                series[col][0].append(x)
+                series[col][1].append(y)
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 2.8), squeeze=False)
+    for ax, (col, (xs, ys)) in zip(axes[0], series.items()):
+        ax.plot(xs, ys, lw=1.2)
+        ax.set_xlabel(x_key)
+        ax.set_title(col, fontsize=9)
+        if col == "lr" or (col.startswith("loss") and min(ys) > 0):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(name, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return True
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- html
+
+
+def _html_table(results: dict, test_set: str) -> str:
+    lookup = _mean_lookup(results)
+    branches = [b for b in results["branches"] if (b, test_set) in lookup]
+    out = ["<table><tr><th>metric</th>"]
+    out += [f"<th>{html.escape(b)}</th>" for b in branches]
+    out.append("</tr>")
+    for key, label, higher in _present_metrics(results):
+        best = _best(results, test_set, key, higher)
+        out.append(f"<tr><th>{html.escape(label)}</th>")
+        for b in branches:
+            text = html.escape(_format(lookup.get((b, test_set)), key))
+            out.append(f"<td class='best'>{text}</td>" if b == best else f"<td>{text}</td>")
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f4f4f4} td.best{font-weight:bold;background:#eef7ee}
+img{max-width:100%;border:1px solid #ddd} code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+def format_html(results: dict, *, figures: Iterable[str], curves: Iterable[str],
+                bundles: Iterable[str], reading: str = "") -> str:
+    """index.html: tables, strips, curves and links, all relative, no external assets."""
+    seeds = results.get("seeds", [results.get("seed")])
+    body = [
+        f"<h1>twostage — {html.escape(results['recipe'])}</h1>",
+        f"<p>Profile <code>{html.escape(str(results['profile']))}</code>, seed(s) "
+        f"{html.escape(', '.join(str(s) for s in seeds))}. PSNR/SSIM on RGB with a border of "
+        "<code>scale</code> pixels cropped; the best value of each row is in bold.</p>",
+    ]
+    if reading:
+        body.append(f"<p>{html.escape(reading)}</p>")
+    body.append("<p>Files: " + " · ".join(
+        f"<a href='{n}'>{n}</a>" for n in
+        ("results.json", "results.csv", "results.md", "results.tex")) + "</p>")
+    body.append("<h2>Results</h2>")
+    for test_set in results["test_sets"]:
+        body.append(f"<h3>{html.escape(_title(results, test_set))}</h3>")
+        body.append(_html_table(results, test_set))
+    figures = list(figures)
+    if figures:
+        body.append("<h2>Comparisons</h2><p>The same crop of the ground truth, of bicubic "
+                    "interpolation and of every branch; labels give the PSNR of the whole "
+                    "image.</p>")
+        body += [f"<p><img src='{html.escape(f)}' alt='{html.escape(f)}'></p>" for f in figures]
+    curves = list(curves)
+    if curves:
+        body.append("<h2>Training curves</h2>")
+        body += [f"<p><img src='{html.escape(c)}' alt='{html.escape(c)}'></p>" for c in curves]
+    bundles = list(bundles)
+    if bundles:
+        body.append("<h2>Pipeline bundles</h2><p>Each restores images with "
+                    "<code>twostage restore --model FILE INPUT --out DIR</code>.</p><ul>")
+        body += [f"<li><a href='{html.escape(b)}'>{html.escape(b)}</a></li>" for b in bundles]
+        body.append("</ul>")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>twostage {html.escape(results['recipe'])}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def write_report(results: dict, out_dir: Path, *, comparisons: Sequence[Comparison] = (),
+                 curves: dict[str, Path] | None = None, reading: str = "") -> list[Path]:
+    """Write results.{json,csv,md,tex}, figures/ and index.html into `out_dir`.
+
+    `comparisons` become figures/compare-<test set>-<image>.png; `curves` maps a network name to
+    its metrics.csv and becomes figures/curves-<name>.png. `reading` is a plain-language summary
+    shown at the top of index.html. Returns the paths written.
+    """
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+
+    def text(name: str, content: str) -> None:
+        write_text_atomic(out_dir / name, content)
+        written.append(out_dir / name)
+
+    text("results.json", json.dumps(results, indent=2) + "\n")
+    text("results.csv", format_csv(results))
+    text("results.md", format_markdown(results) + "\n")
+    text("results.tex", format_latex(results))
+    figures = []
+    for comp in comparisons:
+        rel = f"figures/compare-{_slug(comp.test_set)}-{_slug(comp.image)}.png"
+        strip = render_comparison(comp)
+        with atomic_path(out_dir / rel) as tmp:
+            strip.save(tmp, format="PNG")
+        figures.append(rel)
+        written.append(out_dir / rel)
+    curve_files = []
+    for name, metrics_csv in (curves or {}).items():
+        rel = f"figures/curves-{_slug(name)}.png"
+        if plot_curves(name, Path(metrics_csv), out_dir / rel):
+            curve_files.append(rel)
+            written.append(out_dir / rel)
+    bundles = sorted(p.relative_to(out_dir).as_posix()
+                     for p in (out_dir / "bundles").glob("*.safetensors"))
+    text("index.html", format_html(results, figures=figures, curves=curve_files,
+                                   bundles=bundles, reading=reading))
+    return written

@@ -1,0 +1,301 @@
+"""experiments.py: recipes as data, the paper recipes' hyper-parameters, mapping targets, and an
+end-to-end run of sr-x4, bicubic-x4 and deblur with the tiny profile (cache reuse, bundles)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twostage import experiments
+from twostage.errors import UserError
+from twostage.experiments import (
+    PROFILES,
+    Split,
+    _Run,
+    _train_config,
+    bicubic_x4,
+    deblur,
+    load_recipe,
+    recipe_from_dict,
+    run_recipe,
+    sr_x4,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SR_BRANCHES = ["direct-edsr", "direct-rcan", "map1-offshelf-x2x2", "map1-offshelf-x4",
+               "map1-specialized-x4", "map2-offshelf-x2", "map2-specialized-x2"]
+
+
+def _names(nets) -> list[str]:
+    return [n.name for n in nets]
+
+
+def test_sr_x4_has_every_branch_of_fig3_and_shares_offshelf_x2():
+    recipe = sr_x4()
+    assert [b.name for b in recipe.branches] == SR_BRANCHES
+    needed = _names(recipe.needed_networks())
+    assert sorted(needed) == sorted(["direct-edsr", "direct-rcan", "map1", "map2",
+                                     "offshelf-x2", "offshelf-x4", "specialized-x4",
+                                     "specialized-x2"])
+    assert needed.count("offshelf-x2") == 1  # trained once, used by three branches
+    # dependencies come first: the specialized ×2 needs map2 (its inputs) and offshelf-x2 (init)
+    assert needed.index("map2") < needed.index("specialized-x2")
+    assert needed.index("offshelf-x2") < needed.index("specialized-x2")
+
+
+def test_demo_branches_need_four_networks_and_scratch_drops_the_init():
+    demo = experiments.demo_recipe()
+    assert sorted(_names(demo.needed_networks())) == sorted(
+        ["direct-rcan", "map2", "offshelf-x2", "specialized-x2"])
+    only = sr_x4().with_branches(["map2-specialized-x2"])
+    assert sorted(_names(only.needed_networks())) == ["map2", "offshelf-x2", "specialized-x2"]
+    scratch = dataclasses.replace(only, specialized_init="scratch")
+    assert sorted(_names(scratch.needed_networks())) == ["map2", "specialized-x2"]
+
+
+def test_table_recipes():
+    assert [b.name for b in bicubic_x4().branches] == [
+        "offshelf-x4", "offshelf-x2x2", "specialized-x2x2"]
+    x2x2 = next(b for b in bicubic_x4().branches if b.name == "offshelf-x2x2")
+    assert (x2x2.stage1, x2x2.stage2, x2x2.stage2_repeats) == (None, "offshelf-x2", 2)
+    d = deblur()
+    assert [b.name for b in d.branches] == [
+        "deblur-direct", "deblur-mapped", "deblur-specialized", "deblur-reference"]
+    assert d.scale == 1 and d.degradations == ("blur7", "blur11")
+    assert all(n.scale == 1 for n in d.networks)
+
+
+@pytest.mark.parametrize("name", ["sr-x4", "bicubic-x4", "deblur"])
+def test_paper_recipes_match_design_section_4(name):
+    """configs/paper/*.yaml: the paper's networks and training hyper-parameters (DESIGN.md §4)."""
+    from twostage.models import preset_spec
+
+    recipe = load_recipe(ROOT / "configs" / "paper" / f"{name}.yaml")
+    assert recipe.base == name
+    assert [b.name for b in recipe.branches] == [b.name for b in load_recipe(name).branches]
+    for net in recipe.needed_networks():
+        for profile in ("paper", "cpu"):  # the YAML pins them whatever the profile
+            cfg = _train_config(recipe, PROFILES[profile], net, seed=0, device="cpu",
+                                init=None, label=net.name)
+            assert cfg.data.batch_size == 8
+            assert cfg.data.patch_size == 96
+            assert cfg.data.augment is True
+            assert cfg.optim.betas == (0.9, 0.99)
+            assert cfg.optim.eps == 1e-8
+            assert cfg.optim.lr == 1e-4
+            assert cfg.optim.lr_step == 50_000 and cfg.optim.lr_gamma == 0.5
+            assert cfg.optim.iterations == 150_000
+            assert cfg.optim.loss == "l1"
+            spec = preset_spec(cfg.model.preset, scale=net.scale)
+            assert cfg.model.scale == net.scale
+            if net.arch == "rcan":
+                assert (spec.n_resgroups, spec.n_resblocks, spec.n_feats) == (10, 8, 64)
+            else:
+                assert (spec.n_resblocks, spec.n_feats) == (8, 64)
+
+
+def test_recipe_yaml_errors_name_the_problem(tmp_path):
+    with pytest.raises(UserError, match="unknown key"):
+        recipe_from_dict({"base": "sr-x4", "branchez": []})
+    with pytest.raises(UserError, match="base must be"):
+        recipe_from_dict({"base": "x8"})
+    with pytest.raises(UserError, match="unknown branch"):
+        recipe_from_dict({"base": "sr-x4", "branches": ["map3"]})
+    with pytest.raises(UserError, match="domain"):
+        recipe_from_dict({"base": "sr-x4", "domain": "blur9"})
+    with pytest.raises(UserError, match="unknown recipe"):
+        load_recipe("sr-x8")
+    bad = tmp_path / "r.yaml"
+    bad.write_text("base: [unclosed\n")
+    with pytest.raises(UserError, match="invalid YAML"):
+        load_recipe(bad)
+
+
+def test_user_recipe_yaml(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nbase: sr-x4\ndegradations: [camera]\n"
+                    "test_degradations: [camera, gaussian-aniso]\n"
+                    "branches: [map2-specialized-x2, direct-rcan]\n"
+                    "specialized_init: scratch\ntrain: {optim: {lr: 3.0e-4}}\n")
+    recipe = load_recipe(path)
+    assert recipe.name == "mine" and recipe.degradations == ("camera",)
+    assert [b.name for b in recipe.branches] == ["direct-rcan", "map2-specialized-x2"]
+    net = recipe.network("map2")
+    cfg = _train_config(recipe, PROFILES["tiny"], net, seed=3, device="cpu", init=None,
+                        label="map2")
+    assert cfg.optim.lr == 3e-4 and cfg.run.seed == 3 and cfg.model.preset == "rcan-tiny"
+
+
+def test_map2_target_is_matlab_bicubic_half_of_hr():
+    """For map2 an LR image h×w is paired with MATLAB-bicubic ↓2 of its HR, of size 2h×2w."""
+    from twostage.ops.resize import imresize
+
+    rng = np.random.default_rng(0)
+    hr = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
+    split = Split("test", ["a"], [hr])
+    recipe = sr_x4()
+    run = _Run(recipe, PROFILES["tiny"], Path("unused"), "cpu", True, split, [],
+               lambda *_: None)
+    pairs = run.pairs(recipe.network("map2"), "gaussian-aniso", split, "train")
+    pair = pairs[0]
+    assert pair.input.shape[:2] == (12, 10)
+    assert pair.target.shape[:2] == (24, 20)
+    expected = imresize(hr.astype(np.float64) / 255.0, 0.5)
+    expected = np.clip(np.floor(expected * 255 + 0.5), 0, 255)
+    target = np.asarray(pair.target, dtype=np.float64)
+    if pair.target.dtype != np.uint8:
+        target = np.floor(target * 255 + 0.5)
+    np.testing.assert_array_equal(target, expected)
+    # map1's target is ↓4, the size of the input
+    m1 = run.pairs(recipe.network("map1"), "gaussian-aniso", split, "train")[0]
+    assert m1.target.shape == m1.input.shape
+
+
+# ----------------------------------------------------------------------------- end to end
+
+TINY = dataclasses.replace(PROFILES["tiny"], iterations=2, hr_crop=32, train_images=2,
+                           test_images=1)
+
+
+def _count_training(monkeypatch) -> list[str]:
+    import twostage.train as train_module
+
+    calls: list[str] = []
+    real = train_module.train
+
+    def counting(cfg, **kwargs):
+        calls.append(cfg.name)
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", counting)
+    return calls
+
+
+def _check_report(out: Path, results: dict, branches: list[str]) -> None:
+    for name in ("results.json", "results.csv", "results.md", "results.tex", "index.html"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    for key in ("recipe", "profile", "seed", "in_distribution", "test_sets", "branches",
+                "rows", "means"):
+        assert key in saved
+    assert saved["branches"] == ["interp-bicubic", *branches]
+    for test in saved["test_sets"]:
+        got = {m["branch"] for m in saved["means"] if m["test_set"] == test}
+        assert got == set(saved["branches"]), test
+        md = (out / "results.md").read_text()
+        assert all(f"`{b}`" in md for b in saved["branches"])
+    with open(out / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(saved["rows"]) + len(saved["means"])
+    assert all(np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in saved["rows"])
+    figures = list((out / "figures").glob("compare-*.png"))
+    assert len(figures) == len(saved["test_sets"])
+    assert list((out / "figures").glob("curves-*.png"))
+
+
+def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
+    from twostage.cli import main
+    from twostage.ops.imageio import read_image, write_image
+
+    calls = _count_training(monkeypatch)
+    out = tmp_path / "run"
+    results = run_recipe("sr-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    _check_report(out, results, SR_BRANCHES)
+    assert results["test_sets"] == ["samples-gaussian-aniso", "samples-camera"]
+    assert results["in_distribution"] == "samples-gaussian-aniso"
+    assert len(calls) == 8  # every network once: offshelf-x2 is shared by three branches
+    for branch in SR_BRANCHES:
+        assert (out / "bundles" / f"{branch}.safetensors").is_file()
+    mapped = sorted(p.name for p in (out / "mapped").iterdir())
+    assert len(mapped) == 2 and all(m.startswith(("map1-", "map2-")) for m in mapped)
+    for folder in (out / "mapped").iterdir():
+        assert {p.name for p in folder.iterdir()} == {
+            "train", "samples-gaussian-aniso", "samples-camera"}
+    weights = {p: p.stat().st_mtime_ns for p in (out / "networks").glob("*/model.safetensors")}
+    assert len(weights) == 8
+
+    # A second run reuses every network and mapped set: nothing is trained.
+    calls.clear()
+    again = run_recipe("sr-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    assert calls == [] and again["networks_trained"] == []
+    assert {p: p.stat().st_mtime_ns
+            for p in (out / "networks").glob("*/model.safetensors")} == weights
+    first = {(r["branch"], r["test_set"], r["image"]): r["psnr"] for r in results["rows"]}
+    second = {(r["branch"], r["test_set"], r["image"]): r["psnr"] for r in again["rows"]}
+    assert first == pytest.approx(second)
+
+    # The bundle restores an image through the CLI, at ×4.
+    lr = tmp_path / "in" / "lr.png"
+    write_image(lr, np.random.default_rng(0).random((10, 12, 3)).astype(np.float32))
+    code = main(["restore", "--model", str(out / "bundles" / "map2-specialized-x2.safetensors"),
+                 str(lr), "--out", str(tmp_path / "restored"), "--device", "cpu"])
+    assert code == 0
+    (restored,) = list((tmp_path / "restored").iterdir())
+    assert read_image(restored)[0].shape == (40, 48, 3)
+
+
+def test_bicubic_x4_and_deblur_end_to_end(tmp_path, monkeypatch):
+    calls = _count_training(monkeypatch)
+    out = tmp_path / "bic"
+    results = run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu",
+                         quiet=True)
+    _check_report(out, results, ["offshelf-x4", "offshelf-x2x2", "specialized-x2x2"])
+    assert results["test_sets"] == ["samples-bicubic"]
+    assert len(calls) == 3
+    assert (out / "bundles" / "specialized-x2x2.safetensors").is_file()
+
+    calls.clear()
+    out = tmp_path / "deblur"
+    results = run_recipe("deblur", data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    branches = ["deblur-direct", "deblur-mapped", "deblur-specialized", "deblur-reference"]
+    _check_report(out, results, branches)
+    assert results["test_sets"] == ["samples-blur7", "samples-blur11"]
+    assert len(calls) == 5  # the 9×9 deblurrer once; a mapping and a specialized per kernel
+    bundles = sorted(p.name for p in (out / "bundles").iterdir())
+    assert bundles == sorted(["deblur-direct.safetensors", "deblur-reference.safetensors",
+                              "deblur-mapped-blur7.safetensors",
+                              "deblur-mapped-blur11.safetensors",
+                              "deblur-specialized-blur7.safetensors",
+                              "deblur-specialized-blur11.safetensors"])
+    # deblur-reference sees the 9×9 input: the same numbers on both test sets
+    ref = {r["test_set"]: r["psnr"] for r in results["rows"]
+           if r["branch"] == "deblur-reference"}
+    assert ref["samples-blur7"] == pytest.approx(ref["samples-blur11"])
+    # mapped blur sets are 16-bit PNGs (40 dB BSNR noise is finer than an 8-bit step)
+    png = next((out / "mapped").glob("map-blur7-*/train/*.png")).read_bytes()
+    assert png[12:16] == b"IHDR" and png[24] == 16  # the IHDR bit depth
+
+
+def test_interrupted_network_resumes(tmp_path, monkeypatch):
+    """A network folder with a checkpoint but no model.safetensors is resumed, not restarted."""
+    import twostage.train as train_module
+
+    out = tmp_path / "run"
+    recipe = sr_x4().with_branches(["direct-rcan"])
+    profile = dataclasses.replace(TINY, iterations=4)
+    run_recipe(recipe, data={}, profile=profile, out=out, device="cpu", quiet=True)
+    (folder,) = list((out / "networks").iterdir())
+    assert train_module.latest_checkpoint(folder) is not None
+    (folder / "model.safetensors").unlink()
+    seen: list[bool] = []
+    real = train_module.train
+
+    def spy(cfg, **kwargs):
+        seen.append(kwargs["resume"])
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    run_recipe(recipe, data={}, profile=profile, out=out, device="cpu", quiet=True)
+    assert seen == [True]
+    assert (folder / "model.safetensors").is_file()
+
+
+def test_unknown_data_name_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="unknown data name"):
+        run_recipe("sr-x4", data={"imagenet": Path("x")}, profile=TINY, out=tmp_path,
+                   device="cpu", quiet=True)
