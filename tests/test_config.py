@@ -97,7 +97,7 @@ def test_unknown_key_names_it_and_lists_valid_keys() -> None:
         ("log.tensorboard=1", "log.tensorboard: expected bool, got 1"),
         ("optim.betas=[0.9]", "optim.betas: expected tuple[float, float], got [0.9]"),
         ("run.amp=fp8", "run.amp: expected one of 'none', 'bf16', 'fp16', got 'fp8'"),
-        ("model.preset=[1]", "model.preset: expected str, got [1]"),
+        ("model.preset=[1]", "model.preset: expected str or null, got [1]"),
     ],
 )
 def test_wrong_type_names_key_type_and_value(item: str, expected: str) -> None:

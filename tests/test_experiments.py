@@ -299,3 +299,38 @@ def test_unknown_data_name_is_an_error(tmp_path):
     with pytest.raises(UserError, match="unknown data name"):
         run_recipe("sr-x4", data={"imagenet": Path("x")}, profile=TINY, out=tmp_path,
                    device="cpu", quiet=True)
+
+
+def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
+    """`--offshelf offshelf-x2=FILE`: an official-layout EDSR ×2 (not the profile's RCAN) is
+    loaded instead of trained; the specialized ×2 fine-tunes that very architecture from it."""
+    import torch
+
+    from twostage.models import ModelSpec, build_model
+    from twostage.models.checkpoints import load_model, save_official
+    from twostage.pipeline import load_pipeline
+
+    torch.manual_seed(3)
+    spec = ModelSpec(arch="edsr", scale=2, n_feats=8, n_resblocks=1)
+    given = build_model(spec)
+    path = tmp_path / "EDSR_x2.pt"
+    save_official(path, given)
+
+    calls = _count_training(monkeypatch)
+    out = tmp_path / "run"
+    run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True,
+               branches=["offshelf-x2x2", "specialized-x2x2"], offshelf={"offshelf-x2": path})
+    assert calls == ["specialized-x2x2-bicubic"]  # offshelf-x2 was given, not trained
+    x2x2 = load_pipeline(out / "bundles" / "offshelf-x2x2.safetensors")
+    for key, value in given.state_dict().items():
+        assert torch.equal(x2x2.stage2.state_dict()[key], value), key
+    specialized = load_model(next((out / "networks").glob("specialized-x2x2-*"))
+                             / "model.safetensors")
+    assert specialized.spec == spec  # the given network's architecture, fine-tuned
+
+    with pytest.raises(UserError, match="no off-the-shelf network 'map2'"):
+        run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True,
+                   offshelf={"map2": path})
+    with pytest.raises(UserError, match=r"checkpoint is ×2, offshelf-x4 must be ×4"):
+        run_recipe("bicubic-x4", data={}, profile=TINY, out=tmp_path / "bad", device="cpu",
+                   quiet=True, branches=["offshelf-x4"], offshelf={"offshelf-x4": path})

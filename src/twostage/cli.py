@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", type=_data_arg, default=[], metavar="NAME=PATH",
                    help="a dataset root, e.g. div2k=/data/DIV2K (repeatable)")
     p.add_argument("--profile", choices=("paper", "cpu", "tiny"), default="cpu")
+    p.add_argument("--branches", type=lambda t: [b for b in t.split(",") if b], default=None,
+                   metavar="A,B", help="run only these branches (default: all of the recipe)")
+    p.add_argument("--offshelf", action="append", type=_data_arg, default=[],
+                   metavar="NAME=FILE", help="use this checkpoint as off-the-shelf network NAME "
+                   "(e.g. offshelf-x2=EDSR_x2.pt) instead of training it (repeatable)")
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--seeds", type=_positive_int, default=1)
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -157,9 +162,14 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                         out=args.out, device=args.device, quiet=args.quiet)
     elif cmd == "run":
         from twostage.experiments import run_recipe
+        from twostage.report import format_table
 
-        run_recipe(args.recipe, data=dict(args.data), profile=args.profile, out=args.out,
-                   seeds=args.seeds, device=args.device, quiet=args.quiet)
+        results = run_recipe(args.recipe, data=dict(args.data), profile=args.profile,
+                             out=args.out, seeds=args.seeds, device=args.device,
+                             quiet=args.quiet, branches=args.branches,
+                             offshelf=dict(args.offshelf))
+        print(format_table(results))
+        print(f"report: {args.out / 'index.html'}")
     elif cmd == "degrade":
         from twostage.ops.degrade import degrade_files
 

@@ -38,9 +38,13 @@ class ConfigError(UserError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network to train: a preset name from `twostage models` at `scale`."""
+    """Which network to train: a preset name from `twostage models` at `scale`.
 
-    preset: str
+    `preset: null` takes the architecture from `init` (fine-tuning a given RCAN/EDSR
+    checkpoint whose size is no preset, e.g. an official EDSR-baseline ×2).
+    """
+
+    preset: str | None
     scale: int
     init: str | None = None  # a checkpoint to initialise the weights from (any format)
 

@@ -111,6 +111,21 @@ class Recipe:
     rcan: str | None = None  # model presets overriding the profile's
     edsr: str | None = None
     train_overrides: tuple[str, ...] = ()  # "optim.lr=0.0001"-style TrainConfig overrides
+    # Off-the-shelf networks loaded instead of trained: (network name, checkpoint path), any
+    # file `twostage restore --model` accepts (official EDSR/RCAN, BasicSR, spandrel, native).
+    given: tuple[tuple[str, str], ...] = ()
+
+    def with_given(self, checkpoints: dict[str, Path]) -> Recipe:
+        """The recipe with off-the-shelf networks given as checkpoints; others → UserError."""
+        offshelf = [n.name for n in self.networks if n.role == "offshelf"]
+        for name, path in checkpoints.items():
+            if name not in offshelf:
+                raise UserError(f"--offshelf {name}=...: {self.name} has no off-the-shelf "
+                                f"network {name!r}; choose from {', '.join(offshelf)}")
+            if not Path(path).is_file():
+                raise UserError(f"--offshelf {name}={path}: no such file")
+        merged = dict(self.given) | {k: str(v) for k, v in checkpoints.items()}
+        return dataclasses.replace(self, given=tuple(sorted(merged.items())))
 
     def network(self, name: str) -> NetworkDef:
         for net in self.networks:
@@ -237,7 +252,7 @@ def builtin_recipe(name: str) -> Recipe:
 
 
 _YAML_KEYS = ("name", "base", "degradations", "test_degradations", "domain", "branches",
-              "specialized_init", "models", "train")
+              "specialized_init", "models", "train", "offshelf")
 
 
 def _flatten(prefix: str, value: object) -> list[str]:
@@ -310,6 +325,10 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
         recipe, name=str(data.get("name") or recipe.name), specialized_init=init,
         rcan=models.get("rcan"), edsr=models.get("edsr"), train_overrides=tuple(
             _flatten("", train)))
+    offshelf = data.get("offshelf") or {}
+    if not isinstance(offshelf, dict) or not all(isinstance(v, str) for v in offshelf.values()):
+        raise UserError(f"{source}: offshelf must map network names to checkpoint files")
+    recipe = recipe.with_given({str(k): Path(v) for k, v in offshelf.items()})
     branch_names = names("branches")
     return recipe.with_branches(branch_names) if branch_names else recipe
 
@@ -351,6 +370,7 @@ class Profile:
     lr: float | None = None
     lr_step: int | None = None
     hr_crop: int | None = None  # centre-crop every embedded image to at most this side
+    train_crop: int | None = None  # training images only: this crop instead of hr_crop
     train_images: int | None = None  # use only the first N images of each split
     test_images: int | None = None
     val_images: int = 0  # in-distribution test images used for validation curves
@@ -471,8 +491,9 @@ def _embedded(split: str, profile: Profile, scale: int) -> Split:
     limit = profile.train_images if split == "train" else profile.test_images
     if limit is not None:
         items = items[:limit]
+    crop = profile.train_crop if split == "train" and profile.train_crop else profile.hr_crop
     return Split("samples", [n for n, _ in items],
-                 [_prepare(img, scale=scale, crop=profile.hr_crop) for n, img in items])
+                 [_prepare(img, scale=scale, crop=crop) for n, img in items])
 
 
 def _pairs_split(source: str, pairs, *, given: str | None) -> Split:
@@ -593,7 +614,8 @@ class TrainedNetwork:
     definition: NetworkDef
     degradation: str  # "" for networks that do not depend on the degradation
     folder: Path
-    key: str  # config hash
+    key: str  # config hash (for a given checkpoint: hash of its bytes)
+    given: Path | None = None  # a checkpoint loaded instead of trained
 
     @property
     def label(self) -> str:
@@ -602,7 +624,7 @@ class TrainedNetwork:
 
     @property
     def weights(self) -> Path:
-        return self.folder / "model.safetensors"
+        return self.given or self.folder / "model.safetensors"
 
 
 def _hash(obj: object) -> str:
@@ -611,8 +633,12 @@ def _hash(obj: object) -> str:
 
 
 def _train_config(recipe: Recipe, profile: Profile, net: NetworkDef, *, seed: int,
-                  device: str, init: Path | None, label: str):
-    """The TrainConfig of one network: the profile's, with this network's model and sizes."""
+                  device: str, init: Path | None, label: str, init_given: bool = False):
+    """The TrainConfig of one network: the profile's, with this network's model and sizes.
+
+    `init_given`: `init` is a given off-the-shelf checkpoint, whose architecture this network
+    takes (so a specialized stage fine-tunes exactly the network the user supplied).
+    """
     from twostage.config import ModelConfig, apply_overrides, profile_defaults
     from twostage.data.datasets import DatasetSpec
 
@@ -641,7 +667,7 @@ def _train_config(recipe: Recipe, profile: Profile, net: NetworkDef, *, seed: in
     run = dataclasses.replace(base.run, seed=seed, device=device,  # type: ignore[arg-type]
                               threads=profile.threads or base.run.threads)
     cfg = dataclasses.replace(
-        base, model=ModelConfig(preset=preset, scale=net.scale,
+        base, model=ModelConfig(preset=None if init_given else preset, scale=net.scale,
                                 init=str(init) if init else None),
         data=data, optim=optim, log=log, run=run, name=label)
     return apply_overrides(cfg, list(recipe.train_overrides))
@@ -694,8 +720,13 @@ class _Run:
         key = (net.name, deg)
         if key in self.trained:
             return self.trained[key]
+        given = dict(self.recipe.given).get(net.name)
+        if given is not None:
+            self.trained[key] = inst = self._given(net, Path(given))
+            return inst
         upstream: dict[str, str] = {}
         init = None
+        init_given = False
         if net.input.kind == "mapped":
             upstream["mapped_by"] = self.instance(self.recipe.network(net.input.network),
                                                   degradation).key
@@ -703,9 +734,10 @@ class _Run:
             parent = self.instance(self.recipe.network(net.init_from), degradation)
             upstream["init"] = parent.key
             init = parent.weights
+            init_given = parent.given is not None
         label = f"{net.name}-{_short(deg)}" if deg else net.name
         cfg = _train_config(self.recipe, self.profile, net, seed=self.seed, device=self.device,
-                            init=init, label=label)
+                            init=init, label=label, init_given=init_given)
         from twostage.config import config_to_dict
 
         description = config_to_dict(cfg)
@@ -727,6 +759,20 @@ class _Run:
         self.progress(self._cost(cfg), f"{label} ready")
         self.trained[key] = inst
         return inst
+
+    def _given(self, net: NetworkDef, path: Path) -> TrainedNetwork:
+        """An off-the-shelf network supplied as a checkpoint: checked, never trained."""
+        model = self.model(TrainedNetwork(net, "", path.parent, "", given=path))
+        scale = getattr(model, "scale", None)
+        if scale != net.scale:
+            raise UserError(f"--offshelf {net.name}={path}: the checkpoint is ×{scale}, "
+                            f"{net.name} must be ×{net.scale}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+        self.progress(self._cost_of(net), f"{net.name} given ({path.name})")
+        return TrainedNetwork(net, "", path.parent, digest, given=path)
+
+    def _cost_of(self, net: NetworkDef) -> float:
+        return float(self.profile.iterations_for(net.role) or 0)
 
     def _describe_deg(self, deg: str) -> object:
         if not deg or deg in self.train.given:
@@ -909,7 +955,15 @@ def _write_bundles(run: _Run) -> list[Path]:
             if specific and len(run.recipe.degradations) > 1:
                 name = f"{branch.name}-{_short(deg)}"
             path = run.out / "bundles" / f"{name}.safetensors"
-            _pipeline(run, branch, deg).save_bundle(path, {
+            pipeline = _pipeline(run, branch, deg)
+            if not all(hasattr(m, "spec") for m in (pipeline.stage1, pipeline.stage2) if m):
+                # A given third-party (spandrel) network: its bundle cannot hold it. Say so.
+                from tqdm import tqdm
+
+                tqdm.write(f"twostage: note: no bundle for {name}: a given off-the-shelf "
+                           "network is not RCAN/EDSR; restore with its own checkpoint")
+                continue
+            pipeline.save_bundle(path, {
                 "branch": branch.name, "recipe": run.recipe.name, "profile": run.profile.name,
                 "degradation": deg, "domain": branch.domain, "seed": str(run.seed),
                 "networks": json.dumps([n.label for n in (s1, s2) if n is not None]),
@@ -966,11 +1020,13 @@ def _estimate(recipe: Recipe, profile: Profile, train: Split, tests: list[TestSe
 def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = None,
                profile: str | Profile = "cpu", out: Path, seeds: int = 1,
                device: str = "auto", quiet: bool = False,
-               branches: Sequence[str] | None = None) -> dict:
+               branches: Sequence[str] | None = None,
+               offshelf: dict[str, Path] | None = None) -> dict:
     """Run a recipe end to end in `out` (see the module docstring) and return results.json's dict.
 
     `seeds`: repeat with seeds 0..N-1 (networks are cached per seed); the report gives mean ±
-    std over seeds; bundles and figures come from seed 0.
+    std over seeds; bundles and figures come from seed 0. `offshelf`: network name → checkpoint
+    for off-the-shelf networks to load instead of train (e.g. {"offshelf-x2": EDSR_x2.pt}).
     """
     import torch
 
@@ -979,6 +1035,8 @@ def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = No
     rec = load_recipe(recipe)
     if branches:
         rec = rec.with_branches(list(branches))
+    if offshelf:
+        rec = rec.with_given(dict(offshelf))
     data = dict(data or {})
     rec = retarget(rec, data)
     prof = get_profile(profile)

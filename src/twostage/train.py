@@ -56,7 +56,7 @@ from twostage.config import (
 )
 from twostage.data.datasets import PairSet, open_dataset, random_batch
 from twostage.errors import UserError
-from twostage.models import build_model, preset_spec
+from twostage.models import ModelSpec, build_model, preset_spec
 from twostage.models.checkpoints import load_model, read_state, save_model
 from twostage.models.inference import pick_device
 from twostage.ops.files import atomic_path, write_text_atomic
@@ -412,6 +412,20 @@ def _device_for(name: str, d: _Dist) -> torch.device:
 # the entry points
 
 
+
+def _model_spec(cfg: TrainConfig, init: torch.nn.Module | None) -> ModelSpec:
+    """The network to build: the preset at the configured scale, or `init`'s own architecture."""
+    if cfg.model.preset is not None:
+        return preset_spec(cfg.model.preset, scale=cfg.model.scale)
+    spec = getattr(init, "spec", None)
+    if init is None or spec is None:
+        raise UserError("model.preset is null: model.init must then be an RCAN or EDSR "
+                        f"checkpoint to take the architecture from (got {cfg.model.init})")
+    if spec.scale != cfg.model.scale:
+        raise UserError(f"model.init {cfg.model.init} is ×{spec.scale}, but model.scale is "
+                        f"{cfg.model.scale}")
+    return spec
+
 def train(cfg: TrainConfig, *, out: str | Path, resume: bool = False,
           train_set: PairSet | None = None, val_set: PairSet | None = None,
           quiet: bool = False) -> TrainResult:
@@ -529,9 +543,9 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
     torch.manual_seed(rn.seed)
     np.random.seed(rn.seed)
     random.seed(rn.seed)
-    net = build_model(preset_spec(cfg.model.preset, scale=cfg.model.scale))
-    if cfg.model.init is not None and latest is None:
-        init = load_model(cfg.model.init, device="cpu")
+    init = None if cfg.model.init is None else load_model(cfg.model.init, device="cpu")
+    net = build_model(_model_spec(cfg, init))
+    if init is not None and latest is None:
         try:
             net.load_state_dict(init.state_dict())
         except RuntimeError as exc:
