@@ -154,8 +154,12 @@ class ChannelAttention(nn.Module):
             nn.Sigmoid(),
         )
 
+    def gates(self, x: Tensor) -> Tensor:
+        """The per-channel weights, N×C×1×1 in (0, 1)."""
+        return self.conv_du(x.mean(dim=(2, 3), keepdim=True))
+
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.conv_du(x.mean(dim=(2, 3), keepdim=True))
+        return x * self.gates(x)
 
 
 def reconstruct(tail: nn.Sequential, add_mean: MeanShift, features: Tensor) -> Tensor:

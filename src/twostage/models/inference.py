@@ -40,14 +40,18 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, *,
     """`model` in eval mode on `device`, in fp32 (gradients are the caller's business:
     use `torch.inference_mode()`).
 
-    `channels_last` (default: on CUDA only) stores conv weights NHWC, which cuDNN runs faster;
-    inputs need not be converted. `compile=True` returns `torch.compile(model)`, which keeps
-    the model's attributes (`.scale`, `.spec`) reachable.
+    `channels_last` (default: on) stores conv weights NHWC; a convolution with NHWC weights
+    returns NHWC activations, so inputs need not be converted. cuDNN and oneDNN (CPU) both run
+    NHWC convolutions without the layout reorders NCHW costs: measured on a 2-core AVX-512 CPU
+    (BENCHMARKS.md), inference is 1.1× faster for rcan-paper and 1.4× for the 32-channel CPU
+    presets, with identical results up to float rounding. `compile=True` returns
+    `torch.compile(model)` (the model's attributes stay reachable): a few % faster on CPU after
+    a compilation of about a minute, so it is not the default.
     """
     device = torch.device(device)
     model = model.eval().to(device=device, dtype=torch.float32)
     if channels_last is None:
-        channels_last = device.type == "cuda"
+        channels_last = True
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:

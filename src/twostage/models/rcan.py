@@ -12,6 +12,7 @@ conv), `body.{G}.*`, `tail.0.{0,2,…}.*` (upsampler), `tail.1.*`, `add_mean.*`.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from twostage.models.common import (
@@ -39,9 +40,10 @@ class RCAB(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        res = self.body(x)
-        res += x
-        return res
+        conv1, relu, conv2, attention = self.body
+        res = conv2(relu(conv1(x)))
+        # x + res · gates in one pass (addcmul): no res · gates temporary, one read of res
+        return torch.addcmul(x, res, attention.gates(res))
 
 
 class ResidualGroup(nn.Module):
