@@ -207,6 +207,7 @@ def test_bundle_round_trip(tmp_path: Path) -> None:
     assert isinstance(loaded, Pipeline)
     assert loaded.scale == 4 and loaded.stage2_repeats == 2 and loaded.name == pipe.name
     img = _photo((9, 11))
+    pipe = pipe.to(memory_format=torch.channels_last)  # load_pipeline's layout: same arithmetic
     np.testing.assert_array_equal(loaded.restore(img, device="cpu"),
                                   pipe.restore(img, device="cpu"))
 
