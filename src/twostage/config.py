@@ -94,7 +94,7 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA; fp16 adds a GradScaler
-    channels_last: bool = False  # CUDA only
+    channels_last: bool = False  # NHWC activations (faster on CUDA and on oneDNN CPUs)
     compile: bool = False  # torch.compile the network
     deterministic: bool = True  # CUDA: deterministic kernels, no cudnn.benchmark
     threads: int = 0  # torch CPU threads; 0 = torch's default

@@ -553,10 +553,13 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
             raise UserError(f"model.init {cfg.model.init}: its weights do not fit "
                             f"{cfg.model.preset} ×{cfg.model.scale}: {first}") from None
     net.to(device)
-    if rn.channels_last and device.type == "cuda":
+    if rn.channels_last:  # NHWC convs: faster with cuDNN and with oneDNN on CPU (BENCHMARKS.md)
         net.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(net).requires_grad_(False).eval() if o.ema > 0 else None
-    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps)
+    # fused: one kernel for all parameters instead of several per tensor (3 % on CPU, ~8 ms
+    # of a 39 ms H200 step); the same update rule.
+    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
+                                 fused=True)
     scaler = torch.amp.GradScaler("cuda") if rn.amp == "fp16" else None
 
     start, best_psnr, best_iteration, elapsed_before = 0, -math.inf, 0, 0.0
@@ -665,7 +668,7 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
                                     augment=cfg.data.augment)
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
-                if rn.channels_last and device.type == "cuda":
+                if rn.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with _autocast(device, rn.amp):
                     pred = step_model(x)
@@ -725,7 +728,7 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
                     model_for_val = ema if ema is not None else net
                     last_psnr, last_ssim, images = validate(
                         model_for_val, val_set, device=device, scale=cfg.model.scale,
-                        amp=rn.amp, channels_last=rn.channels_last and device.type == "cuda",
+                        amp=rn.amp, channels_last=rn.channels_last,
                         keep_images=lg.n_val_images if writer is not None else 0)
                     row.update(val_psnr=f"{last_psnr:.4f}", val_ssim=f"{last_ssim:.6f}")
                     if writer is not None:
