@@ -334,3 +334,26 @@ def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"checkpoint is ×2, offshelf-x4 must be ×4"):
         run_recipe("bicubic-x4", data={}, profile=TINY, out=tmp_path / "bad", device="cpu",
                    quiet=True, branches=["offshelf-x4"], offshelf={"offshelf-x4": path})
+
+
+def test_train_crop_applies_to_the_training_images_only():
+    """Profile.train_crop: training photos centre-cropped to it, test photos to hr_crop."""
+    from twostage.data.samples import load_samples
+
+    profile = dataclasses.replace(TINY, hr_crop=32, train_crop=60, train_images=3,
+                                  test_images=2)
+    train, tests = experiments.plan_data(sr_x4(), {}, profile)
+    raw_train = dict(load_samples("train"))
+    raw_test = dict(load_samples("test"))
+    for name, img in zip(train.names, train.hr):
+        h, w = raw_train[name].shape[:2]
+        assert img.shape[:2] == (min(h, 60) // 4 * 4, min(w, 60) // 4 * 4), name
+        top, left = (h - min(h, 60)) // 2, (w - min(w, 60)) // 2
+        assert np.array_equal(img, raw_train[name][top:top + img.shape[0],
+                                                   left:left + img.shape[1]])
+    for test in tests:
+        for name, img in zip(test.split.names, test.split.hr):
+            h, w = raw_test[name].shape[:2]
+            assert img.shape[:2] == (32, 32), name
+            top, left = (h - 32) // 2, (w - 32) // 2
+            assert np.array_equal(img, raw_test[name][top:top + 32, left:left + 32])
