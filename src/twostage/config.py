@@ -139,7 +139,7 @@ def profile_defaults(name: str) -> TrainConfig:
             data=DataConfig(train=train, val=val, patch_size=48, batch_size=8),
             optim=OptimConfig(lr=2e-4, iterations=3000, lr_step=1000),
             log=LogConfig(checkpoint_every=500, val_every=500, log_every=50),
-            run=RunConfig(device="cpu"),
+            run=RunConfig(device="cpu", channels_last=True),  # 1.2–1.4× faster (BENCHMARKS.md)
             name="cpu",
         )
     if name == "tiny":
