@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from twostage.data.datasets import strip_suffixes
+from twostage.data.datasets import index_by_stem, strip_suffixes
 from twostage.errors import UserError
 from twostage.ops.files import write_text_atomic
 from twostage.ops.imageio import expand_inputs, read_image
@@ -60,13 +60,10 @@ def _images(path: Path, role: str) -> list[Path]:
 
 
 def _index(files: list[Path], role: str) -> dict[str, Path]:
-    by_key: dict[str, Path] = {}
-    for f in files:
-        key = strip_suffixes(f.stem)
-        if key in by_key:
-            raise UserError(f"--{role}: {by_key[key]} and {f} both pair as {key!r}")
-        by_key[key] = f
-    return by_key
+    try:
+        return index_by_stem(files)
+    except UserError as exc:
+        raise UserError(f"--{role}: {exc}") from None
 
 
 def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:

@@ -188,19 +188,22 @@ def _limited(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
 
 
+
+def index_by_stem(paths: list[Path]) -> dict[str, Path]:
+    """Files keyed by `strip_suffixes(stem)`; two files with one key are an error naming both."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        key = strip_suffixes(p.stem)
+        if key in out:
+            raise UserError(f"{out[key]} and {p} both pair as {key!r}")
+        out[key] = p
+    return out
+
+
 def _match(inputs: list[Path], targets: list[Path], *, input_dir: Path,
            target_dir: Path) -> list[tuple[str, Path, Path]]:
     """Pair files by stripped stem; duplicates and missing partners raise, naming files."""
-    def keyed(paths: list[Path]) -> dict[str, Path]:
-        out: dict[str, Path] = {}
-        for p in paths:
-            key = strip_suffixes(p.stem)
-            if key in out:
-                raise UserError(f"{out[key]} and {p} have the same name after stripping suffixes")
-            out[key] = p
-        return out
-
-    ins, tgts = keyed(inputs), keyed(targets)
+    ins, tgts = index_by_stem(inputs), index_by_stem(targets)
     no_target = [p for k, p in ins.items() if k not in tgts]
     no_input = [p for k, p in tgts.items() if k not in ins]
     if no_target:
