@@ -1126,11 +1126,17 @@ def describe(results: dict) -> str:
                 else "a degradation never seen in training")
         text = f"On {test} ({kind}) the best branch is {best} at {scores[best]:.2f} dB"
         if floor is not None:
-            text += f", {scores[best] - floor:+.2f} dB over bicubic interpolation"
-            losers = [b for b, v in scores.items() if v - floor < 0.5]
-            if losers:
-                text += ("; " + ", ".join(losers) + (" does" if len(losers) == 1 else " do")
-                         + " not beat bicubic by 0.5 dB")
+            margin = scores[best] - floor
+            text += (f", {margin:.2f} dB above bicubic interpolation" if margin >= 0 else
+                     f", {-margin:.2f} dB below bicubic interpolation")
+            below = [b for b, v in scores.items() if v < floor]
+            short = [b for b, v in scores.items() if floor <= v < floor + 0.5]
+            if len(below) == len(scores):
+                text += "; no learned branch beats bicubic here"
+            elif below:
+                text += "; " + _listing(below) + " below bicubic"
+            if short:
+                text += "; " + _listing(short) + " less than 0.5 dB above it"
         others = sorted((v, b) for b, v in scores.items() if b != best)
         if others:
             runner_up, gap = others[-1][1], scores[best] - others[-1][0]
@@ -1162,6 +1168,10 @@ def describe(results: dict) -> str:
     if seeds:
         parts.append(f"Means over {len(seeds)} seeds; ± is the standard deviation across seeds.")
     return " ".join(parts)
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(names) + (" is" if len(names) == 1 else " are")
 
 
 def demo(*, out: Path, seeds: int = 1, quick: bool = False) -> dict:
