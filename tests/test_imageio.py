@@ -382,3 +382,21 @@ def test_expand_inputs_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images found"):
         expand_inputs([tmp_path / "empty"])
+
+
+def test_quantisation_in_row_blocks_equals_the_whole_image_formula(monkeypatch):
+    """to_uint8/to_uint16 work a block of rows at a time (flat memory for huge outputs): the
+    result must equal floor(x·levels + 0.5), clipped, NaN → 0, computed on the whole image."""
+    import twostage.ops.imageio as imageio
+
+    rng = np.random.default_rng(7)
+    x = rng.random((37, 29, 3)).astype(np.float32)
+    x[0, 0, 0], x[1, 1, 1], x[2, 2, 2] = np.nan, 1.7, -0.3
+    x[3, 3, 0] = np.float32(0.5 / 255)  # a half step: rounds up
+    monkeypatch.setattr(imageio, "_QUANTISE_BLOCK", 100)  # 100 values: 2 rows per block
+    whole = np.nan_to_num(x.astype(np.float64), nan=0.0)
+    for convert, levels in ((imageio.to_uint8, 255), (imageio.to_uint16, 65535)):
+        expected = np.clip(np.floor(whole * levels + 0.5), 0, levels)
+        got = convert(x)
+        assert got.dtype == (np.uint8 if levels == 255 else np.uint16)
+        np.testing.assert_array_equal(got, expected.astype(got.dtype))

@@ -78,8 +78,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint16:
         img = img.astype(np.float64) / 65535.0
-    values = np.nan_to_num(img.astype(np.float64), nan=0.0) * 255.0
-    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+    return _quantise(img, 255, np.uint8)
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
@@ -89,8 +88,28 @@ def to_uint16(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint8:
         return img.astype(np.uint16) * 257
-    values = np.nan_to_num(img.astype(np.float64), nan=0.0) * 65535.0
-    return np.clip(np.floor(values + 0.5), 0, 65535).astype(np.uint16)
+    return _quantise(img, 65535, np.uint16)
+
+
+_QUANTISE_BLOCK = 1 << 22  # float64 values per block (32 MiB): memory stays flat in image size
+
+
+def _quantise(img: np.ndarray, levels: int, dtype: type) -> np.ndarray:
+    """floor(x·levels + 0.5) clipped to [0, levels] (NaN → 0), in float64, a block of rows at a
+    time so that a large image needs no full-size float64 temporaries."""
+    out = np.empty(img.shape, dtype)
+    if img.ndim == 0 or img.size == 0:
+        rows, src, dst = 1, img.reshape(1, -1), out.reshape(1, -1)
+    else:
+        rows, src, dst = max(1, _QUANTISE_BLOCK // max(1, img[0].size)), img, out
+    for start in range(0, src.shape[0], rows):
+        block = np.nan_to_num(src[start:start + rows].astype(np.float64), nan=0.0)
+        block *= levels
+        block += 0.5
+        np.floor(block, out=block)
+        np.clip(block, 0, levels, out=block)
+        dst[start:start + rows] = block
+    return out
 
 
 def to_float(img: np.ndarray) -> np.ndarray:
