@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import skimage.data
 import torch
-from PIL import Image
+from photo_pairs import write_photo_pairs
 from safetensors.torch import load_file
 
 from twostage.config import apply_overrides, profile_defaults, save_config
@@ -30,25 +29,9 @@ save_file(state, os.path.join(sys.argv[3], f"rank{os.environ['RANK']}.safetensor
 """
 
 
-def _pairs(root: Path) -> list[str]:
-    """×2 folders of real photo crops (train: 2 pairs, val: 1)."""
-    from twostage.ops.resize import imresize
-
-    photos = {"train": [("astronaut", skimage.data.astronaut()[40:104, 200:264]),
-                        ("coffee", skimage.data.coffee()[100:164, 150:214])],
-              "val": [("chelsea", skimage.data.chelsea()[100:164, 150:214])]}
-    for split, items in photos.items():
-        for name, hr in items:
-            for kind, img in (("hr", hr), ("lr", imresize(hr, 0.5))):
-                (root / f"{split}_{kind}").mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(root / f"{split}_{kind}" / f"{name}.png")
-    return [f"data.{s}={{kind: folders, input_dir: {root}/{s}_lr, target_dir: {root}/{s}_hr, "
-            "scale: 2}" for s in ("train", "val")]
-
-
 def test_two_gloo_processes_hold_identical_weights(tmp_path: Path) -> None:
     cfg = apply_overrides(profile_defaults("tiny"), [
-        *_pairs(tmp_path / "pairs"), "optim.iterations=10", "log.checkpoint_every=5",
+        *write_photo_pairs(tmp_path / "pairs"), "optim.iterations=10", "log.checkpoint_every=5",
         "log.val_every=5"])
     config = tmp_path / "tiny.yaml"
     save_config(cfg, config)

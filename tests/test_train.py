@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import skimage.data
 import torch
-from PIL import Image
+from photo_pairs import write_photo_pairs
 from safetensors.torch import load_file
 
 import twostage.train as train_mod
@@ -31,7 +30,6 @@ from twostage.data.datasets import open_dataset
 from twostage.errors import UserError
 from twostage.models.checkpoints import load_model
 from twostage.ops.metrics import psnr
-from twostage.ops.resize import imresize
 from twostage.train import (
     TrainingDiverged,
     latest_checkpoint,
@@ -46,23 +44,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
 
 @pytest.fixture(scope="module", autouse=True)
 def pairs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Small ×2 folders of real photos (HR 64×64 crops, LR their MATLAB-bicubic ↓2): quick
-    to open in every subprocess, unlike the embedded samples with their degradations."""
+    """Small ×2 folders of real photos (tests/photo_pairs.py), used by every test here."""
     root = tmp_path_factory.mktemp("pairs")
-    photos = {"train": [("astronaut", skimage.data.astronaut()[40:104, 200:264]),
-                        ("coffee", skimage.data.coffee()[100:164, 150:214])],
-              "val": [("chelsea", skimage.data.chelsea()[100:164, 150:214])]}
-    for split, items in photos.items():
-        for name, hr in items:
-            for kind, img in (("hr", hr), ("lr", imresize(hr, 0.5))):
-                (root / f"{split}_{kind}").mkdir(exist_ok=True)
-                Image.fromarray(img).save(root / f"{split}_{kind}" / f"{name}.png")
-    TINY_DATA[:] = [
-        f"data.train={{kind: folders, input_dir: {root}/train_lr, target_dir: {root}/train_hr, "
-        "scale: 2}",
-        f"data.val={{kind: folders, input_dir: {root}/val_lr, target_dir: {root}/val_hr, "
-        "scale: 2}",
-    ]
+    TINY_DATA[:] = write_photo_pairs(root)
     return root
 
 
