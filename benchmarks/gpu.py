@@ -46,8 +46,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _median_seconds(fn: Callable[[], object], device: torch.device, *, warmup: int,
-                    repeats: int) -> float:
+def _median_seconds(
+    fn: Callable[[], object], device: torch.device, *, warmup: int, repeats: int
+) -> float:
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -105,16 +106,19 @@ def _setup(preset: str, mode: Mode, device: torch.device, patch: int):
     model = build_model(preset_spec(preset, scale=mode.scale)).to(device)
     memory_format = torch.channels_last if mode.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99), eps=1e-8,
-                           capturable=mode.graph)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.99), eps=1e-8, capturable=mode.graph
+    )
     x = torch.rand(mode.batch, 3, patch, patch, device=device).contiguous(
-        memory_format=memory_format)
+        memory_format=memory_format
+    )
     y = torch.rand(mode.batch, 3, patch * mode.scale, patch * mode.scale, device=device)
     return model, opt, x, y
 
 
-def make_train_step(preset: str, mode: Mode, *, device: torch.device,
-                    patch: int) -> tuple[Callable[[], object], Callable[[], object] | None]:
+def make_train_step(
+    preset: str, mode: Mode, *, device: torch.device, patch: int
+) -> tuple[Callable[[], object], Callable[[], object] | None]:
     """(step, eager_step): `step` is what is timed; `eager_step` (None for graph/compile rows)
     is the same step issued eagerly, for the host-issue measurement."""
     model, opt, x, y = _setup(preset, mode, device, patch)
@@ -122,8 +126,12 @@ def make_train_step(preset: str, mode: Mode, *, device: torch.device,
 
     def forward_loss() -> torch.Tensor:
         # cache_enabled=False: required inside CUDA-graph capture, harmless elsewhere
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.bf16,
-                            cache_enabled=False if mode.graph else None):
+        with torch.autocast(
+            device.type,
+            dtype=torch.bfloat16,
+            enabled=mode.bf16,
+            cache_enabled=False if mode.graph else None,
+        ):
             out = net(x)
         return F.l1_loss(out.float(), y)
 
@@ -160,8 +168,7 @@ def profile_step(preset: str, mode: Mode, *, device: torch.device, patch: int) -
     for _ in range(3):
         step()
     _sync(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
-                                           else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     start = time.perf_counter()
     with profile(activities=activities) as prof:
         step()
@@ -169,35 +176,46 @@ def profile_step(preset: str, mode: Mode, *, device: torch.device, patch: int) -
     wall = time.perf_counter() - start
     result: dict[str, Any] = {"mode": mode.name, "profiled_wall_ms": wall * 1e3}
     try:
-        kernels = [e for e in prof.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         result["kernels"] = len(kernels)
         result["kernel_ms"] = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
-        result["cpu_ops"] = sum(1 for e in prof.events()
-                                if e.device_type == torch.autograd.DeviceType.CPU)
+        result["cpu_ops"] = sum(
+            1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU
+        )
     except Exception as exc:  # profiler API details differ between versions
         result["count_error"] = repr(exc)
     sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     try:
-        result["table"] = prof.key_averages().table(sort_by=sort, row_limit=15,
-                                                    max_name_column_width=50)
+        result["table"] = prof.key_averages().table(
+            sort_by=sort, row_limit=15, max_name_column_width=50
+        )
     except Exception as exc:
         result["table_error"] = repr(exc)
     return result
 
 
 @torch.inference_mode()
-def inference_mps(presets: list[tuple[str, int]], *, device: torch.device, size: int,
-                  repeats: int, bf16: bool = True, channels_last: bool = True) -> float:
+def inference_mps(
+    presets: list[tuple[str, int]],
+    *,
+    device: torch.device,
+    size: int,
+    repeats: int,
+    bf16: bool = True,
+    channels_last: bool = True,
+) -> float:
     """Output megapixels per second of a chain of networks."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    models = [build_model(preset_spec(p, scale=s)).to(device).eval().to(
-        memory_format=memory_format) for p, s in presets]
+    models = [
+        build_model(preset_spec(p, scale=s)).to(device).eval().to(memory_format=memory_format)
+        for p, s in presets
+    ]
     x = torch.rand(1, 3, size, size, device=device).contiguous(memory_format=memory_format)
 
     def run() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16,
-                            enabled=bf16 and device.type == "cuda"):
+        with torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"
+        ):
             out = x
             for m in models:
                 out = m(out).clamp_(0, 1)
@@ -213,8 +231,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("gpu-bench.json"))
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny preset, few repeats")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--budget-s", type=float, default=170.0,
-                        help="skip rows that would start after this many seconds")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=170.0,
+        help="skip rows that would start after this many seconds",
+    )
     args = parser.parse_args()
 
     t_start = time.perf_counter()
@@ -233,8 +255,14 @@ def main() -> int:
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
     tf32_peak = next((v for k, v in TF32_PEAK_TFLOPS.items() if k in name), None)
 
-    result: dict[str, Any] = {"device": name, "torch": torch.__version__, "preset": preset,
-                              "batch": 8, "patch": patch, "script": "gpu.py v2"}
+    result: dict[str, Any] = {
+        "device": name,
+        "torch": torch.__version__,
+        "preset": preset,
+        "batch": 8,
+        "patch": patch,
+        "script": "gpu.py v2",
+    }
     print(f"device: {name}, torch {torch.__version__}", flush=True)
 
     def save() -> None:  # after every row, so a run cut short still reports what it measured
@@ -243,8 +271,9 @@ def main() -> int:
     def over_budget(what: str) -> bool:
         spent = time.perf_counter() - t_start
         if spent > args.budget_s:
-            print(f"{what}: skipped, {spent:.0f} s spent (budget {args.budget_s:.0f} s)",
-                  flush=True)
+            print(
+                f"{what}: skipped, {spent:.0f} s spent (budget {args.budget_s:.0f} s)", flush=True
+            )
             result.setdefault("skipped", []).append(what)
             save()
             return True
@@ -254,24 +283,29 @@ def main() -> int:
     result["matmul_n"] = n
     result["matmul_tflops"] = matmul_tflops(device, n, repeats)
     result["copy_tbps"] = copy_tbps(device, 16 if dry else 4096)
-    print(f"matmul {result['matmul_tflops']:.1f} TFLOP/s, copy {result['copy_tbps']:.2f} TB/s",
-          flush=True)
+    print(
+        f"matmul {result['matmul_tflops']:.1f} TFLOP/s, copy {result['copy_tbps']:.2f} TB/s",
+        flush=True,
+    )
     save()
 
     # Most telling first; slow-to-build rows (batch 32, compile) last.
     plan = [
-        Mode("fp32"), Mode("bf16", bf16=True), Mode("bf16-cl", bf16=True, channels_last=True),
-        Mode("fp32-graph", graph=True), Mode("bf16-graph", bf16=True, graph=True),
+        Mode("fp32"),
+        Mode("bf16", bf16=True),
+        Mode("bf16-cl", bf16=True, channels_last=True),
+        Mode("fp32-graph", graph=True),
+        Mode("bf16-graph", bf16=True, graph=True),
         Mode("bf16-cl-graph", bf16=True, channels_last=True, graph=True),
         "profile",
-        Mode("fp32-b32", batch=32), Mode("bf16-b32", bf16=True, batch=32),
+        Mode("fp32-b32", batch=32),
+        Mode("bf16-b32", bf16=True, batch=32),
         Mode("bf16-graph-b32", bf16=True, graph=True, batch=32),
         "inference",
         Mode("bf16-graph-x1", bf16=True, graph=True, scale=1),
     ]
     if not args.no_compile:
-        plan.append(Mode("bf16-compile-reduce-overhead", bf16=True,
-                         compile="reduce-overhead"))
+        plan.append(Mode("bf16-compile-reduce-overhead", bf16=True, compile="reduce-overhead"))
     result["train"] = rows = []
     size = 64 if dry else 512
     result["inference_size"] = size
@@ -283,9 +317,12 @@ def main() -> int:
             for mode in (Mode("fp32"), Mode("bf16", bf16=True)):
                 try:
                     prof = profile_step(preset, mode, device=device, patch=patch)
-                    print(f"profile {mode.name}: {prof.get('kernels')} kernels, "
-                          f"{prof.get('kernel_ms', float('nan')):.1f} ms of kernels in a "
-                          f"{prof['profiled_wall_ms']:.1f} ms step (profiled)", flush=True)
+                    print(
+                        f"profile {mode.name}: {prof.get('kernels')} kernels, "
+                        f"{prof.get('kernel_ms', float('nan')):.1f} ms of kernels in a "
+                        f"{prof['profiled_wall_ms']:.1f} ms step (profiled)",
+                        flush=True,
+                    )
                 except Exception as exc:
                     prof = {"mode": mode.name, "error": repr(exc)}
                     print(f"profile {mode.name}: failed: {exc!r}", flush=True)
@@ -302,8 +339,14 @@ def main() -> int:
                 ("inference_x2_bf16_contiguous_mps", [(preset, 2)], True, False),
             ):
                 try:
-                    result[key] = inference_mps(chain, device=device, size=size,
-                                                repeats=repeats, bf16=bf16, channels_last=cl)
+                    result[key] = inference_mps(
+                        chain,
+                        device=device,
+                        size=size,
+                        repeats=repeats,
+                        bf16=bf16,
+                        channels_last=cl,
+                    )
                     print(f"{key}: {result[key]:.1f} MP/s (output megapixels)", flush=True)
                 except Exception as exc:
                     result[key + "_error"] = repr(exc)
@@ -333,20 +376,25 @@ def main() -> int:
             _free(device)
             continue
         tflops = train_flops / sec / 1e12
-        row.update({
-            "step_ms": sec * 1e3, "tflops": tflops,
-            "mfu_datasheet": tflops / peak if peak else None,
-            "mfu_tf32_datasheet": tflops / tf32_peak if tf32_peak and not mode.bf16 else None,
-            "mfu_measured_matmul": tflops / result["matmul_tflops"],
-            "paper_150k_hours": sec * 150_000 / 3600 * (8 / mode.batch),
-            "wall_s_incl_warmup": time.perf_counter() - t0,
-        })
+        row.update(
+            {
+                "step_ms": sec * 1e3,
+                "tflops": tflops,
+                "mfu_datasheet": tflops / peak if peak else None,
+                "mfu_tf32_datasheet": tflops / tf32_peak if tf32_peak and not mode.bf16 else None,
+                "mfu_measured_matmul": tflops / result["matmul_tflops"],
+                "paper_150k_hours": sec * 150_000 / 3600 * (8 / mode.batch),
+                "wall_s_incl_warmup": time.perf_counter() - t0,
+            }
+        )
         rows.append(row)
         mfu = f", MFU {row['mfu_datasheet']:.1%}" if peak else ""
         issue = f", host issue {row['issue_ms']:.1f} ms" if "issue_ms" in row else ""
-        print(f"x{mode.scale} {mode.name}: {row['step_ms']:.1f} ms/step, {tflops:.1f} TFLOP/s"
-              f"{mfu}{issue}, 150k iters (batch 8 equivalent) {row['paper_150k_hours']:.1f} h",
-              flush=True)
+        print(
+            f"x{mode.scale} {mode.name}: {row['step_ms']:.1f} ms/step, {tflops:.1f} TFLOP/s"
+            f"{mfu}{issue}, 150k iters (batch 8 equivalent) {row['paper_150k_hours']:.1f} h",
+            flush=True,
+        )
         save()
         _free(device)
     result["total_s"] = time.perf_counter() - t_start

@@ -42,12 +42,17 @@ class ReferenceRCAN(nn.Module):
     copy of the 3-channel input: negligible next to the network).
     """
 
-    def __init__(self, *, scale: int, n_resgroups: int, n_resblocks: int, n_feats: int,
-                 reduction: int) -> None:
+    def __init__(
+        self, *, scale: int, n_resgroups: int, n_resblocks: int, n_feats: int, reduction: int
+    ) -> None:
         super().__init__()
-        self.net = reference_rcan_class()(scale=scale, n_resgroups=n_resgroups,
-                                          n_resblocks=n_resblocks, n_feats=n_feats,
-                                          reduction=reduction)
+        self.net = reference_rcan_class()(
+            scale=scale,
+            n_resgroups=n_resgroups,
+            n_resblocks=n_resblocks,
+            n_feats=n_feats,
+            reduction=reduction,
+        )
         self.scale = scale
 
     def forward(self, x: Tensor) -> Tensor:

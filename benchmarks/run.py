@@ -60,8 +60,19 @@ from twostage.ops.files import write_text_atomic  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 CPU_JSON = RESULTS / "cpu.json"
 NOTES = ROOT / "benchmarks" / "notes.md"
-SECTIONS = ("gemm", "train", "variants", "infer", "pipeline", "compile", "data", "tiled",
-            "profile", "threads", "demo")
+SECTIONS = (
+    "gemm",
+    "train",
+    "variants",
+    "infer",
+    "pipeline",
+    "compile",
+    "data",
+    "tiled",
+    "profile",
+    "threads",
+    "demo",
+)
 NEEDS_GEMM = {"train", "variants", "infer", "pipeline", "compile"}
 Step = Callable[[], object]
 
@@ -96,8 +107,11 @@ def cpu_flags() -> list[str]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-                return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16",
-                                    "amx_tile") if f in flags]
+                return [
+                    f
+                    for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+                    if f in flags
+                ]
     return []
 
 
@@ -140,8 +154,7 @@ def other_busy_processes() -> list[str]:
 
 
 def load_snapshot() -> dict[str, Any]:
-    return {"loadavg": [round(v, 2) for v in os.getloadavg()],
-            "others": other_busy_processes()}
+    return {"loadavg": [round(v, 2) for v in os.getloadavg()], "others": other_busy_processes()}
 
 
 def wait_for_quiet(deadline: float) -> None:
@@ -177,9 +190,13 @@ def spec_of(preset: str, scale: int) -> ModelSpec:
 def build(spec: ModelSpec, *, reference: bool, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     if reference:
-        return ReferenceRCAN(scale=spec.scale, n_resgroups=spec.n_resgroups,
-                             n_resblocks=spec.n_resblocks, n_feats=spec.n_feats,
-                             reduction=spec.reduction)
+        return ReferenceRCAN(
+            scale=spec.scale,
+            n_resgroups=spec.n_resgroups,
+            n_resblocks=spec.n_resblocks,
+            n_feats=spec.n_feats,
+            reduction=spec.reduction,
+        )
     return build_model(spec)
 
 
@@ -223,8 +240,9 @@ def conv_math(variant: Variant) -> Iterator[None]:
         conv.fp32_precision = before
 
 
-def train_step(model: nn.Module, *, batch: int, patch: int, variant: Variant,
-               seed: int = 0) -> Step:
+def train_step(
+    model: nn.Module, *, batch: int, patch: int, variant: Variant, seed: int = 0
+) -> Step:
     """One Adam (β = 0.9/0.99, ε = 1e-8) + L1 step on a fixed random batch."""
     scale = model.scale
     memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
@@ -232,14 +250,14 @@ def train_step(model: nn.Module, *, batch: int, patch: int, variant: Variant,
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, patch, patch, generator=g).contiguous(memory_format=memory_format)
     y = torch.rand(batch, 3, patch * scale, patch * scale, generator=g)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99), eps=1e-8,
-                           fused=variant.fused_adam or None)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.99), eps=1e-8, fused=variant.fused_adam or None
+    )
     net = torch.compile(model) if variant.compile else model
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with conv_math(variant), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                enabled=variant.bf16):
+        with conv_math(variant), torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.bf16):
             out = net(x)
             F.l1_loss(out.float(), y).backward()
         opt.step()
@@ -256,8 +274,11 @@ def forward_step(model: nn.Module, *, size: int, variant: Variant, seed: int = 0
     net = torch.compile(model) if variant.compile else model
 
     def run() -> None:
-        with torch.inference_mode(), conv_math(variant), torch.autocast(
-                "cpu", dtype=torch.bfloat16, enabled=variant.bf16):
+        with (
+            torch.inference_mode(),
+            conv_math(variant),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.bf16),
+        ):
             net(x)
 
     return run
@@ -280,9 +301,13 @@ def section_gemm(ctx: Context) -> list[dict[str, Any]]:
     fp32 = gemm_gflops(torch.float32)
     bf16 = gemm_gflops(torch.bfloat16)
     ctx.gemm = fp32
-    return [{"what": "torch.mm 2048² fp32", "gflops": fp32},
-            {"what": "torch.mm 2048² bf16 (AMX when the CPU has it; for reference only)",
-             "gflops": bf16}]
+    return [
+        {"what": "torch.mm 2048² fp32", "gflops": fp32},
+        {
+            "what": "torch.mm 2048² bf16 (AMX when the CPU has it; for reference only)",
+            "gflops": bf16,
+        },
+    ]
 
 
 @dataclass(frozen=True)
@@ -316,14 +341,21 @@ def section_train(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     for case in TRAIN_CASES:
         spec = spec_of(case.preset, case.scale)
-        fns = {"ours": train_step(build(spec, reference=False), batch=case.batch,
-                                  patch=case.patch, variant=Variant())}
+        fns = {
+            "ours": train_step(
+                build(spec, reference=False), batch=case.batch, patch=case.patch, variant=Variant()
+            )
+        }
         if spec.arch == "rcan":
-            fns["reference"] = train_step(build(spec, reference=True), batch=case.batch,
-                                          patch=case.patch, variant=Variant())
+            fns["reference"] = train_step(
+                build(spec, reference=True), batch=case.batch, patch=case.patch, variant=Variant()
+            )
         warmup, repeats = _repeats(ctx, case.big)
-        print(f"  train {case.preset} ×{case.scale} b{case.batch} p{case.patch}: "
-              f"{warmup} warm-up + {repeats} timed", flush=True)
+        print(
+            f"  train {case.preset} ×{case.scale} b{case.batch} p{case.patch}: "
+            f"{warmup} warm-up + {repeats} timed",
+            flush=True,
+        )
         times = median_times(fns, warmup=warmup, repeats=repeats)
         gflop = train_gflop(spec, batch=case.batch, patch=case.patch)
         row = _speed_row(case.preset, case.scale, times, gflop, ctx.gemm, repeats=repeats)
@@ -333,13 +365,25 @@ def section_train(ctx: Context) -> list[dict[str, Any]]:
     return rows
 
 
-def _speed_row(preset: str, scale: int, times: dict[str, list[float]], gflop: float,
-               gemm: float | None, *, repeats: int) -> dict[str, Any]:
+def _speed_row(
+    preset: str,
+    scale: int,
+    times: dict[str, list[float]],
+    gflop: float,
+    gemm: float | None,
+    *,
+    repeats: int,
+) -> dict[str, Any]:
     ours = statistics.median(times["ours"])
-    row: dict[str, Any] = {"preset": preset, "scale": scale, "repeats": repeats,
-                           "seconds": ours, "times": times["ours"],
-                           "gflops": gflop / ours,
-                           "of_gemm": gflop / ours / gemm if gemm else None}
+    row: dict[str, Any] = {
+        "preset": preset,
+        "scale": scale,
+        "repeats": repeats,
+        "seconds": ours,
+        "times": times["ours"],
+        "gflops": gflop / ours,
+        "of_gemm": gflop / ours / gemm if gemm else None,
+    }
     if "reference" in times:
         ref = statistics.median(times["reference"])
         row.update(ref_seconds=ref, ref_times=times["reference"], speedup=ref / ours)
@@ -350,37 +394,64 @@ def section_variants(ctx: Context) -> list[dict[str, Any]]:
     """Memory format / bf16 / compile for the train step (inference variants: `infer`)."""
     rows = []
     cl = Variant(channels_last=True)
-    cases = [(TrainCase("rcan-cpu", 2, 8, 32, ""),
-              [Variant(), cl, Variant(fused_adam=True),
-               Variant(channels_last=True, fused_adam=True),
-               Variant(channels_last=True, bf32=True), Variant(channels_last=True, bf16=True),
-               Variant(compile=True)]),
-             (TrainCase("rcan-cpu", 4, 8, 32, ""), [Variant(), cl]),
-             (TrainCase("rcan-paper", 2, 8, 96, ""), [Variant(), cl])]
+    cases = [
+        (
+            TrainCase("rcan-cpu", 2, 8, 32, ""),
+            [
+                Variant(),
+                cl,
+                Variant(fused_adam=True),
+                Variant(channels_last=True, fused_adam=True),
+                Variant(channels_last=True, bf32=True),
+                Variant(channels_last=True, bf16=True),
+                Variant(compile=True),
+            ],
+        ),
+        (TrainCase("rcan-cpu", 4, 8, 32, ""), [Variant(), cl]),
+        (TrainCase("rcan-paper", 2, 8, 96, ""), [Variant(), cl]),
+    ]
     for case, variants in cases:
         spec = spec_of(case.preset, case.scale)
         warmup, repeats = _repeats(ctx, case.big)
         fns = {}
         for v in variants:
-            fns[v.label] = train_step(build(spec, reference=False), batch=case.batch,
-                                      patch=case.patch, variant=v)
+            fns[v.label] = train_step(
+                build(spec, reference=False), batch=case.batch, patch=case.patch, variant=v
+            )
             if v.compile:  # compile happens on the first call: time it, then warm up
                 start = time.perf_counter()
                 fns[v.label]()
-                rows.append({"preset": case.preset, "scale": case.scale, "mode": "train",
-                             "variant": v.label, "compile_seconds":
-                             time.perf_counter() - start})
+                rows.append(
+                    {
+                        "preset": case.preset,
+                        "scale": case.scale,
+                        "mode": "train",
+                        "variant": v.label,
+                        "compile_seconds": time.perf_counter() - start,
+                    }
+                )
         print(f"  train variants {case.preset} ×{case.scale}: {', '.join(fns)}", flush=True)
         times = median_times(fns, warmup=warmup, repeats=repeats)
         gflop = train_gflop(spec, batch=case.batch, patch=case.patch)
         base = statistics.median(times[Variant().label])
         for label, t in times.items():
             sec = statistics.median(t)
-            rows.append({"preset": case.preset, "scale": case.scale, "mode": "train",
-                         "batch": case.batch, "patch": case.patch, "variant": label,
-                         "seconds": sec, "times": t, "gflops": gflop / sec,
-                         "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
-                         "vs_contiguous": base / sec, "repeats": repeats})
+            rows.append(
+                {
+                    "preset": case.preset,
+                    "scale": case.scale,
+                    "mode": "train",
+                    "batch": case.batch,
+                    "patch": case.patch,
+                    "variant": label,
+                    "seconds": sec,
+                    "times": t,
+                    "gflops": gflop / sec,
+                    "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
+                    "vs_contiguous": base / sec,
+                    "repeats": repeats,
+                }
+            )
         del fns
     return rows
 
@@ -389,12 +460,20 @@ def section_infer(ctx: Context) -> list[dict[str, Any]]:
     """rcan-paper ×2 on one size×size image: ours in several set-ups vs the reference."""
     size = ctx.args.infer_size
     spec = spec_of("rcan-paper", 2)
-    plan = [("ours", Variant()), ("ours", Variant(channels_last=True)),
-            ("reference", Variant()), ("reference", Variant(channels_last=True)),
-            ("ours", Variant(channels_last=True, bf32=True)),
-            ("ours", Variant(channels_last=True, bf16=True))]
-    fns = {f"{who}: {v.label}": forward_step(build(spec, reference=who == "reference"),
-                                             size=size, variant=v) for who, v in plan}
+    plan = [
+        ("ours", Variant()),
+        ("ours", Variant(channels_last=True)),
+        ("reference", Variant()),
+        ("reference", Variant(channels_last=True)),
+        ("ours", Variant(channels_last=True, bf32=True)),
+        ("ours", Variant(channels_last=True, bf16=True)),
+    ]
+    fns = {
+        f"{who}: {v.label}": forward_step(
+            build(spec, reference=who == "reference"), size=size, variant=v
+        )
+        for who, v in plan
+    }
     print(f"  inference rcan-paper ×2 {size}²: {len(fns)} set-ups", flush=True)
     times = median_times(fns, warmup=1, repeats=ctx.args.repeats)
     gflop = 2 * conv_macs(spec, size, size) / 1e9
@@ -403,11 +482,21 @@ def section_infer(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     for label, t in times.items():
         sec = statistics.median(t)
-        rows.append({"preset": "rcan-paper", "scale": 2, "size": size, "setup": label,
-                     "seconds": sec, "times": t, "mp_per_s": out_mp / sec,
-                     "gflops": gflop / sec, "of_gemm": gflop / sec / ctx.gemm if ctx.gemm
-                     else None, "vs_reference_eager": ref / sec,
-                     "repeats": ctx.args.repeats})
+        rows.append(
+            {
+                "preset": "rcan-paper",
+                "scale": 2,
+                "size": size,
+                "setup": label,
+                "seconds": sec,
+                "times": t,
+                "mp_per_s": out_mp / sec,
+                "gflops": gflop / sec,
+                "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
+                "vs_reference_eager": ref / sec,
+                "repeats": ctx.args.repeats,
+            }
+        )
     return rows
 
 
@@ -422,8 +511,9 @@ def section_pipeline(ctx: Context) -> list[dict[str, Any]]:
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     ours = Pipeline(build(spec, reference=False, seed=1), build(spec, reference=False, seed=2))
     ours.eval()
-    ours_cl = Pipeline(build(spec, reference=False, seed=1),
-                       build(spec, reference=False, seed=2)).eval()
+    ours_cl = Pipeline(
+        build(spec, reference=False, seed=1), build(spec, reference=False, seed=2)
+    ).eval()
     ours_cl.to(memory_format=torch.channels_last)
     ref1 = build(spec, reference=True, seed=1).eval()
     ref2 = build(spec, reference=True, seed=2).eval()
@@ -432,15 +522,18 @@ def section_pipeline(ctx: Context) -> list[dict[str, Any]]:
         def go() -> None:
             with torch.inference_mode():
                 pipe(x)
+
         return go
 
     def run_ref() -> None:
         with torch.inference_mode():
             ref2(quantize(ref1(x))).clamp(0, 1)
 
-    fns = {"ours: Pipeline (as restore runs it)": run(ours),
-           "ours: Pipeline, channels_last": run(ours_cl),
-           "reference: contiguous": run_ref}
+    fns = {
+        "ours: Pipeline (as restore runs it)": run(ours),
+        "ours: Pipeline, channels_last": run(ours_cl),
+        "reference: contiguous": run_ref,
+    }
     print(f"  pipeline map2 + ×2 on {size}²", flush=True)
     times = median_times(fns, warmup=1, repeats=ctx.args.repeats)
     gflop = 2 * (conv_macs(spec, size, size) + conv_macs(spec, 2 * size, 2 * size)) / 1e9
@@ -449,10 +542,19 @@ def section_pipeline(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     for label, t in times.items():
         sec = statistics.median(t)
-        rows.append({"size": size, "setup": label, "seconds": sec, "times": t,
-                     "mp_per_s": out_mp / sec, "gflops": gflop / sec,
-                     "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
-                     "vs_reference_eager": ref / sec, "repeats": ctx.args.repeats})
+        rows.append(
+            {
+                "size": size,
+                "setup": label,
+                "seconds": sec,
+                "times": t,
+                "mp_per_s": out_mp / sec,
+                "gflops": gflop / sec,
+                "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
+                "vs_reference_eager": ref / sec,
+                "repeats": ctx.args.repeats,
+            }
+        )
     return rows
 
 
@@ -468,16 +570,25 @@ def section_compile(ctx: Context) -> list[dict[str, Any]]:
         fn()
         rows.append({"setup": f"ours: {v.label}", "compile_seconds": time.perf_counter() - start})
         fns[f"ours: {v.label}"] = fn
-    fns["ours: channels_last"] = forward_step(build(spec, reference=False), size=size,
-                                              variant=Variant(channels_last=True))
+    fns["ours: channels_last"] = forward_step(
+        build(spec, reference=False), size=size, variant=Variant(channels_last=True)
+    )
     times = median_times(fns, warmup=1, repeats=ctx.args.repeats)
     gflop = 2 * conv_macs(spec, size, size) / 1e9
     for label, t in times.items():
         sec = statistics.median(t)
-        rows.append({"setup": label, "size": size, "seconds": sec, "times": t,
-                     "mp_per_s": (2 * size) ** 2 / 1e6 / sec, "gflops": gflop / sec,
-                     "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
-                     "repeats": ctx.args.repeats})
+        rows.append(
+            {
+                "setup": label,
+                "size": size,
+                "seconds": sec,
+                "times": t,
+                "mp_per_s": (2 * size) ** 2 / 1e6 / sec,
+                "gflops": gflop / sec,
+                "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
+                "repeats": ctx.args.repeats,
+            }
+        )
     return rows
 
 
@@ -491,23 +602,42 @@ def section_data(ctx: Context) -> list[dict[str, Any]]:
         # demo-like data: 12 pairs, input 64² (a 256² HR crop, the cpu profile's hr_crop,
         # degraded ×4), uint8 in memory as the trainer holds them
         lr = 64
-        pairs = PairSet([Pair(name=f"img{i}", input=rng0.integers(0, 256, (lr, lr, 3), np.uint8),
-                              target=rng0.integers(0, 256, (lr * scale, lr * scale, 3),
-                                                   np.uint8)) for i in range(12)],
-                        scale=scale, name="bench")
+        pairs = PairSet(
+            [
+                Pair(
+                    name=f"img{i}",
+                    input=rng0.integers(0, 256, (lr, lr, 3), np.uint8),
+                    target=rng0.integers(0, 256, (lr * scale, lr * scale, 3), np.uint8),
+                )
+                for i in range(12)
+            ],
+            scale=scale,
+            name="bench",
+        )
         counter = iter(range(10**9))
 
         def draw(pairs: PairSet = pairs, counter: Iterator[int] = counter) -> None:
-            random_batch(pairs, batch_size=8, patch_size=32,
-                         rng=np.random.default_rng([0, next(counter), 0]))
+            random_batch(
+                pairs, batch_size=8, patch_size=32, rng=np.random.default_rng([0, next(counter), 0])
+            )
 
-        step = train_step(build(spec_of(preset, scale), reference=False), batch=8,
-                          patch=32, variant=Variant())
+        step = train_step(
+            build(spec_of(preset, scale), reference=False), batch=8, patch=32, variant=Variant()
+        )
         times = median_times({"data": draw, "step": step}, warmup=2, repeats=ctx.args.repeats)
         data, sec = statistics.median(times["data"]), statistics.median(times["step"])
-        rows.append({"preset": preset, "scale": scale, "batch": 8, "patch": 32,
-                     "data_ms": data * 1e3, "step_ms": sec * 1e3,
-                     "fraction": data / (data + sec), "repeats": ctx.args.repeats})
+        rows.append(
+            {
+                "preset": preset,
+                "scale": scale,
+                "batch": 8,
+                "patch": 32,
+                "data_ms": data * 1e3,
+                "step_ms": sec * 1e3,
+                "fraction": data / (data + sec),
+                "repeats": ctx.args.repeats,
+            }
+        )
     return rows
 
 
@@ -521,8 +651,9 @@ def _run_polled(cmd: list[str], *, env: dict[str, str] | None = None) -> tuple[f
         ps = psutil.Process(proc.pid)
         while proc.poll() is None:
             with contextlib.suppress(psutil.Error):
-                rss = ps.memory_info().rss + sum(c.memory_info().rss
-                                                 for c in ps.children(recursive=True))
+                rss = ps.memory_info().rss + sum(
+                    c.memory_info().rss for c in ps.children(recursive=True)
+                )
                 peak = max(peak, rss)
             time.sleep(0.02)
         wall = time.perf_counter() - start
@@ -545,8 +676,9 @@ def section_tiled(ctx: Context) -> list[dict[str, Any]]:
     sizes = [(339, 510)] + ([(678, 1020)] if ctx.args.big else [])
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / "map2-x2.safetensors"
-        Pipeline(build(spec, reference=False, seed=1),
-                 build(spec, reference=False, seed=2)).save_bundle(bundle)
+        Pipeline(
+            build(spec, reference=False, seed=1), build(spec, reference=False, seed=2)
+        ).save_bundle(bundle)
         rng = np.random.default_rng(0)
         for h, w in sizes:
             img_path = Path(tmp) / f"in_{w}x{h}.png"
@@ -556,18 +688,34 @@ def section_tiled(ctx: Context) -> list[dict[str, Any]]:
             write_image(img_path, img)
             for tile in ctx.args.tiles:
                 out = Path(tmp) / f"out_{tile}"
-                cmd = [exe, "restore", "--model", str(bundle), str(img_path), "--out", str(out),
-                       "--device", "cpu"]
+                cmd = [
+                    exe,
+                    "restore",
+                    "--model",
+                    str(bundle),
+                    str(img_path),
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                ]
                 if tile != "none":
                     cmd += ["--tile", tile]
                 print(f"  restore {w}×{h} → {4 * w}×{4 * h}, tile {tile}", flush=True)
                 wall, peak, _ = _run_polled(cmd)
-                rows.append({"input": f"{w}×{h}", "output": f"{4 * w}×{4 * h}", "tile": tile,
-                             "seconds": wall, "peak_rss_gib": peak / 2**30,
-                             "mp_per_s": 16 * w * h / 1e6 / wall,
-                             "command": "twostage restore --model map2-x2.safetensors "
-                                        "in.png --out DIR --device cpu"
-                                        + ("" if tile == "none" else f" --tile {tile}")})
+                rows.append(
+                    {
+                        "input": f"{w}×{h}",
+                        "output": f"{4 * w}×{4 * h}",
+                        "tile": tile,
+                        "seconds": wall,
+                        "peak_rss_gib": peak / 2**30,
+                        "mp_per_s": 16 * w * h / 1e6 / wall,
+                        "command": "twostage restore --model map2-x2.safetensors "
+                        "in.png --out DIR --device cpu"
+                        + ("" if tile == "none" else f" --tile {tile}"),
+                    }
+                )
     return rows
 
 
@@ -576,10 +724,17 @@ def section_profile(ctx: Context) -> list[dict[str, Any]]:
     from torch.profiler import ProfilerActivity, profile
 
     rows = []
-    cases = [("train", "rcan-paper", 2, Variant(), "batch 8 of 48² (the op mix of 96², "
-              "a quarter of the time)"),
-             ("train", "rcan-cpu", 2, Variant(), "batch 8 of 32² (the demo)"),
-             ("inference", "rcan-paper", 2, Variant(channels_last=True), "one 192² image")]
+    cases = [
+        (
+            "train",
+            "rcan-paper",
+            2,
+            Variant(),
+            "batch 8 of 48² (the op mix of 96², a quarter of the time)",
+        ),
+        ("train", "rcan-cpu", 2, Variant(), "batch 8 of 32² (the demo)"),
+        ("inference", "rcan-paper", 2, Variant(channels_last=True), "one 192² image"),
+    ]
     for mode, preset, scale, variant, note in cases:
         spec = spec_of(preset, scale)
         model = build(spec, reference=False)
@@ -591,10 +746,19 @@ def section_profile(ctx: Context) -> list[dict[str, Any]]:
         fn()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
-        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14,
-                                          max_name_column_width=40)
-        rows.append({"mode": mode, "preset": preset, "scale": scale, "variant": variant.label,
-                     "note": note, "table": _trim_profile(table)})
+        table = prof.key_averages().table(
+            sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40
+        )
+        rows.append(
+            {
+                "mode": mode,
+                "preset": preset,
+                "scale": scale,
+                "variant": variant.label,
+                "note": note,
+                "table": _trim_profile(table),
+            }
+        )
     return rows
 
 
@@ -607,8 +771,10 @@ def _trim_profile(table: str) -> str:
             continue
         cells = [c for c in ln.split("  ") if c.strip()]
         if len(cells) >= 7:
-            out.append(f"{cells[0].strip():<42}{cells[1].strip():>10}{cells[2].strip():>12}"
-                       f"{cells[4].strip():>12}{cells[-1].strip():>12}")
+            out.append(
+                f"{cells[0].strip():<42}{cells[1].strip():>10}{cells[2].strip():>12}"
+                f"{cells[4].strip():>12}{cells[-1].strip():>12}"
+            )
         else:
             out.append(ln.strip())
     return "\n".join(out)
@@ -632,17 +798,35 @@ def section_threads(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     paths = [str(ROOT / "src"), str(Path(__file__).resolve().parent)]
     for hog in (False, True):
-        spinner = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog
-                   else None)
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog else None
         try:
             for threads, policy in ((2, "PASSIVE"), (2, "ACTIVE"), (1, "PASSIVE")):
                 env = {**os.environ, "OMP_WAIT_POLICY": policy, "OMP_NUM_THREADS": str(threads)}
-                out = subprocess.run([sys.executable, "-c", THREADS_CHILD, str(threads),
-                                      str(ctx.args.repeats + 5), *paths], env=env, check=True,
-                                     capture_output=True, text=True, timeout=900)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        THREADS_CHILD,
+                        str(threads),
+                        str(ctx.args.repeats + 5),
+                        *paths,
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
                 sec = float(out.stdout.strip().splitlines()[-1])
-                rows.append({"threads": threads, "policy": policy, "busy_core": hog,
-                             "seconds": sec, "repeats": ctx.args.repeats + 5})
+                rows.append(
+                    {
+                        "threads": threads,
+                        "policy": policy,
+                        "busy_core": hog,
+                        "seconds": sec,
+                        "repeats": ctx.args.repeats + 5,
+                    }
+                )
                 print(f"  {threads} thread(s), {policy}, spinner={hog}: {sec:.3f} s", flush=True)
         finally:
             if spinner is not None:
@@ -659,16 +843,28 @@ def section_demo(ctx: Context) -> list[dict[str, Any]]:
             cmd = [exe, "demo", "--out", tmp] + (["--quick"] if quick else [])
             print(f"  {'twostage demo --quick' if quick else 'twostage demo'}", flush=True)
             wall, peak, _ = _run_polled(cmd)
-            rows.append({"command": "twostage demo --out DIR" + (" --quick" if quick else ""),
-                         "seconds": wall, "peak_rss_gib": peak / 2**30})
+            rows.append(
+                {
+                    "command": "twostage demo --out DIR" + (" --quick" if quick else ""),
+                    "seconds": wall,
+                    "peak_rss_gib": peak / 2**30,
+                }
+            )
     return rows
 
 
 RUNNERS: dict[str, Callable[[Context], list[dict[str, Any]]]] = {
-    "gemm": section_gemm, "train": section_train, "variants": section_variants,
-    "infer": section_infer, "pipeline": section_pipeline, "compile": section_compile,
-    "data": section_data, "tiled": section_tiled, "profile": section_profile,
-    "threads": section_threads, "demo": section_demo,
+    "gemm": section_gemm,
+    "train": section_train,
+    "variants": section_variants,
+    "infer": section_infer,
+    "pipeline": section_pipeline,
+    "compile": section_compile,
+    "data": section_data,
+    "tiled": section_tiled,
+    "profile": section_profile,
+    "threads": section_threads,
+    "demo": section_demo,
 }
 
 
@@ -692,47 +888,70 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _section_head(sec: dict[str, Any]) -> list[str]:
     load = sec.get("load_before", {})
     others = [" ".join(o.split()) for o in load.get("others") or []]
-    busy = ("; other processes busy: " + "; ".join(f"`{o}`" for o in others)) if others else \
-        " (no other busy process)"
-    gemm = (f" GEMM peak measured just before: {sec['gemm_gflops']:.0f} GFLOP/s."
-            if sec.get("gemm_gflops") else "")
-    return [f"Command: `{sec['command']}` — {sec['when']}, load average "
-            f"{', '.join(map(str, load.get('loadavg', [])))}{busy}.{gemm}", ""]
+    busy = (
+        ("; other processes busy: " + "; ".join(f"`{o}`" for o in others))
+        if others
+        else " (no other busy process)"
+    )
+    gemm = (
+        f" GEMM peak measured just before: {sec['gemm_gflops']:.0f} GFLOP/s."
+        if sec.get("gemm_gflops")
+        else ""
+    )
+    return [
+        f"Command: `{sec['command']}` — {sec['when']}, load average "
+        f"{', '.join(map(str, load.get('loadavg', [])))}{busy}.{gemm}",
+        "",
+    ]
 
 
 def render(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     s = results.get("sections", {})
     L: list[str] = ["# Benchmarks", ""]
-    L += ["Generated by `benchmarks/run.py` (`make bench`); rows are stored in "
-          "`benchmarks/results/cpu.json`, and a section re-run with `--only NAME` replaces "
-          "only its rows. Every timing is a median after warm-up; ours and the reference run "
-          "alternately in the same process with the same threads. GFLOP/s count the "
-          "convolutions only (`twostage.models.conv_macs`; a train step is 3 × the forward "
-          "FLOPs). Analysis and conclusions: the end of this file.", ""]
+    L += [
+        "Generated by `benchmarks/run.py` (`make bench`); rows are stored in "
+        "`benchmarks/results/cpu.json`, and a section re-run with `--only NAME` replaces "
+        "only its rows. Every timing is a median after warm-up; ours and the reference run "
+        "alternately in the same process with the same threads. GFLOP/s count the "
+        "convolutions only (`twostage.models.conv_macs`; a train step is 3 × the forward "
+        "FLOPs). Analysis and conclusions: the end of this file.",
+        "",
+    ]
     L += ["## Machine", ""]
-    L += _table(["", ""], [
-        ["CPU", f"{m.get('cpu')} ({m.get('cores')} cores; {', '.join(m.get('flags', []))})"],
-        ["RAM", f"{m.get('ram_gib')} GiB"],
-        ["software", f"Python {m.get('python')}, torch {m.get('torch')} (oneDNN: "
-                     f"{m.get('onednn')}), numpy {m.get('numpy')}"],
-        ["threads", f"torch {m.get('threads')} threads, OMP_WAIT_POLICY="
-                    f"{m.get('omp_wait_policy') or '(unset)'}, OMP_NUM_THREADS="
-                    f"{m.get('omp_num_threads') or '(unset)'}"],
-    ])
+    L += _table(
+        ["", ""],
+        [
+            ["CPU", f"{m.get('cpu')} ({m.get('cores')} cores; {', '.join(m.get('flags', []))})"],
+            ["RAM", f"{m.get('ram_gib')} GiB"],
+            [
+                "software",
+                f"Python {m.get('python')}, torch {m.get('torch')} (oneDNN: "
+                f"{m.get('onednn')}), numpy {m.get('numpy')}",
+            ],
+            [
+                "threads",
+                f"torch {m.get('threads')} threads, OMP_WAIT_POLICY="
+                f"{m.get('omp_wait_policy') or '(unset)'}, OMP_NUM_THREADS="
+                f"{m.get('omp_num_threads') or '(unset)'}",
+            ],
+        ],
+    )
     L.append("")
     L += _render_targets(s)
-    renderers = [("gemm", "GEMM peak (the machine's limit)", _render_gemm),
-                 ("train", "Training step, ours vs the reference RCAN", _render_train),
-                 ("variants", "Training step: memory format, bf16, compile", _render_variants),
-                 ("infer", "Inference, rcan-paper ×2", _render_infer),
-                 ("pipeline", "Inference, map2 + ×2 pipeline", _render_pipeline),
-                 ("compile", "Inference with torch.compile", _render_compile),
-                 ("data", "Data loading vs step time (cpu profile)", _render_data),
-                 ("tiled", "Tiled restore: wall time and peak memory", _render_tiled),
-                 ("threads", "Threads on a busy machine", _render_threads),
-                 ("demo", "Demo wall time", _render_demo),
-                 ("profile", "Profiles: where the time goes", _render_profile)]
+    renderers = [
+        ("gemm", "GEMM peak (the machine's limit)", _render_gemm),
+        ("train", "Training step, ours vs the reference RCAN", _render_train),
+        ("variants", "Training step: memory format, bf16, compile", _render_variants),
+        ("infer", "Inference, rcan-paper ×2", _render_infer),
+        ("pipeline", "Inference, map2 + ×2 pipeline", _render_pipeline),
+        ("compile", "Inference with torch.compile", _render_compile),
+        ("data", "Data loading vs step time (cpu profile)", _render_data),
+        ("tiled", "Tiled restore: wall time and peak memory", _render_tiled),
+        ("threads", "Threads on a busy machine", _render_threads),
+        ("demo", "Demo wall time", _render_demo),
+        ("profile", "Profiles: where the time goes", _render_profile),
+    ]
     for key, title, fn in renderers:
         L += [f"## {title}", ""]
         if key not in s:
@@ -763,26 +982,55 @@ def _render_targets(s: dict[str, Any]) -> list[str]:
     for case in ("rcan-paper", "rcan-cpu"):
         r = find("train", lambda r, c=case: r["preset"] == c and r["scale"] == 2)
         if r:
-            rows.append([f"CPU train step {case} ×2 ≥ 1.0× reference", fmt(r.get("speedup"),
-                         ".2f", "×"), verdict(r.get("speedup") and r["speedup"] >= 1.0)])
-            rows.append([f"CPU train step {case} ×2 ≥ 90 % of GEMM peak", pct(r.get("of_gemm")),
-                         verdict(r.get("of_gemm") and r["of_gemm"] >= 0.9)])
-    best = max(s.get("infer", {}).get("rows", []) or [{}],
-               key=lambda r: r.get("vs_reference_eager", 0) if r.get("setup", "").startswith(
-                   "ours") and "bf16" not in r.get("setup", "")
-                   and "bf32" not in r.get("setup", "") else 0)
+            rows.append(
+                [
+                    f"CPU train step {case} ×2 ≥ 1.0× reference",
+                    fmt(r.get("speedup"), ".2f", "×"),
+                    verdict(r.get("speedup") and r["speedup"] >= 1.0),
+                ]
+            )
+            rows.append(
+                [
+                    f"CPU train step {case} ×2 ≥ 90 % of GEMM peak",
+                    pct(r.get("of_gemm")),
+                    verdict(r.get("of_gemm") and r["of_gemm"] >= 0.9),
+                ]
+            )
+    best = max(
+        s.get("infer", {}).get("rows", []) or [{}],
+        key=lambda r: (
+            r.get("vs_reference_eager", 0)
+            if r.get("setup", "").startswith("ours")
+            and "bf16" not in r.get("setup", "")
+            and "bf32" not in r.get("setup", "")
+            else 0
+        ),
+    )
     if best.get("setup"):
-        rows.append([f"CPU inference ≥ 1.25× reference (eager), fp32 ({best['setup']})",
-                     fmt(best["vs_reference_eager"], ".2f", "×"),
-                     verdict(best["vs_reference_eager"] >= 1.25)])
-        rows.append(["CPU inference ≥ 90 % of GEMM peak, fp32", pct(best.get("of_gemm")),
-                     verdict(best.get("of_gemm") and best["of_gemm"] >= 0.9)])
+        rows.append(
+            [
+                f"CPU inference ≥ 1.25× reference (eager), fp32 ({best['setup']})",
+                fmt(best["vs_reference_eager"], ".2f", "×"),
+                verdict(best["vs_reference_eager"] >= 1.25),
+            ]
+        )
+        rows.append(
+            [
+                "CPU inference ≥ 90 % of GEMM peak, fp32",
+                pct(best.get("of_gemm")),
+                verdict(best.get("of_gemm") and best["of_gemm"] >= 0.9),
+            ]
+        )
     gpu = _gpu_results()
     if gpu:
-        mfu = max((r.get("mfu_datasheet") or 0 for r in gpu[-1][1].get("train", [])),
-                  default=0)
-        rows.append([f"GPU ≥ 40 % MFU (bf16 dense datasheet peak; best row of {gpu[-1][0]})",
-                     f"{100 * mfu:.1f} %", verdict(mfu >= 0.4)])
+        mfu = max((r.get("mfu_datasheet") or 0 for r in gpu[-1][1].get("train", [])), default=0)
+        rows.append(
+            [
+                f"GPU ≥ 40 % MFU (bf16 dense datasheet peak; best row of {gpu[-1][0]})",
+                f"{100 * mfu:.1f} %",
+                verdict(mfu >= 0.4),
+            ]
+        )
     if not rows:
         return []
     return ["## Targets (issue 9)", "", *_table(["target", "measured", ""], rows), ""]
@@ -794,59 +1042,123 @@ def _render_gemm(rows: list[dict[str, Any]]) -> list[str]:
 
 def _render_train(rows: list[dict[str, Any]]) -> list[str]:
     out = _table(
-        ["network", "batch", "s/iter (ours)", "GFLOP/s", "% of GEMM", "s/iter (reference)",
-         "ours/ref speed", "runs", "what"],
-        [[f"{r['preset']} ×{r['scale']}", f"{r['batch']} × {r['patch']}²",
-          fmt(r["seconds"], ".3f"), f"{r['gflops']:.0f}", pct(r["of_gemm"]),
-          fmt(r.get("ref_seconds"), ".3f"), fmt(r.get("speedup"), ".2f", "×"),
-          str(r["repeats"]), r["note"]] for r in rows])
+        [
+            "network",
+            "batch",
+            "s/iter (ours)",
+            "GFLOP/s",
+            "% of GEMM",
+            "s/iter (reference)",
+            "ours/ref speed",
+            "runs",
+            "what",
+        ],
+        [
+            [
+                f"{r['preset']} ×{r['scale']}",
+                f"{r['batch']} × {r['patch']}²",
+                fmt(r["seconds"], ".3f"),
+                f"{r['gflops']:.0f}",
+                pct(r["of_gemm"]),
+                fmt(r.get("ref_seconds"), ".3f"),
+                fmt(r.get("speedup"), ".2f", "×"),
+                str(r["repeats"]),
+                r["note"],
+            ]
+            for r in rows
+        ],
+    )
     big = [r for r in rows if r["preset"].endswith("paper")]
     if big:
-        out += ["", f"The paper-size rows take several seconds per step: {big[0]['repeats']} "
-                "timed steps after 1 warm-up (the small presets: the median of more)."]
+        out += [
+            "",
+            f"The paper-size rows take several seconds per step: {big[0]['repeats']} "
+            "timed steps after 1 warm-up (the small presets: the median of more).",
+        ]
     return out
 
 
 def _render_variants(rows: list[dict[str, Any]]) -> list[str]:
     timed = [r for r in rows if "seconds" in r]
-    out = _table(["network", "set-up", "s/iter", "GFLOP/s", "% of GEMM", "speed vs contiguous",
-                  "runs"],
-                 [[f"{r['preset']} ×{r['scale']} ({r['batch']} × {r['patch']}²)", r["variant"],
-                   fmt(r["seconds"], ".3f"), f"{r['gflops']:.0f}", pct(r["of_gemm"]),
-                   fmt(r["vs_contiguous"], ".2f", "×"), str(r["repeats"])] for r in timed])
+    out = _table(
+        ["network", "set-up", "s/iter", "GFLOP/s", "% of GEMM", "speed vs contiguous", "runs"],
+        [
+            [
+                f"{r['preset']} ×{r['scale']} ({r['batch']} × {r['patch']}²)",
+                r["variant"],
+                fmt(r["seconds"], ".3f"),
+                f"{r['gflops']:.0f}",
+                pct(r["of_gemm"]),
+                fmt(r["vs_contiguous"], ".2f", "×"),
+                str(r["repeats"]),
+            ]
+            for r in timed
+        ],
+    )
     for r in rows:
         if "compile_seconds" in r:
-            out += ["", f"torch.compile of the {r['preset']} ×{r['scale']} train step took "
-                    f"{r['compile_seconds']:.0f} s (first call)."]
+            out += [
+                "",
+                f"torch.compile of the {r['preset']} ×{r['scale']} train step took "
+                f"{r['compile_seconds']:.0f} s (first call).",
+            ]
     return out
 
 
 def _inference_table(rows: list[dict[str, Any]]) -> list[str]:
     return _table(
         ["set-up", "s/image", "MP/s", "GFLOP/s", "% of GEMM", "vs reference eager", "runs"],
-        [[r["setup"], fmt(r["seconds"], ".2f"), fmt(r["mp_per_s"], ".3f"),
-          f"{r['gflops']:.0f}", pct(r["of_gemm"]), fmt(r["vs_reference_eager"], ".2f", "×"),
-          str(r["repeats"])] for r in rows])
+        [
+            [
+                r["setup"],
+                fmt(r["seconds"], ".2f"),
+                fmt(r["mp_per_s"], ".3f"),
+                f"{r['gflops']:.0f}",
+                pct(r["of_gemm"]),
+                fmt(r["vs_reference_eager"], ".2f", "×"),
+                str(r["repeats"]),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _render_infer(rows: list[dict[str, Any]]) -> list[str]:
     size = rows[0]["size"]
-    return [f"One {size}×{size} input → {2 * size}×{2 * size} output, "
-            "`torch.inference_mode()`; MP/s are output megapixels per second.", "",
-            *_inference_table(rows)]
+    return [
+        f"One {size}×{size} input → {2 * size}×{2 * size} output, "
+        "`torch.inference_mode()`; MP/s are output megapixels per second.",
+        "",
+        *_inference_table(rows),
+    ]
 
 
 def _render_pipeline(rows: list[dict[str, Any]]) -> list[str]:
     size = rows[0]["size"]
-    return [f"rcan-paper ×2 (map2) → 8-bit intermediate → rcan-paper ×2, one {size}×{size} "
-            f"input → {4 * size}×{4 * size} output.", "", *_inference_table(rows)]
+    return [
+        f"rcan-paper ×2 (map2) → 8-bit intermediate → rcan-paper ×2, one {size}×{size} "
+        f"input → {4 * size}×{4 * size} output.",
+        "",
+        *_inference_table(rows),
+    ]
 
 
 def _render_compile(rows: list[dict[str, Any]]) -> list[str]:
     timed = [r for r in rows if "seconds" in r]
-    out = _table(["set-up", "s/image", "MP/s", "GFLOP/s", "% of GEMM", "runs"],
-                 [[r["setup"], fmt(r["seconds"], ".2f"), fmt(r["mp_per_s"], ".3f"),
-                   f"{r['gflops']:.0f}", pct(r["of_gemm"]), str(r["repeats"])] for r in timed])
+    out = _table(
+        ["set-up", "s/image", "MP/s", "GFLOP/s", "% of GEMM", "runs"],
+        [
+            [
+                r["setup"],
+                fmt(r["seconds"], ".2f"),
+                fmt(r["mp_per_s"], ".3f"),
+                f"{r['gflops']:.0f}",
+                pct(r["of_gemm"]),
+                str(r["repeats"]),
+            ]
+            for r in timed
+        ],
+    )
     for r in rows:
         if "compile_seconds" in r:
             out += ["", f"{r['setup']}: first call (compilation) {r['compile_seconds']:.0f} s."]
@@ -854,46 +1166,99 @@ def _render_compile(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _render_data(rows: list[dict[str, Any]]) -> list[str]:
-    return _table(["network", "batch", "random_batch (ms)", "train step (ms)",
-                   "data / (data + step)", "runs"],
-                  [[f"{r['preset']} ×{r['scale']}", f"{r['batch']} × {r['patch']}²",
-                    fmt(r["data_ms"], ".2f"), fmt(r["step_ms"], ".1f"), pct(r["fraction"]),
-                    str(r["repeats"])] for r in rows])
+    return _table(
+        [
+            "network",
+            "batch",
+            "random_batch (ms)",
+            "train step (ms)",
+            "data / (data + step)",
+            "runs",
+        ],
+        [
+            [
+                f"{r['preset']} ×{r['scale']}",
+                f"{r['batch']} × {r['patch']}²",
+                fmt(r["data_ms"], ".2f"),
+                fmt(r["step_ms"], ".1f"),
+                pct(r["fraction"]),
+                str(r["repeats"]),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _render_tiled(rows: list[dict[str, Any]]) -> list[str]:
     table = _table(
         ["input → output", "tile", "wall (s)", "peak RSS (GiB)", "output MP/s", "command"],
-        [[f"{r['input']} → {r['output']}", r["tile"], fmt(r["seconds"], ".1f"),
-          fmt(r["peak_rss_gib"], ".2f"), fmt(r["mp_per_s"], ".3f"), f"`{r['command']}`"]
-         for r in rows])
-    return ["map2 + ×2 rcan-paper bundle (random weights), one image, in a subprocess; peak "
-            "RSS polled every 20 ms (process and children).", "", *table]
+        [
+            [
+                f"{r['input']} → {r['output']}",
+                r["tile"],
+                fmt(r["seconds"], ".1f"),
+                fmt(r["peak_rss_gib"], ".2f"),
+                fmt(r["mp_per_s"], ".3f"),
+                f"`{r['command']}`",
+            ]
+            for r in rows
+        ],
+    )
+    return [
+        "map2 + ×2 rcan-paper bundle (random weights), one image, in a subprocess; peak "
+        "RSS polled every 20 ms (process and children).",
+        "",
+        *table,
+    ]
 
 
 def _render_demo(rows: list[dict[str, Any]]) -> list[str]:
-    return _table(["command", "wall (min)", "peak RSS (GiB)"],
-                  [[f"`{r['command']}`", fmt(r["seconds"] / 60, ".1f"),
-                    fmt(r["peak_rss_gib"], ".2f")] for r in rows])
+    return _table(
+        ["command", "wall (min)", "peak RSS (GiB)"],
+        [
+            [f"`{r['command']}`", fmt(r["seconds"] / 60, ".1f"), fmt(r["peak_rss_gib"], ".2f")]
+            for r in rows
+        ],
+    )
 
 
 def _render_threads(rows: list[dict[str, Any]]) -> list[str]:
     alone = {(r["threads"], r["policy"]): r["seconds"] for r in rows if not r["busy_core"]}
-    return ["rcan-cpu ×2 train step (batch 8 of 32²) in a fresh process per row; 'one core "
-            "busy' = a second process spinning in a Python loop meanwhile.", "", *_table(
-        ["threads", "OMP_WAIT_POLICY", "other load", "s/iter", "vs same set-up alone", "runs"],
-        [[str(r["threads"]), r["policy"], "one core busy" if r["busy_core"] else "none",
-          fmt(r["seconds"], ".3f"),
-          fmt(r["seconds"] / alone[(r["threads"], r["policy"])], ".2f", "× slower")
-          if r["busy_core"] and (r["threads"], r["policy"]) in alone else "–",
-          str(r["repeats"])] for r in rows])]
+    return [
+        "rcan-cpu ×2 train step (batch 8 of 32²) in a fresh process per row; 'one core "
+        "busy' = a second process spinning in a Python loop meanwhile.",
+        "",
+        *_table(
+            ["threads", "OMP_WAIT_POLICY", "other load", "s/iter", "vs same set-up alone", "runs"],
+            [
+                [
+                    str(r["threads"]),
+                    r["policy"],
+                    "one core busy" if r["busy_core"] else "none",
+                    fmt(r["seconds"], ".3f"),
+                    fmt(r["seconds"] / alone[(r["threads"], r["policy"])], ".2f", "× slower")
+                    if r["busy_core"] and (r["threads"], r["policy"]) in alone
+                    else "–",
+                    str(r["repeats"]),
+                ]
+                for r in rows
+            ],
+        ),
+    ]
 
 
 def _render_profile(rows: list[dict[str, Any]]) -> list[str]:
     out: list[str] = []
     for r in rows:
-        out += [f"**{r['mode']} {r['preset']} ×{r['scale']}, {r['variant']}** ({r['note']}): "
-                "top operators by self CPU time.", "", "```", r["table"], "```", ""]
+        out += [
+            f"**{r['mode']} {r['preset']} ×{r['scale']}, {r['variant']}** ({r['note']}): "
+            "top operators by self CPU time.",
+            "",
+            "```",
+            r["table"],
+            "```",
+            "",
+        ]
     return out
 
 
@@ -911,34 +1276,61 @@ def _render_gpu() -> list[str]:
     if not runs:
         return [*L, "Not measured yet: `bash benchmarks/gpu.sh OUT_DIR` on a CUDA machine.", ""]
     for name, g in runs:
-        L += [f"`benchmarks/gpu.sh` on {g.get('device')} (torch {g.get('torch')}), "
-              f"{g.get('preset')} batch {g.get('batch')} of {g.get('patch')}², "
-              f"results `benchmarks/results/{name}`. Measured matmul "
-              f"{fmt(g.get('matmul_tflops'), '.0f')} TFLOP/s bf16 "
-              f"({g.get('matmul_n', 8192)}³), copy {fmt(g.get('copy_tbps'), '.2f')} TB/s.", ""]
+        L += [
+            f"`benchmarks/gpu.sh` on {g.get('device')} (torch {g.get('torch')}), "
+            f"{g.get('preset')} batch {g.get('batch')} of {g.get('patch')}², "
+            f"results `benchmarks/results/{name}`. Measured matmul "
+            f"{fmt(g.get('matmul_tflops'), '.0f')} TFLOP/s bf16 "
+            f"({g.get('matmul_n', 8192)}³), copy {fmt(g.get('copy_tbps'), '.2f')} TB/s.",
+            "",
+        ]
         rows = []
         for r in g.get("train", []):
             if "error" in r:
-                rows.append([f"×{r['scale']}", r["mode"], f"failed: {r['error'][:60]}", "", "",
-                             "", ""])
+                rows.append(
+                    [f"×{r['scale']}", r["mode"], f"failed: {r['error'][:60]}", "", "", "", ""]
+                )
                 continue
-            rows.append([f"×{r['scale']}", r["mode"] + (f", batch {r['batch']}" if
-                                                        r.get("batch", 8) != 8 else ""),
-                         fmt(r["step_ms"], ".1f"), fmt(r["tflops"], ".1f"),
-                         fmt(100 * (r.get("mfu_datasheet") or 0), ".1f", " %"),
-                         fmt(100 * r["mfu_measured_matmul"], ".1f", " %"),
-                         fmt(r.get("paper_150k_hours"), ".1f")])
-        L += _table(["scale", "mode", "ms/step", "TFLOP/s", "MFU (datasheet bf16)",
-                     "of measured matmul", "150k iters at batch 8 (h)"], rows)
+            rows.append(
+                [
+                    f"×{r['scale']}",
+                    r["mode"] + (f", batch {r['batch']}" if r.get("batch", 8) != 8 else ""),
+                    fmt(r["step_ms"], ".1f"),
+                    fmt(r["tflops"], ".1f"),
+                    fmt(100 * (r.get("mfu_datasheet") or 0), ".1f", " %"),
+                    fmt(100 * r["mfu_measured_matmul"], ".1f", " %"),
+                    fmt(r.get("paper_150k_hours"), ".1f"),
+                ]
+            )
+        L += _table(
+            [
+                "scale",
+                "mode",
+                "ms/step",
+                "TFLOP/s",
+                "MFU (datasheet bf16)",
+                "of measured matmul",
+                "150k iters at batch 8 (h)",
+            ],
+            rows,
+        )
         for prof in g.get("profiles", []):
             if "kernels" in prof:
-                L += ["", f"Profile of one eager {prof['mode']} step: {prof['kernels']} kernels, "
-                      f"{prof['kernel_ms']:.1f} ms of kernel time in a "
-                      f"{prof['profiled_wall_ms']:.1f} ms (profiled) step."]
+                L += [
+                    "",
+                    f"Profile of one eager {prof['mode']} step: {prof['kernels']} kernels, "
+                    f"{prof['kernel_ms']:.1f} ms of kernel time in a "
+                    f"{prof['profiled_wall_ms']:.1f} ms (profiled) step.",
+                ]
         inf = [(k, v) for k, v in g.items() if k.startswith("inference_") and k.endswith("mps")]
         if inf:
-            L += ["", "Inference (output MP/s, " + f"{g.get('inference_size')}² input): "
-                  + ", ".join(f"{k[len('inference_'):-4]} {v:.1f}" for k, v in inf) + "."]
+            L += [
+                "",
+                "Inference (output MP/s, "
+                + f"{g.get('inference_size')}² input): "
+                + ", ".join(f"{k[len('inference_') : -4]} {v:.1f}" for k, v in inf)
+                + ".",
+            ]
         L.append("")
     return L
 
@@ -953,26 +1345,49 @@ def main() -> int:
     parser.add_argument("--skip-demo", action="store_true", help="leave the (minutes) demo out")
     parser.add_argument("--render-only", action="store_true", help="measure nothing")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs, small workloads")
-    parser.add_argument("--paper-repeats", type=int, default=3,
-                        help="timed runs of the paper-size train steps (several s each)")
+    parser.add_argument(
+        "--paper-repeats",
+        type=int,
+        default=3,
+        help="timed runs of the paper-size train steps (several s each)",
+    )
     parser.add_argument("--infer-size", type=int, default=256, help="inference input side")
-    parser.add_argument("--tiles", default="128", help="comma-separated --tile values "
-                        "('none' = whole image) for the tiled section")
+    parser.add_argument(
+        "--tiles",
+        default="128",
+        help="comma-separated --tile values ('none' = whole image) for the tiled section",
+    )
     parser.add_argument("--big", action="store_true", help="tiled: also 4080×2712 output")
-    parser.add_argument("--demo-runs", default="quick,full",
-                        help="which demos the demo section times: quick, full or both")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                        help="before each section wait for a quiet machine, at most S "
-                        "seconds in all; then measure anyway (the load is recorded)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help=f"results file (default {CPU_JSON.relative_to(ROOT)})")
-    parser.add_argument("--smoke", action="store_true",
-                        help="check this script in seconds: tiny presets, 1 run, 32² images; "
-                        "results go to --json (default: a temporary file), never cpu.json")
+    parser.add_argument(
+        "--demo-runs",
+        default="quick,full",
+        help="which demos the demo section times: quick, full or both",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each section wait for a quiet machine, at most S "
+        "seconds in all; then measure anyway (the load is recorded)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help=f"results file (default {CPU_JSON.relative_to(ROOT)})",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check this script in seconds: tiny presets, 1 run, 32² images; "
+        "results go to --json (default: a temporary file), never cpu.json",
+    )
     args = parser.parse_args()
     if args.smoke:
-        SMOKE_PRESETS.update({"rcan-paper": "rcan-tiny", "rcan-cpu": "rcan-tiny",
-                              "edsr-cpu": "edsr-tiny"})
+        SMOKE_PRESETS.update(
+            {"rcan-paper": "rcan-tiny", "rcan-cpu": "rcan-tiny", "edsr-cpu": "edsr-tiny"}
+        )
         args.repeats, args.paper_repeats, args.infer_size = 1, 1, 32
         if args.json is None:
             args.json = Path(tempfile.mkdtemp(prefix="bench-smoke-")) / "cpu.json"
@@ -1005,16 +1420,21 @@ def main() -> int:
     ctx = Context(args=args)
     if chosen:
         results["machine"] = machine()
-        print(f"{results['machine']['cpu']}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads", flush=True)
+        print(
+            f"{results['machine']['cpu']}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads",
+            flush=True,
+        )
     deadline = time.monotonic() + args.wait_quiet
     for name in chosen:
         if args.wait_quiet > 0:
             wait_for_quiet(deadline)
         print(f"[{name}]", flush=True)
-        sec: dict[str, Any] = {"command": command + ("" if args.only else f"  (section {name})"),
-                               "when": dt.datetime.now().isoformat(timespec="minutes"),
-                               "load_before": load_snapshot()}
+        sec: dict[str, Any] = {
+            "command": command + ("" if args.only else f"  (section {name})"),
+            "when": dt.datetime.now().isoformat(timespec="minutes"),
+            "load_before": load_snapshot(),
+        }
         start = time.perf_counter()
         try:
             if name in NEEDS_GEMM:  # this section's ratios use a GEMM peak measured just now

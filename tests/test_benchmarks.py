@@ -45,9 +45,13 @@ def test_reference_rcan_with_our_weights_computes_the_same_function(scale: int) 
     spec = preset_spec("rcan-tiny", scale=scale)
     torch.manual_seed(scale)
     ours = build_model(spec).eval()
-    ref = reference.ReferenceRCAN(scale=scale, n_resgroups=spec.n_resgroups,
-                                  n_resblocks=spec.n_resblocks, n_feats=spec.n_feats,
-                                  reduction=spec.reduction).eval()
+    ref = reference.ReferenceRCAN(
+        scale=scale,
+        n_resgroups=spec.n_resgroups,
+        n_resblocks=spec.n_resblocks,
+        n_feats=spec.n_feats,
+        reduction=spec.reduction,
+    ).eval()
     ref.net.load_state_dict(ours.state_dict(), strict=True)
     x = torch.rand(2, 3, 12, 10)
     keep = x.clone()
@@ -60,15 +64,22 @@ def test_reference_rcan_with_our_weights_computes_the_same_function(scale: int) 
 
 def test_median_times_alternates_and_counts_runs() -> None:
     calls: list[str] = []
-    times = run.median_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                             warmup=2, repeats=3)
+    times = run.median_times(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, repeats=3
+    )
     assert calls == ["a", "b"] * 5  # round-robin: load changes hit both alike
     assert [len(v) for v in times.values()] == [3, 3]
 
 
 def test_speed_row_ratios() -> None:
-    row = run._speed_row("rcan-paper", 2, {"ours": [2.0, 1.0, 3.0], "reference": [3.0, 3.0]},
-                         gflop=100.0, gemm=200.0, repeats=3)
+    row = run._speed_row(
+        "rcan-paper",
+        2,
+        {"ours": [2.0, 1.0, 3.0], "reference": [3.0, 3.0]},
+        gflop=100.0,
+        gemm=200.0,
+        repeats=3,
+    )
     assert row["seconds"] == 2.0  # median
     assert row["gflops"] == pytest.approx(50.0)
     assert row["of_gemm"] == pytest.approx(0.25)
@@ -76,23 +87,58 @@ def test_speed_row_ratios() -> None:
 
 
 def _section(rows: list[dict]) -> dict:
-    return {"command": "python benchmarks/run.py", "when": "2026-01-01T00:00",
-            "load_before": {"loadavg": [0.1, 0.1, 0.1], "others": []}, "rows": rows}
+    return {
+        "command": "python benchmarks/run.py",
+        "when": "2026-01-01T00:00",
+        "load_before": {"loadavg": [0.1, 0.1, 0.1], "others": []},
+        "rows": rows,
+    }
 
 
 def test_render_states_verdicts_from_the_numbers() -> None:
-    train = [{"preset": "rcan-paper", "scale": 2, "batch": 8, "patch": 96, "repeats": 3,
-              "seconds": 10.0, "gflops": 95.0, "of_gemm": 0.95, "ref_seconds": 9.0,
-              "speedup": 0.9, "note": "x"}]
-    infer = [
-        {"setup": "ours: channels_last", "size": 256, "seconds": 1.0, "mp_per_s": 0.26,
-         "gflops": 100.0, "of_gemm": 0.5, "vs_reference_eager": 1.3, "repeats": 5},
-        {"setup": "ours: channels_last + bf32 convs", "size": 256, "seconds": 0.5,
-         "mp_per_s": 0.5, "gflops": 200.0, "of_gemm": 1.0, "vs_reference_eager": 2.6,
-         "repeats": 5},
+    train = [
+        {
+            "preset": "rcan-paper",
+            "scale": 2,
+            "batch": 8,
+            "patch": 96,
+            "repeats": 3,
+            "seconds": 10.0,
+            "gflops": 95.0,
+            "of_gemm": 0.95,
+            "ref_seconds": 9.0,
+            "speedup": 0.9,
+            "note": "x",
+        }
     ]
-    text = run.render({"machine": {"cpu": "Test CPU"},
-                       "sections": {"train": _section(train), "infer": _section(infer)}})
+    infer = [
+        {
+            "setup": "ours: channels_last",
+            "size": 256,
+            "seconds": 1.0,
+            "mp_per_s": 0.26,
+            "gflops": 100.0,
+            "of_gemm": 0.5,
+            "vs_reference_eager": 1.3,
+            "repeats": 5,
+        },
+        {
+            "setup": "ours: channels_last + bf32 convs",
+            "size": 256,
+            "seconds": 0.5,
+            "mp_per_s": 0.5,
+            "gflops": 200.0,
+            "of_gemm": 1.0,
+            "vs_reference_eager": 2.6,
+            "repeats": 5,
+        },
+    ]
+    text = run.render(
+        {
+            "machine": {"cpu": "Test CPU"},
+            "sections": {"train": _section(train), "infer": _section(infer)},
+        }
+    )
     lines = text.splitlines()
 
     def target(prefix: str) -> str:
@@ -103,9 +149,11 @@ def test_render_states_verdicts_from_the_numbers() -> None:
     assert "**met**" in target("CPU train step rcan-paper ×2 ≥ 90 %")
     # the fp32 target takes the best fp32 set-up, not the reduced-precision one
     assert "1.30×" in target("CPU inference ≥ 1.25×") and "**met**" in target(
-        "CPU inference ≥ 1.25×")
+        "CPU inference ≥ 1.25×"
+    )
     assert "50 %" in target("CPU inference ≥ 90 %") and "**not met**" in target(
-        "CPU inference ≥ 90 %")
+        "CPU inference ≥ 90 %"
+    )
     assert "Test CPU" in text
     assert "Not measured yet (`python benchmarks/run.py --only demo`)" in text
 
@@ -117,9 +165,22 @@ def _env() -> dict[str, str]:
 def test_run_smoke_writes_results_and_report(tmp_path: Path) -> None:
     out_json, out_md = tmp_path / "cpu.json", tmp_path / "B.md"
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--smoke", "--only", "train,infer,data",
-         "--json", str(out_json), "--write", str(out_md)],
-        capture_output=True, text=True, env=_env(), timeout=240)
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "--smoke",
+            "--only",
+            "train,infer,data",
+            "--json",
+            str(out_json),
+            "--write",
+            str(out_md),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out_json.read_text())
     assert set(results["sections"]) == {"gemm", "train", "infer", "data"}
@@ -136,7 +197,11 @@ def test_gpu_script_dry_run(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "gpu.py"), "--dry-run", "--no-compile", "--json", str(out)],
-        capture_output=True, text=True, env=_env(), timeout=240)
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     rows = {r["mode"]: r for r in result["train"]}

@@ -37,8 +37,7 @@ SCALES = (1, 2, 3, 4)
 
 
 def rcan_spec(scale: int) -> ModelSpec:
-    return ModelSpec(arch="rcan", scale=scale, n_feats=8, n_resblocks=2, n_resgroups=2,
-                     reduction=2)
+    return ModelSpec(arch="rcan", scale=scale, n_feats=8, n_resblocks=2, n_resgroups=2, reduction=2)
 
 
 def edsr_spec(scale: int) -> ModelSpec:
@@ -66,8 +65,9 @@ def spandrel_rcan_arch(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     spandrel's package __init__, whose registry needs torchvision."""
     found = importlib.util.find_spec("spandrel")
     if found is None or not found.submodule_search_locations:
-        pytest.skip("spandrel is not installed (test dependency: pip install --no-deps "
-                    "spandrel==0.4.2)")
+        pytest.skip(
+            "spandrel is not installed (test dependency: pip install --no-deps spandrel==0.4.2)"
+        )
     before = set(sys.modules)
     stub = types.ModuleType("spandrel")
     stub.__path__ = list(found.submodule_search_locations)
@@ -83,8 +83,9 @@ def spandrel_rcan_arch(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def test_official_rcan_loads_in_spandrel_with_same_output(
     spandrel_rcan_arch: object, scale: int, tmp_path: Path
 ) -> None:
-    spec = ModelSpec(arch="rcan", scale=scale, n_feats=64, n_resblocks=1, n_resgroups=1,
-                     reduction=16)
+    spec = ModelSpec(
+        arch="rcan", scale=scale, n_feats=64, n_resblocks=1, n_resgroups=1, reduction=16
+    )
     ours = random_model(spec, seed=scale).eval()
     save_official(tmp_path / "rcan.pt", ours)
     state = torch.load(tmp_path / "rcan.pt", weights_only=True)
@@ -115,8 +116,12 @@ def expected_basicsr_keys(spec: ModelSpec) -> set[str]:
             names.append(f"body.{g}.conv")
             for b in range(spec.n_resblocks):
                 rcab = f"body.{g}.residual_group.{b}.rcab"
-                names += [f"{rcab}.0", f"{rcab}.2", f"{rcab}.3.attention.1",
-                          f"{rcab}.3.attention.3"]
+                names += [
+                    f"{rcab}.0",
+                    f"{rcab}.2",
+                    f"{rcab}.3.attention.1",
+                    f"{rcab}.3.attention.3",
+                ]
     else:
         for i in range(spec.n_resblocks):
             names += [f"body.{i}.conv1", f"body.{i}.conv2"]
@@ -176,13 +181,16 @@ def test_round_trips_are_exact(make_spec, scale: int, tmp_path: Path) -> None:
         assert torch.equal(model.eval()(x), from_basicsr(basicsr).eval()(x))
 
 
-@pytest.mark.parametrize("spec", [
-    ModelSpec(arch="rcan", scale=3, n_feats=16, n_resblocks=3, n_resgroups=2, reduction=4),
-    ModelSpec(arch="rcan", scale=1, n_feats=12, n_resblocks=1, n_resgroups=3, reduction=3),
-    ModelSpec(arch="edsr", scale=4, n_feats=6, n_resblocks=5),
-    ModelSpec(arch="edsr", scale=1, n_feats=4, n_resblocks=2),
-    ModelSpec(arch="edsr", scale=8, n_feats=4, n_resblocks=1, res_scale=1.0),
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec(arch="rcan", scale=3, n_feats=16, n_resblocks=3, n_resgroups=2, reduction=4),
+        ModelSpec(arch="rcan", scale=1, n_feats=12, n_resblocks=1, n_resgroups=3, reduction=3),
+        ModelSpec(arch="edsr", scale=4, n_feats=6, n_resblocks=5),
+        ModelSpec(arch="edsr", scale=1, n_feats=4, n_resblocks=2),
+        ModelSpec(arch="edsr", scale=8, n_feats=4, n_resblocks=1, res_scale=1.0),
+    ],
+)
 def test_detection_from_official_and_basicsr_keys(spec: ModelSpec) -> None:
     with torch.device("meta"):
         model = build_model(spec)
@@ -195,8 +203,10 @@ def test_detection_from_official_and_basicsr_keys(spec: ModelSpec) -> None:
 def test_module_prefix_and_params_ema_preferred(tmp_path: Path) -> None:
     spec = rcan_spec(2)
     plain, ema = random_model(spec, seed=1), random_model(spec, seed=2)
-    ckpt = {"params": to_basicsr(plain)["params"],
-            "params_ema": {f"module.{k}": v for k, v in to_basicsr(ema)["params"].items()}}
+    ckpt = {
+        "params": to_basicsr(plain)["params"],
+        "params_ema": {f"module.{k}": v for k, v in to_basicsr(ema)["params"].items()},
+    }
     torch.save(ckpt, tmp_path / "net_g.pth")
     assert_same_weights(ema, load_model(tmp_path / "net_g.pth"))
     torch.save({"module." + k: v for k, v in to_official(plain).items()}, tmp_path / "ddp.pt")
@@ -212,8 +222,7 @@ def test_native_file_metadata(tmp_path: Path) -> None:
     assert "version" in meta
     assert set(state) == expected_official_keys(edsr_spec(2))
     # res_scale cannot be read from weights: the native metadata carries it
-    scaled = random_model(ModelSpec(arch="edsr", scale=2, n_feats=8, n_resblocks=1,
-                                    res_scale=0.1))
+    scaled = random_model(ModelSpec(arch="edsr", scale=2, n_feats=8, n_resblocks=1, res_scale=0.1))
     save_model(tmp_path / "s.safetensors", scaled)
     assert load_model(tmp_path / "s.safetensors").spec.res_scale == 0.1
     with pytest.raises(CheckpointError, match="not one of our"):
@@ -325,8 +334,9 @@ def other_arch_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_spandrel_missing_gives_install_hint(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spandrel_missing_gives_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "spandrel", None)  # `import spandrel` → ImportError
     with pytest.raises(UserError, match="pip install torchvision spandrel"):
         load_model(other_arch_file(tmp_path))

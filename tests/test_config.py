@@ -58,16 +58,25 @@ def test_unknown_profile() -> None:
 
 def test_overrides_parse_yaml_and_check_types() -> None:
     cfg = profile_defaults("tiny")
-    new = apply_overrides(cfg, ["optim.lr=2e-4", "optim.betas=[0.8, 0.9]",
-                                "log.tensorboard=true", "optim.iterations=12",
-                                "model.init=weights.safetensors", "run.amp=bf16"])
+    new = apply_overrides(
+        cfg,
+        [
+            "optim.lr=2e-4",
+            "optim.betas=[0.8, 0.9]",
+            "log.tensorboard=true",
+            "optim.iterations=12",
+            "model.init=weights.safetensors",
+            "run.amp=bf16",
+        ],
+    )
     assert new.optim.lr == 2e-4  # PyYAML reads 2e-4 as a string; a float field accepts it
     assert new.optim.betas == (0.8, 0.9)
     assert new.log.tensorboard is True and new.optim.iterations == 12
     assert new.model.init == "weights.safetensors" and new.run.amp == "bf16"
     # the rest is untouched, and the input is not modified (frozen dataclasses)
-    assert dataclasses.replace(new, optim=cfg.optim, log=cfg.log, model=cfg.model,
-                               run=cfg.run) == cfg
+    assert (
+        dataclasses.replace(new, optim=cfg.optim, log=cfg.log, model=cfg.model, run=cfg.run) == cfg
+    )
     assert cfg.optim.lr != 2e-4
 
 

@@ -31,22 +31,33 @@ def _img(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def _save(path: Path, img: np.ndarray, bit_depth: int = 8) -> None:
-    write_image(path, img if img.dtype != np.uint8 else img.astype(np.float32) / 255,
-                bit_depth=bit_depth)
+    write_image(
+        path, img if img.dtype != np.uint8 else img.astype(np.float32) / 255, bit_depth=bit_depth
+    )
 
 
 @pytest.mark.parametrize(
     ("stem", "expected"),
-    [("0001x4", "0001"), ("Canon_001_LR4", "Canon_001"), ("Canon_001_HR", "Canon_001"),
-     ("photo_SR", "photo"), ("0001x4_SR", "0001"), ("img_x2", "img"), ("babyx4", "baby"),
-     ("x4", "x4"), ("_HR", "_HR"), ("Nikon_050_LR2", "Nikon_050")],
+    [
+        ("0001x4", "0001"),
+        ("Canon_001_LR4", "Canon_001"),
+        ("Canon_001_HR", "Canon_001"),
+        ("photo_SR", "photo"),
+        ("0001x4_SR", "0001"),
+        ("img_x2", "img"),
+        ("babyx4", "baby"),
+        ("x4", "x4"),
+        ("_HR", "_HR"),
+        ("Nikon_050_LR2", "Nikon_050"),
+    ],
 )
 def test_strip_suffixes(stem: str, expected: str) -> None:
     assert strip_suffixes(stem) == expected
 
 
-def _fake_div2k(root: Path, *, split: str, ids: list[int], track: str = "unknown",
-                scale: int = 4) -> dict[str, np.ndarray]:
+def _fake_div2k(
+    root: Path, *, split: str, ids: list[int], track: str = "unknown", scale: int = 4
+) -> dict[str, np.ndarray]:
     hrs = {}
     for i in ids:
         hr = _img(8 * scale, 6 * scale, i)
@@ -173,8 +184,14 @@ def test_pairset_validates_scale() -> None:
 
 def test_synthetic_pairs_and_cache(tmp_path: Path) -> None:
     hrs = [("one", _img(34, 42, 1)), ("two", _img(40, 40, 2))]
-    ds = synthetic(hrs, preset="gaussian-aniso", scale=4, seed=5,
-                   target_domain="bicubic-x2", cache_dir=tmp_path / "cache")
+    ds = synthetic(
+        hrs,
+        preset="gaussian-aniso",
+        scale=4,
+        seed=5,
+        target_domain="bicubic-x2",
+        cache_dir=tmp_path / "cache",
+    )
     assert ds.scale == 2
     first = ds[0]
     assert first.input.shape == (8, 10, 3) and first.target.shape == (16, 20, 3)
@@ -183,8 +200,14 @@ def test_synthetic_pairs_and_cache(tmp_path: Path) -> None:
     np.testing.assert_array_equal(first.target, np.round(expected * 255).astype(np.uint8))
     cached = sorted(p.name for p in tmp_path.rglob("*.png"))
     assert len(cached) == 4
-    again = synthetic(hrs, preset="gaussian-aniso", scale=4, seed=5,
-                      target_domain="bicubic-x2", cache_dir=tmp_path / "cache")
+    again = synthetic(
+        hrs,
+        preset="gaussian-aniso",
+        scale=4,
+        seed=5,
+        target_domain="bicubic-x2",
+        cache_dir=tmp_path / "cache",
+    )
     for a, b in zip(ds, again):
         np.testing.assert_array_equal(a.input, b.input)
         np.testing.assert_array_equal(a.target, b.target)
@@ -204,8 +227,14 @@ def test_synthetic_blur_keeps_float_and_caches_16_bit(tmp_path: Path) -> None:
 
 def test_open_dataset_kinds(tmp_path: Path) -> None:
     _fake_div2k(tmp_path, split="train", ids=[1, 2])
-    spec = DatasetSpec(kind="div2k", root=tmp_path, split="train", track="unknown", scale=4,
-                       target_domain="bicubic-x4")
+    spec = DatasetSpec(
+        kind="div2k",
+        root=tmp_path,
+        split="train",
+        track="unknown",
+        scale=4,
+        target_domain="bicubic-x4",
+    )
     ds = open_dataset(spec)
     assert ds.scale == 1 and ds[0].target.shape == ds[0].input.shape
     folder = tmp_path / "DIV2K_train_HR"
@@ -239,8 +268,9 @@ def _decimated_set(scale: int = 3) -> PairSet:
 @pytest.mark.parametrize("augment", [False, True])
 def test_random_batch_patches_are_aligned(augment: bool) -> None:
     ds = _decimated_set(3)
-    lr, hr = random_batch(ds, batch_size=16, patch_size=8,
-                          rng=np.random.default_rng(0), augment=augment)
+    lr, hr = random_batch(
+        ds, batch_size=16, patch_size=8, rng=np.random.default_rng(0), augment=augment
+    )
     assert lr.shape == (16, 3, 8, 8) and hr.shape == (16, 3, 24, 24)
     assert lr.dtype == torch.float32 and float(lr.min()) >= 0 and float(lr.max()) <= 1
     # LR = HR[::3, ::3] before augmentation; a flip moves the sampled phase from 0 to s-1 = 2
@@ -254,8 +284,9 @@ def test_random_batch_patches_are_aligned(augment: bool) -> None:
 
 def test_random_batch_finds_the_patch_in_the_image() -> None:
     ds = _decimated_set(2)
-    lr, hr = random_batch(ds, batch_size=6, patch_size=5, rng=np.random.default_rng(1),
-                          augment=False)
+    lr, hr = random_batch(
+        ds, batch_size=6, patch_size=5, rng=np.random.default_rng(1), augment=False
+    )
     for b in range(6):
         found = False
         for p in ds:
@@ -264,7 +295,7 @@ def test_random_batch_finds_the_patch_in_the_image() -> None:
             match = (windows == lr[b][:, None, None]).all(dim=(0, 3, 4)).nonzero()
             for y, x in match.tolist():
                 hr_full = torch.from_numpy(p.target).permute(2, 0, 1).float() / 255
-                found |= torch.equal(hr[b], hr_full[:, 2 * y:2 * y + 10, 2 * x:2 * x + 10])
+                found |= torch.equal(hr[b], hr_full[:, 2 * y : 2 * y + 10, 2 * x : 2 * x + 10])
         assert found
 
 

@@ -30,9 +30,15 @@ save_file(state, os.path.join(sys.argv[3], f"rank{os.environ['RANK']}.safetensor
 
 
 def test_two_gloo_processes_hold_identical_weights(tmp_path: Path) -> None:
-    cfg = apply_overrides(profile_defaults("tiny"), [
-        *write_photo_pairs(tmp_path / "pairs"), "optim.iterations=10", "log.checkpoint_every=5",
-        "log.val_every=5"])
+    cfg = apply_overrides(
+        profile_defaults("tiny"),
+        [
+            *write_photo_pairs(tmp_path / "pairs"),
+            "optim.iterations=10",
+            "log.checkpoint_every=5",
+            "log.val_every=5",
+        ],
+    )
     config = tmp_path / "tiny.yaml"
     save_config(cfg, config)
     script = tmp_path / "rank.py"
@@ -44,9 +50,22 @@ def test_two_gloo_processes_hold_identical_weights(tmp_path: Path) -> None:
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script), str(config), str(out), str(dumps)],
-        env=env, text=True, capture_output=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(config),
+            str(out),
+            str(dumps),
+        ],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     rank0 = load_file(str(dumps / "rank0.safetensors"))
@@ -65,5 +84,8 @@ def test_two_gloo_processes_hold_identical_weights(tmp_path: Path) -> None:
     # rank 0's batches alone give (identical weights above are then no accident).
     single = train(cfg, out=tmp_path / "single", quiet=True)
     alone = {k: v.detach() for k, v in single.model.state_dict().items()}
-    assert any(not torch.equal(alone[k], rank0[k]) for k in rank0
-               if k.endswith("weight") and "mean" not in k)
+    assert any(
+        not torch.equal(alone[k], rank0[k])
+        for k in rank0
+        if k.endswith("weight") and "mean" not in k
+    )

@@ -122,11 +122,12 @@ def test_uniform_kernels_are_boxes() -> None:
 
 def _moments(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     c = k.shape[0] // 2
-    yy, xx = np.mgrid[-c:c + 1, -c:c + 1].astype(np.float64)
+    yy, xx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64)
     mean = np.array([(k * xx).sum(), (k * yy).sum()])
     dx, dy = xx - mean[0], yy - mean[1]
-    cov = np.array([[(k * dx * dx).sum(), (k * dx * dy).sum()],
-                    [(k * dx * dy).sum(), (k * dy * dy).sum()]])
+    cov = np.array(
+        [[(k * dx * dx).sum(), (k * dx * dy).sum()], [(k * dx * dy).sum(), (k * dy * dy).sum()]]
+    )
     return mean, cov
 
 
@@ -153,8 +154,11 @@ def test_gaussian_aniso_preset_draws_anisotropic_kernels() -> None:
 
 
 def test_shifted_kernels_are_centred_at_the_shift() -> None:
-    for k in (gaussian_kernel(21, 2.0, 1.0, 0.3, shift=0.5), box_kernel(9, shift=0.5),
-              disk_kernel(3.0, shift=0.5)):
+    for k in (
+        gaussian_kernel(21, 2.0, 1.0, 0.3, shift=0.5),
+        box_kernel(9, shift=0.5),
+        disk_kernel(3.0, shift=0.5),
+    ):
         mean, _ = _moments(k)
         np.testing.assert_allclose(mean, [0.5, 0.5], atol=1e-4)
 
@@ -163,7 +167,7 @@ def test_disk_kernel_is_a_uniform_disk() -> None:
     r = 5.0
     k = disk_kernel(r)
     c = k.shape[0] // 2
-    yy, xx = np.mgrid[-c:c + 1, -c:c + 1]
+    yy, xx = np.mgrid[-c : c + 1, -c : c + 1]
     dist = np.hypot(xx, yy)
     half_diag = math.sqrt(2) / 2
     inside, outside = dist < r - half_diag, dist > r + half_diag
@@ -200,8 +204,12 @@ def test_blur_presets_measure_40db_bsnr(name: str, astronaut128: np.ndarray) -> 
 
 
 def test_poisson_gaussian_noise_variance() -> None:
-    preset = Preset(name="pg", steps=(Noise(kind="poisson-gaussian", gain=0.01, sigma=0.02),),
-                    scale=1, float_output=True)
+    preset = Preset(
+        name="pg",
+        steps=(Noise(kind="poisson-gaussian", gain=0.01, sigma=0.02),),
+        scale=1,
+        float_output=True,
+    )
     flat = np.full((96, 96, 3), 0.5, dtype=np.float32)
     out = degrade(flat, preset, seed=0).astype(np.float64)
     assert out.var() == pytest.approx(0.01 * 0.5 + 0.02**2, rel=0.05)
@@ -250,9 +258,16 @@ def test_hand_written_yaml(tmp_path) -> None:
         "  - jpeg: {quality: [70, 90]}\n"
     )
     p = get_preset(str(path))
-    assert p == Preset(name="mine", scale=2, steps=(
-        Blur(kernel="gaussian", sigma=(1.0, 1.5)), Resize("decimate"),
-        Noise(kind="gaussian", sigma=(0.0, 0.01)), Jpeg(quality=(70, 90))))
+    assert p == Preset(
+        name="mine",
+        scale=2,
+        steps=(
+            Blur(kernel="gaussian", sigma=(1.0, 1.5)),
+            Resize("decimate"),
+            Noise(kind="gaussian", sigma=(0.0, 0.01)),
+            Jpeg(quality=(70, 90)),
+        ),
+    )
     assert degrade(_rand_image(32, 32), p, seed=0).shape == (16, 16, 3)
 
 
@@ -297,16 +312,40 @@ def _write_inputs(folder, names=("a", "b")) -> None:
 def test_cli_degrade_sr_names_and_depth(tmp_path, capsys) -> None:
     src = tmp_path / "in"
     _write_inputs(src)
-    rc = main(["degrade", "--preset", "gaussian-aniso", "--scale", "2", "--seed", "1",
-               str(src), "--out", str(tmp_path / "out")])
+    rc = main(
+        [
+            "degrade",
+            "--preset",
+            "gaussian-aniso",
+            "--scale",
+            "2",
+            "--seed",
+            "1",
+            str(src),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 0
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["ax2.png", "bx2.png"]
     with Image.open(tmp_path / "out" / "ax2.png") as im:
         assert im.mode == "RGB" and im.size == (20, 16)
     # one file alone gives the same output as within the folder (per-name seeds)
-    main(["degrade", "--preset", "gaussian-aniso", "--scale", "2", "--seed", "1",
-          str(src / "a.png"), "--out", str(tmp_path / "one")])
+    main(
+        [
+            "degrade",
+            "--preset",
+            "gaussian-aniso",
+            "--scale",
+            "2",
+            "--seed",
+            "1",
+            str(src / "a.png"),
+            "--out",
+            str(tmp_path / "one"),
+        ]
+    )
     a_all, _ = read_image(tmp_path / "out" / "ax2.png")
     a_one, _ = read_image(tmp_path / "one" / "ax2.png")
     np.testing.assert_array_equal(a_all, a_one)

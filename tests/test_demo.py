@@ -17,10 +17,19 @@ def test_demo_quick_writes_the_report_and_prints_the_table(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["in_distribution"] == "samples-gaussian-aniso"
     assert results["test_sets"] == ["samples-gaussian-aniso", "samples-camera"]
-    assert results["branches"] == ["interp-bicubic", "direct-rcan", "map2-offshelf-x2",
-                                   "map2-specialized-x2"]
-    for name in ("results.csv", "results.md", "results.tex", "index.html",
-                 "bundles/map2-specialized-x2.safetensors"):
+    assert results["branches"] == [
+        "interp-bicubic",
+        "direct-rcan",
+        "map2-offshelf-x2",
+        "map2-specialized-x2",
+    ]
+    for name in (
+        "results.csv",
+        "results.md",
+        "results.tex",
+        "index.html",
+        "bundles/map2-specialized-x2.safetensors",
+    ):
         assert (out / name).is_file(), name
     # the printed table has one line per branch with both test sets' PSNR/SSIM
     for branch in results["branches"]:

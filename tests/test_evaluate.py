@@ -23,7 +23,8 @@ def _save(path, arr):
 def _noisy(gt: np.ndarray, seed: int, amount: int = 12) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.clip(gt.astype(int) + rng.integers(-amount, amount + 1, gt.shape), 0, 255).astype(
-        np.uint8)
+        np.uint8
+    )
 
 
 def _dataset(tmp_path, n=2, size=(24, 20)):
@@ -47,28 +48,54 @@ def _run(capsys, *args):
 
 
 def _sk_ssim(a, b):
-    return structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False, data_range=255, channel_axis=-1)
+    return structural_similarity(
+        a,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+        channel_axis=-1,
+    )
 
 
 def test_strip_suffixes():
     # The shared rule of data/datasets.py, which evaluate pairs with.
-    cases = {"0001x4": "0001", "Canon_001_LR4": "Canon_001", "Canon_001_HR": "Canon_001",
-             "0801_SR": "0801", "img_x4": "img", "0001x4_SR": "0001", "babyx4": "baby",
-             "x4": "x4", "LR4": "LR4"}
+    cases = {
+        "0001x4": "0001",
+        "Canon_001_LR4": "Canon_001",
+        "Canon_001_HR": "Canon_001",
+        "0801_SR": "0801",
+        "img_x4": "img",
+        "0001x4_SR": "0001",
+        "babyx4": "baby",
+        "x4": "x4",
+        "LR4": "LR4",
+    }
     for stem, key in cases.items():
         assert strip_suffixes(stem) == key, stem
 
 
 def test_folders_table_and_json(tmp_path, capsys):
     gts, preds = _dataset(tmp_path, n=2)
-    code, out, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                          "--crop-border", 2, "--json", tmp_path / "r.json")
+    code, out, err = _run(
+        capsys,
+        "--pred",
+        tmp_path / "pred",
+        "--gt",
+        tmp_path / "gt",
+        "--crop-border",
+        2,
+        "--json",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
     data = json.loads((tmp_path / "r.json").read_text())
     assert [r["name"] for r in data["images"]] == ["0001", "0002"]
-    expected = [peak_signal_noise_ratio(g[2:-2, 2:-2], p[2:-2, 2:-2], data_range=255)
-                for g, p in zip(gts, preds)]
+    expected = [
+        peak_signal_noise_ratio(g[2:-2, 2:-2], p[2:-2, 2:-2], data_range=255)
+        for g, p in zip(gts, preds)
+    ]
     expected_ssim = [_sk_ssim(p[2:-2, 2:-2], g[2:-2, 2:-2]) for g, p in zip(gts, preds)]
     for row, e, s in zip(data["images"], expected, expected_ssim):
         assert row["psnr"] == pytest.approx(e, abs=1e-6)
@@ -84,14 +111,22 @@ def test_folders_table_and_json(tmp_path, capsys):
 
 def test_y_channel_and_single_files(tmp_path, capsys):
     gts, preds = _dataset(tmp_path, n=1)
-    code, out, _ = _run(capsys, "--pred", tmp_path / "pred" / "0001x4.png",
-                        "--gt", tmp_path / "gt" / "0001.png", "--y-channel",
-                        "--json", tmp_path / "y.json")
+    code, out, _ = _run(
+        capsys,
+        "--pred",
+        tmp_path / "pred" / "0001x4.png",
+        "--gt",
+        tmp_path / "gt" / "0001.png",
+        "--y-channel",
+        "--json",
+        tmp_path / "y.json",
+    )
     assert code == 0
     y = lambda im: 16 + im.astype(np.float64) @ [65.481, 128.553, 24.966] / 255  # noqa: E731
     row = json.loads((tmp_path / "y.json").read_text())["images"][0]
     assert row["psnr"] == pytest.approx(
-        peak_signal_noise_ratio(y(gts[0]), y(preds[0]), data_range=255), abs=1e-6)
+        peak_signal_noise_ratio(y(gts[0]), y(preds[0]), data_range=255), abs=1e-6
+    )
     assert "Y (BT.601)" in out
 
 
@@ -99,8 +134,9 @@ def test_identical_images_give_inf_and_null_in_json(tmp_path, capsys):
     gt = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     _save(tmp_path / "gt" / "a_HR.png", gt)
     _save(tmp_path / "pred" / "a_SR.png", gt)
-    code, out, _ = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                        "--json", tmp_path / "r.json")
+    code, out, _ = _run(
+        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    )
     assert code == 0 and "inf" in out
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["images"][0]["psnr"] is None and data["images"][0]["ssim"] == pytest.approx(1.0)
@@ -119,43 +155,55 @@ def _assert_failed(code, err, json_path, *needles):
 def test_prediction_without_ground_truth(tmp_path, capsys):
     _dataset(tmp_path, n=2)
     _save(tmp_path / "pred" / "0999x4.png", np.zeros((24, 20, 3), dtype=np.uint8))
-    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                        "--json", tmp_path / "r.json")
+    code, _, err = _run(
+        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    )
     _assert_failed(code, err, tmp_path / "r.json", "no ground truth", "0999x4.png")
 
 
 def test_unequal_sizes_name_both_files(tmp_path, capsys):
     _dataset(tmp_path, n=2)
     _save(tmp_path / "pred" / "0002_SR.png", np.zeros((12, 10, 3), dtype=np.uint8))
-    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                        "--json", tmp_path / "r.json")
+    code, _, err = _run(
+        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    )
     _assert_failed(code, err, tmp_path / "r.json", "0002_SR.png", "0002.png", "10x12", "20x24")
 
 
 def test_unreadable_prediction(tmp_path, capsys):
     _dataset(tmp_path, n=2)
     (tmp_path / "pred" / "0002_SR.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                        "--json", tmp_path / "r.json")
+    code, _, err = _run(
+        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    )
     _assert_failed(code, err, tmp_path / "r.json", "cannot read image", "0002_SR.png")
 
 
 def test_missing_folder_and_empty_folder(tmp_path, capsys):
     _dataset(tmp_path, n=1)
-    code, _, err = _run(capsys, "--pred", tmp_path / "nope", "--gt", tmp_path / "gt",
-                        "--json", tmp_path / "r.json")
+    code, _, err = _run(
+        capsys, "--pred", tmp_path / "nope", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    )
     _assert_failed(code, err, tmp_path / "r.json", "--pred", "nope")
     (tmp_path / "empty").mkdir()
-    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "empty",
-                        "--json", tmp_path / "r.json")
+    code, _, err = _run(
+        capsys,
+        "--pred",
+        tmp_path / "pred",
+        "--gt",
+        tmp_path / "empty",
+        "--json",
+        tmp_path / "r.json",
+    )
     _assert_failed(code, err, tmp_path / "r.json", "--gt", "no images found")
 
 
 def test_ambiguous_pairing(tmp_path, capsys):
     _dataset(tmp_path, n=1)
     _save(tmp_path / "pred" / "0001_SR.png", np.zeros((24, 20, 3), dtype=np.uint8))
-    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                        "--json", tmp_path / "r.json")
+    code, _, err = _run(
+        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    )
     _assert_failed(code, err, tmp_path / "r.json", "both pair as '0001'")
 
 
@@ -163,16 +211,26 @@ def test_error_keeps_an_existing_json(tmp_path, capsys):
     _dataset(tmp_path, n=2)
     (tmp_path / "r.json").write_text("old")
     _save(tmp_path / "pred" / "0002_SR.png", np.zeros((12, 10, 3), dtype=np.uint8))
-    code, _, _ = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                      "--json", tmp_path / "r.json")
+    code, _, _ = _run(
+        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    )
     assert code == 2 and (tmp_path / "r.json").read_text() == "old"
 
 
 def test_lpips_unavailable_is_a_clean_error(tmp_path, capsys, monkeypatch):
     _dataset(tmp_path, n=1)
     monkeypatch.setitem(sys.modules, "lpips", None)
-    code, _, err = _run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt",
-                        "--lpips", "alex", "--json", tmp_path / "r.json")
+    code, _, err = _run(
+        capsys,
+        "--pred",
+        tmp_path / "pred",
+        "--gt",
+        tmp_path / "gt",
+        "--lpips",
+        "alex",
+        "--json",
+        tmp_path / "r.json",
+    )
     _assert_failed(code, err, tmp_path / "r.json", "pip install torchvision lpips==0.1.4")
 
 
@@ -188,8 +246,9 @@ def test_progress_bar_only_for_many_images(tmp_path, capsys):
     code, _, err = _run(capsys, "--pred", few / "pred", "--gt", few / "gt")
     assert code == 0 and "evaluate" not in err
     _dataset(tmp_path / "many", n=21, size=(12, 12))
-    code, out, err = _run(capsys, "--pred", tmp_path / "many" / "pred",
-                          "--gt", tmp_path / "many" / "gt")
+    code, out, err = _run(
+        capsys, "--pred", tmp_path / "many" / "pred", "--gt", tmp_path / "many" / "gt"
+    )
     assert code == 0 and "evaluate" in err and "mean (21)" in out
 
 
@@ -202,12 +261,15 @@ def test_evaluate_arrays_with_lpips_models():
         calls.append((a.shape, b.shape))
         return 0.125
 
-    row = evaluate_arrays(pred, gt, crop_border=1, y_channel=False,
-                          lpips_models={"lpips_alex": fake_lpips})
+    row = evaluate_arrays(
+        pred, gt, crop_border=1, y_channel=False, lpips_models={"lpips_alex": fake_lpips}
+    )
     assert row["lpips_alex"] == 0.125 and calls == [((16, 16, 3), (16, 16, 3))]
     assert row["psnr"] == pytest.approx(
-        peak_signal_noise_ratio(gt[1:-1, 1:-1], pred[1:-1, 1:-1], data_range=255), abs=1e-6)
-    table = format_evaluation({"images": [{"name": "a", **row}],
-                               "mean": dict(row), "crop_border": 1, "y_channel": False})
+        peak_signal_noise_ratio(gt[1:-1, 1:-1], pred[1:-1, 1:-1], data_range=255), abs=1e-6
+    )
+    table = format_evaluation(
+        {"images": [{"name": "a", **row}], "mean": dict(row), "crop_border": 1, "y_channel": False}
+    )
     assert table.splitlines()[0].split() == ["image", "PSNR", "SSIM", "LPIPS-alex"]
     assert "0.1250" in table and not math.isnan(row["ssim"])

@@ -27,8 +27,15 @@ from twostage.experiments import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SR_BRANCHES = ["direct-edsr", "direct-rcan", "map1-offshelf-x2x2", "map1-offshelf-x4",
-               "map1-specialized-x4", "map2-offshelf-x2", "map2-specialized-x2"]
+SR_BRANCHES = [
+    "direct-edsr",
+    "direct-rcan",
+    "map1-offshelf-x2x2",
+    "map1-offshelf-x4",
+    "map1-specialized-x4",
+    "map2-offshelf-x2",
+    "map2-specialized-x2",
+]
 
 
 def _names(nets) -> list[str]:
@@ -39,9 +46,18 @@ def test_sr_x4_has_every_branch_of_fig3_and_shares_offshelf_x2():
     recipe = sr_x4()
     assert [b.name for b in recipe.branches] == SR_BRANCHES
     needed = _names(recipe.needed_networks())
-    assert sorted(needed) == sorted(["direct-edsr", "direct-rcan", "map1", "map2",
-                                     "offshelf-x2", "offshelf-x4", "specialized-x4",
-                                     "specialized-x2"])
+    assert sorted(needed) == sorted(
+        [
+            "direct-edsr",
+            "direct-rcan",
+            "map1",
+            "map2",
+            "offshelf-x2",
+            "offshelf-x4",
+            "specialized-x4",
+            "specialized-x2",
+        ]
+    )
     assert needed.count("offshelf-x2") == 1  # trained once, used by three branches
     # dependencies come first: the specialized ×2 needs map2 (its inputs) and offshelf-x2 (init)
     assert needed.index("map2") < needed.index("specialized-x2")
@@ -51,7 +67,8 @@ def test_sr_x4_has_every_branch_of_fig3_and_shares_offshelf_x2():
 def test_demo_branches_need_four_networks_and_scratch_drops_the_init():
     demo = experiments.demo_recipe()
     assert sorted(_names(demo.needed_networks())) == sorted(
-        ["direct-rcan", "map2", "offshelf-x2", "specialized-x2"])
+        ["direct-rcan", "map2", "offshelf-x2", "specialized-x2"]
+    )
     only = sr_x4().with_branches(["map2-specialized-x2"])
     assert sorted(_names(only.needed_networks())) == ["map2", "offshelf-x2", "specialized-x2"]
     scratch = dataclasses.replace(only, specialized_init="scratch")
@@ -60,12 +77,19 @@ def test_demo_branches_need_four_networks_and_scratch_drops_the_init():
 
 def test_table_recipes():
     assert [b.name for b in bicubic_x4().branches] == [
-        "offshelf-x4", "offshelf-x2x2", "specialized-x2x2"]
+        "offshelf-x4",
+        "offshelf-x2x2",
+        "specialized-x2x2",
+    ]
     x2x2 = next(b for b in bicubic_x4().branches if b.name == "offshelf-x2x2")
     assert (x2x2.stage1, x2x2.stage2, x2x2.stage2_repeats) == (None, "offshelf-x2", 2)
     d = deblur()
     assert [b.name for b in d.branches] == [
-        "deblur-direct", "deblur-mapped", "deblur-specialized", "deblur-reference"]
+        "deblur-direct",
+        "deblur-mapped",
+        "deblur-specialized",
+        "deblur-reference",
+    ]
     assert d.scale == 1 and d.degradations == ("blur7", "blur11")
     assert all(n.scale == 1 for n in d.networks)
 
@@ -80,8 +104,9 @@ def test_paper_recipes_match_design_section_4(name):
     assert [b.name for b in recipe.branches] == [b.name for b in load_recipe(name).branches]
     for net in recipe.needed_networks():
         for profile in ("paper", "cpu"):  # the YAML pins them whatever the profile
-            cfg = _train_config(recipe, PROFILES[profile], net, seed=0, device="cpu",
-                                init=None, label=net.name)
+            cfg = _train_config(
+                recipe, PROFILES[profile], net, seed=0, device="cpu", init=None, label=net.name
+            )
             assert cfg.data.batch_size == 8
             assert cfg.data.patch_size == 96
             assert cfg.data.augment is True
@@ -118,16 +143,19 @@ def test_recipe_yaml_errors_name_the_problem(tmp_path):
 
 def test_user_recipe_yaml(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("name: mine\nbase: sr-x4\ndegradations: [camera]\n"
-                    "test_degradations: [camera, gaussian-aniso]\n"
-                    "branches: [map2-specialized-x2, direct-rcan]\n"
-                    "specialized_init: scratch\ntrain: {optim: {lr: 3.0e-4}}\n")
+    path.write_text(
+        "name: mine\nbase: sr-x4\ndegradations: [camera]\n"
+        "test_degradations: [camera, gaussian-aniso]\n"
+        "branches: [map2-specialized-x2, direct-rcan]\n"
+        "specialized_init: scratch\ntrain: {optim: {lr: 3.0e-4}}\n"
+    )
     recipe = load_recipe(path)
     assert recipe.name == "mine" and recipe.degradations == ("camera",)
     assert [b.name for b in recipe.branches] == ["direct-rcan", "map2-specialized-x2"]
     net = recipe.network("map2")
-    cfg = _train_config(recipe, PROFILES["tiny"], net, seed=3, device="cpu", init=None,
-                        label="map2")
+    cfg = _train_config(
+        recipe, PROFILES["tiny"], net, seed=3, device="cpu", init=None, label="map2"
+    )
     assert cfg.optim.lr == 3e-4 and cfg.run.seed == 3 and cfg.model.preset == "rcan-tiny"
 
 
@@ -139,8 +167,7 @@ def test_map2_target_is_matlab_bicubic_half_of_hr():
     hr = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
     split = Split("test", ["a"], [hr])
     recipe = sr_x4()
-    run = _Run(recipe, PROFILES["tiny"], Path("unused"), "cpu", True, split, [],
-               lambda *_: None)
+    run = _Run(recipe, PROFILES["tiny"], Path("unused"), "cpu", True, split, [], lambda *_: None)
     pairs = run.pairs(recipe.network("map2"), "gaussian-aniso", split, "train")
     pair = pairs[0]
     assert pair.input.shape[:2] == (12, 10)
@@ -158,8 +185,9 @@ def test_map2_target_is_matlab_bicubic_half_of_hr():
 
 # ----------------------------------------------------------------------------- end to end
 
-TINY = dataclasses.replace(PROFILES["tiny"], iterations=2, hr_crop=32, train_images=2,
-                           test_images=1)
+TINY = dataclasses.replace(
+    PROFILES["tiny"], iterations=2, hr_crop=32, train_images=2, test_images=1
+)
 
 
 def _count_training(monkeypatch) -> list[str]:
@@ -180,8 +208,16 @@ def _check_report(out: Path, results: dict, branches: list[str]) -> None:
     for name in ("results.json", "results.csv", "results.md", "results.tex", "index.html"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
-    for key in ("recipe", "profile", "seed", "in_distribution", "test_sets", "branches",
-                "rows", "means"):
+    for key in (
+        "recipe",
+        "profile",
+        "seed",
+        "in_distribution",
+        "test_sets",
+        "branches",
+        "rows",
+        "means",
+    ):
         assert key in saved
     assert saved["branches"] == ["interp-bicubic", *branches]
     for test in saved["test_sets"]:
@@ -215,7 +251,10 @@ def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
     assert len(mapped) == 2 and all(m.startswith(("map1-", "map2-")) for m in mapped)
     for folder in (out / "mapped").iterdir():
         assert {p.name for p in folder.iterdir()} == {
-            "train", "samples-gaussian-aniso", "samples-camera"}
+            "train",
+            "samples-gaussian-aniso",
+            "samples-camera",
+        }
     weights = {p: p.stat().st_mtime_ns for p in (out / "networks").glob("*/model.safetensors")}
     assert len(weights) == 8
 
@@ -223,8 +262,9 @@ def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
     calls.clear()
     again = run_recipe("sr-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True)
     assert calls == [] and again["networks_trained"] == []
-    assert {p: p.stat().st_mtime_ns
-            for p in (out / "networks").glob("*/model.safetensors")} == weights
+    assert {
+        p: p.stat().st_mtime_ns for p in (out / "networks").glob("*/model.safetensors")
+    } == weights
     first = {(r["branch"], r["test_set"], r["image"]): r["psnr"] for r in results["rows"]}
     second = {(r["branch"], r["test_set"], r["image"]): r["psnr"] for r in again["rows"]}
     assert first == pytest.approx(second)
@@ -232,8 +272,18 @@ def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
     # The bundle restores an image through the CLI, at ×4.
     lr = tmp_path / "in" / "lr.png"
     write_image(lr, np.random.default_rng(0).random((10, 12, 3)).astype(np.float32))
-    code = main(["restore", "--model", str(out / "bundles" / "map2-specialized-x2.safetensors"),
-                 str(lr), "--out", str(tmp_path / "restored"), "--device", "cpu"])
+    code = main(
+        [
+            "restore",
+            "--model",
+            str(out / "bundles" / "map2-specialized-x2.safetensors"),
+            str(lr),
+            "--out",
+            str(tmp_path / "restored"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     (restored,) = list((tmp_path / "restored").iterdir())
     assert read_image(restored)[0].shape == (40, 48, 3)
@@ -242,8 +292,7 @@ def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
 def test_bicubic_x4_and_deblur_end_to_end(tmp_path, monkeypatch):
     calls = _count_training(monkeypatch)
     out = tmp_path / "bic"
-    results = run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu",
-                         quiet=True)
+    results = run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True)
     _check_report(out, results, ["offshelf-x4", "offshelf-x2x2", "specialized-x2x2"])
     assert results["test_sets"] == ["samples-bicubic"]
     assert len(calls) == 3
@@ -257,14 +306,18 @@ def test_bicubic_x4_and_deblur_end_to_end(tmp_path, monkeypatch):
     assert results["test_sets"] == ["samples-blur7", "samples-blur11"]
     assert len(calls) == 5  # the 9×9 deblurrer once; a mapping and a specialized per kernel
     bundles = sorted(p.name for p in (out / "bundles").iterdir())
-    assert bundles == sorted(["deblur-direct.safetensors", "deblur-reference.safetensors",
-                              "deblur-mapped-blur7.safetensors",
-                              "deblur-mapped-blur11.safetensors",
-                              "deblur-specialized-blur7.safetensors",
-                              "deblur-specialized-blur11.safetensors"])
+    assert bundles == sorted(
+        [
+            "deblur-direct.safetensors",
+            "deblur-reference.safetensors",
+            "deblur-mapped-blur7.safetensors",
+            "deblur-mapped-blur11.safetensors",
+            "deblur-specialized-blur7.safetensors",
+            "deblur-specialized-blur11.safetensors",
+        ]
+    )
     # deblur-reference sees the 9×9 input: the same numbers on both test sets
-    ref = {r["test_set"]: r["psnr"] for r in results["rows"]
-           if r["branch"] == "deblur-reference"}
+    ref = {r["test_set"]: r["psnr"] for r in results["rows"] if r["branch"] == "deblur-reference"}
     assert ref["samples-blur7"] == pytest.approx(ref["samples-blur11"])
     # mapped blur sets are 16-bit PNGs (40 dB BSNR noise is finer than an 8-bit step)
     png = next((out / "mapped").glob("map-blur7-*/train/*.png")).read_bytes()
@@ -297,8 +350,14 @@ def test_interrupted_network_resumes(tmp_path, monkeypatch):
 
 def test_unknown_data_name_is_an_error(tmp_path):
     with pytest.raises(UserError, match="unknown data name"):
-        run_recipe("sr-x4", data={"imagenet": Path("x")}, profile=TINY, out=tmp_path,
-                   device="cpu", quiet=True)
+        run_recipe(
+            "sr-x4",
+            data={"imagenet": Path("x")},
+            profile=TINY,
+            out=tmp_path,
+            device="cpu",
+            quiet=True,
+        )
 
 
 def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
@@ -318,30 +377,53 @@ def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
 
     calls = _count_training(monkeypatch)
     out = tmp_path / "run"
-    run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True,
-               branches=["offshelf-x2x2", "specialized-x2x2"], offshelf={"offshelf-x2": path})
+    run_recipe(
+        "bicubic-x4",
+        data={},
+        profile=TINY,
+        out=out,
+        device="cpu",
+        quiet=True,
+        branches=["offshelf-x2x2", "specialized-x2x2"],
+        offshelf={"offshelf-x2": path},
+    )
     assert calls == ["specialized-x2x2-bicubic"]  # offshelf-x2 was given, not trained
     x2x2 = load_pipeline(out / "bundles" / "offshelf-x2x2.safetensors")
     for key, value in given.state_dict().items():
         assert torch.equal(x2x2.stage2.state_dict()[key], value), key
-    specialized = load_model(next((out / "networks").glob("specialized-x2x2-*"))
-                             / "model.safetensors")
+    specialized = load_model(
+        next((out / "networks").glob("specialized-x2x2-*")) / "model.safetensors"
+    )
     assert specialized.spec == spec  # the given network's architecture, fine-tuned
 
     with pytest.raises(UserError, match="no off-the-shelf network 'map2'"):
-        run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True,
-                   offshelf={"map2": path})
+        run_recipe(
+            "bicubic-x4",
+            data={},
+            profile=TINY,
+            out=out,
+            device="cpu",
+            quiet=True,
+            offshelf={"map2": path},
+        )
     with pytest.raises(UserError, match=r"checkpoint is ×2, offshelf-x4 must be ×4"):
-        run_recipe("bicubic-x4", data={}, profile=TINY, out=tmp_path / "bad", device="cpu",
-                   quiet=True, branches=["offshelf-x4"], offshelf={"offshelf-x4": path})
+        run_recipe(
+            "bicubic-x4",
+            data={},
+            profile=TINY,
+            out=tmp_path / "bad",
+            device="cpu",
+            quiet=True,
+            branches=["offshelf-x4"],
+            offshelf={"offshelf-x4": path},
+        )
 
 
 def test_train_crop_applies_to_the_training_images_only():
     """Profile.train_crop: training photos centre-cropped to it, test photos to hr_crop."""
     from twostage.data.samples import load_samples
 
-    profile = dataclasses.replace(TINY, hr_crop=32, train_crop=60, train_images=3,
-                                  test_images=2)
+    profile = dataclasses.replace(TINY, hr_crop=32, train_crop=60, train_images=3, test_images=2)
     train, tests = experiments.plan_data(sr_x4(), {}, profile)
     raw_train = dict(load_samples("train"))
     raw_test = dict(load_samples("test"))
@@ -349,31 +431,38 @@ def test_train_crop_applies_to_the_training_images_only():
         h, w = raw_train[name].shape[:2]
         assert img.shape[:2] == (min(h, 60) // 4 * 4, min(w, 60) // 4 * 4), name
         top, left = (h - min(h, 60)) // 2, (w - min(w, 60)) // 2
-        assert np.array_equal(img, raw_train[name][top:top + img.shape[0],
-                                                   left:left + img.shape[1]])
+        assert np.array_equal(
+            img, raw_train[name][top : top + img.shape[0], left : left + img.shape[1]]
+        )
     for test in tests:
         for name, img in zip(test.split.names, test.split.hr):
             h, w = raw_test[name].shape[:2]
             assert img.shape[:2] == (32, 32), name
             top, left = (h - 32) // 2, (w - 32) // 2
-            assert np.array_equal(img, raw_test[name][top:top + 32, left:left + 32])
+            assert np.array_equal(img, raw_test[name][top : top + 32, left : left + 32])
 
 
 def test_the_demo_reading_says_who_won_and_by_how_much():
     """describe(): the plain-language paragraph follows the numbers, whichever way they go."""
+
     def means(test, **psnr):
-        return [{"branch": b.replace("_", "-"), "test_set": test, "psnr": v, "ssim": 0.5}
-                for b, v in psnr.items()]
+        return [
+            {"branch": b.replace("_", "-"), "test_set": test, "psnr": v, "ssim": 0.5}
+            for b, v in psnr.items()
+        ]
 
     results = {
-        "test_sets": ["in", "out"], "in_distribution": "in",
+        "test_sets": ["in", "out"],
+        "in_distribution": "in",
         "branches": ["interp-bicubic", "direct-rcan", "map2-specialized-x2"],
         "means": means("in", interp_bicubic=25.0, direct_rcan=25.3, map2_specialized_x2=25.9)
         + means("out", interp_bicubic=24.0, direct_rcan=23.0, map2_specialized_x2=23.5),
     }
     text = experiments.describe(results)
-    assert "On in (the training degradation) the best branch is map2-specialized-x2 at " \
-           "25.90 dB, 0.90 dB above bicubic interpolation" in text
+    assert (
+        "On in (the training degradation) the best branch is map2-specialized-x2 at "
+        "25.90 dB, 0.90 dB above bicubic interpolation" in text
+    )
     assert "direct-rcan is less than 0.5 dB above it" in text
     assert "0.50 dB below bicubic interpolation; no learned branch beats bicubic here" in text
     assert "+0.60 dB on in, +0.50 dB on out, so the claim holds on every test set" in text

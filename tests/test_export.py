@@ -19,8 +19,9 @@ from twostage.pipeline import OnnxPipeline, Pipeline, load_pipeline
 
 def _bundle(path: Path) -> Pipeline:
     torch.manual_seed(0)
-    s1 = build_model(ModelSpec(arch="rcan", scale=2, n_feats=8, n_resblocks=1, n_resgroups=1,
-                               reduction=4))
+    s1 = build_model(
+        ModelSpec(arch="rcan", scale=2, n_feats=8, n_resblocks=1, n_resgroups=1, reduction=4)
+    )
     s2 = build_model(ModelSpec(arch="edsr", scale=2, n_feats=8, n_resblocks=1))
     pipe = Pipeline(s1, s2, name="map2-offshelf-x2").eval()
     pipe.save_bundle(path, {"branch": "map2-offshelf-x2"})
@@ -46,22 +47,50 @@ def test_round_trip_dynamic_size(tmp_path: Path) -> None:
     loaded = load_pipeline(onnx_path, device="cpu")
     assert isinstance(loaded, OnnxPipeline) and loaded.scale == 4
     img = np.random.default_rng(1).random((21, 19, 3), dtype=np.float32)
-    np.testing.assert_allclose(loaded.restore(img, tile=8, tile_pad=16),
-                               pipe.restore(img, tile=None, device="cpu"), atol=1e-4)
+    np.testing.assert_allclose(
+        loaded.restore(img, tile=8, tile_pad=16),
+        pipe.restore(img, tile=None, device="cpu"),
+        atol=1e-4,
+    )
 
 
 def test_cli_export_then_restore_matches_bundle(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from PIL import Image
 
     _bundle(tmp_path / "p.safetensors")
-    assert main(["export", "--model", str(tmp_path / "p.safetensors"),
-                 "--onnx", str(tmp_path / "p.onnx"), "--opset", "17"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(tmp_path / "p.safetensors"),
+                "--onnx",
+                str(tmp_path / "p.onnx"),
+                "--opset",
+                "17",
+            ]
+        )
+        == 0
+    )
     assert "max abs diff" in capsys.readouterr().out
     rng = np.random.default_rng(2)
     Image.fromarray(rng.integers(0, 256, (14, 18, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     for name, model in (("torch", "p.safetensors"), ("onnx", "p.onnx")):
-        assert main(["restore", "--model", str(tmp_path / model), str(tmp_path / "a.png"),
-                     "--out", str(tmp_path / name), "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "restore",
+                    "--model",
+                    str(tmp_path / model),
+                    str(tmp_path / "a.png"),
+                    "--out",
+                    str(tmp_path / name),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     a = np.asarray(Image.open(tmp_path / "torch" / "a.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "onnx" / "a.png")).astype(int)
     assert a.shape == (56, 72, 3)
@@ -71,8 +100,9 @@ def test_cli_export_then_restore_matches_bundle(tmp_path: Path, capsys) -> None:
 def test_failed_check_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _bundle(tmp_path / "p.safetensors")
     real = export_module._onnxruntime_output
-    monkeypatch.setattr(export_module, "_onnxruntime_output",
-                        lambda model, x: real(model, x) + 1e-3)
+    monkeypatch.setattr(
+        export_module, "_onnxruntime_output", lambda model, x: real(model, x) + 1e-3
+    )
     with pytest.raises(UserError, match="ONNX check failed"):
         export_onnx(tmp_path / "p.safetensors", tmp_path / "e" / "p.onnx", opset=17)
     assert not list((tmp_path / "e").iterdir())
@@ -111,5 +141,7 @@ def test_rounding_flips_are_tolerated_but_not_more(
 
 def test_onnx_model_cannot_be_exported_again(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"x")
-    assert main(["export", "--model", str(tmp_path / "m.onnx"),
-                 "--onnx", str(tmp_path / "n.onnx")]) == 2
+    assert (
+        main(["export", "--model", str(tmp_path / "m.onnx"), "--onnx", str(tmp_path / "n.onnx")])
+        == 2
+    )

@@ -40,8 +40,13 @@ def _png16_bytes(values: np.ndarray, *, exif: bytes | None = None) -> bytes:
     raw = b"".join(b"\x00" + values[i].astype(">u2").tobytes() for i in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
     extra = _chunk(b"eXIf", exif) if exif is not None else b""
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + extra
-            + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + extra
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

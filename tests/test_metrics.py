@@ -30,7 +30,12 @@ def _sk_ssim(a, b):
     # 'valid' region BasicSR takes with cv2.filter2D(...)[5:-5, 5:-5]. Truncate 3.5·σ rounds to
     # radius 5, i.e. the 11-tap window.
     return structural_similarity(
-        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+        a,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
         channel_axis=-1 if a.ndim == 3 else None,
     )
 
@@ -47,8 +52,9 @@ def test_psnr_matches_skimage(crop):
 def test_ssim_matches_skimage(crop):
     pred, gt = _pair(seed=1)
     c = slice(crop, -crop) if crop else slice(None)
-    assert ssim(pred, gt, crop_border=crop) == pytest.approx(_sk_ssim(pred[c, c], gt[c, c]),
-                                                             abs=1e-6)
+    assert ssim(pred, gt, crop_border=crop) == pytest.approx(
+        _sk_ssim(pred[c, c], gt[c, c]), abs=1e-6
+    )
 
 
 def _loop_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,8 +77,10 @@ def _loop_ssim(a: np.ndarray, b: np.ndarray) -> float:
                     sbb += wt * vb * vb
                     sab += wt * va * vb
             va_, vb_, cov = saa - ma * ma, sbb - mb * mb, sab - ma * mb
-            vals.append(((2 * ma * mb + c1) * (2 * cov + c2))
-                        / ((ma * ma + mb * mb + c1) * (va_ + vb_ + c2)))
+            vals.append(
+                ((2 * ma * mb + c1) * (2 * cov + c2))
+                / ((ma * ma + mb * mb + c1) * (va_ + vb_ + c2))
+            )
     return sum(vals) / len(vals)
 
 
@@ -85,13 +93,21 @@ def test_ssim_matches_plain_definition():
 def test_y_channel_is_basicsr_bt601():
     pred, gt = _pair(seed=3)
     # Y written out per pixel: 16 + (65.481 R + 128.553 G + 24.966 B) / 255.
-    y = lambda img: 16 + (65.481 * img[..., 0] + 128.553 * img[..., 1]  # noqa: E731
-                          + 24.966 * img[..., 2]) / 255.0
+    y = lambda img: (
+        16
+        + (
+            65.481 * img[..., 0]
+            + 128.553 * img[..., 1]  # noqa: E731
+            + 24.966 * img[..., 2]
+        )
+        / 255.0
+    )
     ya, yb = y(pred.astype(np.float64)), y(gt.astype(np.float64))
     assert rgb_to_y(np.array([255.0, 255.0, 255.0])) == pytest.approx(235.0, abs=1e-9)
     assert rgb_to_y(np.zeros(3)) == 16.0
     assert psnr(pred, gt, y_channel=True, crop_border=2) == pytest.approx(
-        peak_signal_noise_ratio(yb[2:-2, 2:-2], ya[2:-2, 2:-2], data_range=255), abs=1e-6)
+        peak_signal_noise_ratio(yb[2:-2, 2:-2], ya[2:-2, 2:-2], data_range=255), abs=1e-6
+    )
     assert ssim(pred, gt, y_channel=True) == pytest.approx(_sk_ssim(ya, yb), abs=1e-6)
 
 
@@ -164,14 +180,21 @@ def fake_lpips(monkeypatch, tmp_path):
 
 
 def test_lpips_refuses_to_download_backbone(fake_lpips):
-    with pytest.raises(UserError, match=r"never downloaded.*alexnet-owt-7be5be79\.pth|"
-                                        r"alexnet-owt-7be5be79\.pth.*never downloaded"):
+    with pytest.raises(
+        UserError,
+        match=r"never downloaded.*alexnet-owt-7be5be79\.pth|"
+        r"alexnet-owt-7be5be79\.pth.*never downloaded",
+    ):
         Lpips("alex")
     (fake_lpips / "checkpoints").mkdir()
     (fake_lpips / "checkpoints" / "vgg16-397923af.pth").write_bytes(b"")
     Lpips("vgg")
-    assert _FakeLPIPS.built == {"net": "vgg", "version": "0.1", "pretrained": True,
-                                "verbose": False}
+    assert _FakeLPIPS.built == {
+        "net": "vgg",
+        "version": "0.1",
+        "pretrained": True,
+        "verbose": False,
+    }
 
 
 def test_lpips_scales_inputs_to_minus_one_one(fake_lpips):

@@ -30,8 +30,12 @@ def conv_params(c_in: int, c_out: int, k: int) -> int:
 
 def upsampler_params(c: int, scale: int) -> int:
     """×2^n: n convs C→4C; ×3: one conv C→9C; ×1: none."""
-    return {1: 0, 2: conv_params(c, 4 * c, 3), 3: conv_params(c, 9 * c, 3),
-            4: 2 * conv_params(c, 4 * c, 3)}[scale]
+    return {
+        1: 0,
+        2: conv_params(c, 4 * c, 3),
+        3: conv_params(c, 9 * c, 3),
+        4: 2 * conv_params(c, 4 * c, 3),
+    }[scale]
 
 
 def rcan_params_closed_form(*, groups: int, blocks: int, c: int, r: int, scale: int) -> int:
@@ -52,8 +56,9 @@ def test_paper_parameter_counts_match_closed_form(scale: int) -> None:
     with torch.device("meta"):
         rcan = build_model(preset_spec("rcan-paper", scale=scale))
         edsr = build_model(preset_spec("edsr-paper", scale=scale))
-    assert count_params(rcan) == rcan_params_closed_form(groups=10, blocks=8, c=64, r=16,
-                                                         scale=scale)
+    assert count_params(rcan) == rcan_params_closed_form(
+        groups=10, blocks=8, c=64, r=16, scale=scale
+    )
     assert count_params(edsr) == edsr_params_closed_form(blocks=8, c=64, scale=scale)
 
 
@@ -93,10 +98,13 @@ def hooked_macs(model: nn.Module, x: torch.Tensor) -> int:
 
 
 @pytest.mark.parametrize("scale", SCALES)
-@pytest.mark.parametrize("spec_args", [
-    dict(arch="rcan", n_feats=8, n_resblocks=2, n_resgroups=2, reduction=4),
-    dict(arch="edsr", n_feats=8, n_resblocks=3, res_scale=0.1),
-])
+@pytest.mark.parametrize(
+    "spec_args",
+    [
+        dict(arch="rcan", n_feats=8, n_resblocks=2, n_resgroups=2, reduction=4),
+        dict(arch="edsr", n_feats=8, n_resblocks=3, res_scale=0.1),
+    ],
+)
 def test_conv_macs_matches_forward_hooks(scale: int, spec_args: dict) -> None:
     spec = ModelSpec(scale=scale, **spec_args)
     model = build_model(spec)
@@ -117,8 +125,9 @@ def test_forward_shape_dtype_and_no_input_mutation(arch: str, scale: int) -> Non
     assert model.scale == scale and model.spec.scale == scale
 
 
-def reference_edsr(model: nn.Module, x: torch.Tensor, *, res_scale: float,
-                   n_blocks: int, scale: int) -> torch.Tensor:
+def reference_edsr(
+    model: nn.Module, x: torch.Tensor, *, res_scale: float, n_blocks: int, scale: int
+) -> torch.Tensor:
     """EDSR written out functionally from the paper: [0, 1] → [0, 255] minus DIV2K mean,
     head, residual blocks with scaled residuals, conv, long skip, pixel shuffle, tail, plus
     the mean, back to [0, 1]. Uses the model's conv weights only."""
@@ -165,15 +174,23 @@ def test_training_step_reaches_every_parameter(arch: str) -> None:
 def test_model_spec_round_trip_and_validation() -> None:
     spec = preset_spec("rcan-paper", scale=2)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
-    assert spec == ModelSpec(arch="rcan", scale=2, n_feats=64, n_resblocks=8, n_resgroups=10,
-                             reduction=16)
+    assert spec == ModelSpec(
+        arch="rcan", scale=2, n_feats=64, n_resblocks=8, n_resgroups=10, reduction=16
+    )
     bad = [
         dict(arch="srcnn", scale=2, n_feats=8, n_resblocks=1),
         dict(arch="edsr", scale=5, n_feats=8, n_resblocks=1),
         dict(arch="rcan", scale=2, n_feats=10, n_resblocks=1, n_resgroups=1, reduction=4),
         dict(arch="rcan", scale=2, n_feats=8, n_resblocks=1, n_resgroups=0, reduction=4),
-        dict(arch="rcan", scale=2, n_feats=8, n_resblocks=1, n_resgroups=1, reduction=4,
-             res_scale=0.1),
+        dict(
+            arch="rcan",
+            scale=2,
+            n_feats=8,
+            n_resblocks=1,
+            n_resgroups=1,
+            reduction=4,
+            res_scale=0.1,
+        ),
         dict(arch="edsr", scale=2, n_feats=0, n_resblocks=1),
     ]
     for args in bad:
@@ -186,8 +203,16 @@ def test_model_spec_round_trip_and_validation() -> None:
 
 
 def test_presets_and_table() -> None:
-    assert {"rcan-paper", "edsr-paper", "rcan-official", "edsr-baseline", "rcan-cpu",
-            "edsr-cpu", "rcan-tiny", "edsr-tiny"} <= set(PRESETS)
+    assert {
+        "rcan-paper",
+        "edsr-paper",
+        "rcan-official",
+        "edsr-baseline",
+        "rcan-cpu",
+        "edsr-cpu",
+        "rcan-tiny",
+        "edsr-tiny",
+    } <= set(PRESETS)
     assert preset_spec("rcan-official", scale=4).n_resblocks == 20
     assert preset_spec("edsr-baseline", scale=4).n_resblocks == 16
     with pytest.raises(UserError, match="rcan-paper"):
@@ -199,8 +224,9 @@ def test_presets_and_table() -> None:
     expected = [rcan_params_closed_form(groups=10, blocks=8, c=64, r=16, scale=s) for s in SCALES]
     assert [f"{n:,}" for n in expected] == rcan_row.split()[-8:-4]
     gmacs = [float(v) for v in rcan_row.split()[-4:]]
-    assert gmacs == [round(conv_macs(preset_spec("rcan-paper", scale=s), 96, 96) / 1e9, 2)
-                     for s in SCALES]
+    assert gmacs == [
+        round(conv_macs(preset_spec("rcan-paper", scale=s), 96, 96) / 1e9, 2) for s in SCALES
+    ]
 
 
 def test_pick_device() -> None:

@@ -30,8 +30,14 @@ from twostage.pipeline import (
 def _net(arch: str, scale: int, seed: int, **kw: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     if arch == "rcan":
-        spec = ModelSpec(arch="rcan", scale=scale, n_feats=8, n_resblocks=kw.get("blocks", 2),
-                         n_resgroups=kw.get("groups", 2), reduction=4)
+        spec = ModelSpec(
+            arch="rcan",
+            scale=scale,
+            n_feats=8,
+            n_resblocks=kw.get("blocks", 2),
+            n_resgroups=kw.get("groups", 2),
+            reduction=4,
+        )
     else:
         spec = ModelSpec(arch="edsr", scale=scale, n_feats=8, n_resblocks=kw.get("blocks", 1))
     return build_model(spec).eval()
@@ -177,8 +183,7 @@ def test_tiled_memory_is_output_buffer_plus_tiles() -> None:
 
 def test_restore_rejects_a_model_with_the_wrong_scale() -> None:
     with pytest.raises(UserError, match="expected"):
-        restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=2, tile=None,
-                      tile_pad=0)
+        restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=2, tile=None, tile_pad=0)
     with pytest.raises(UserError, match="--tile-pad"):
         restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=1, tile=4, tile_pad=-1)
 
@@ -208,8 +213,9 @@ def test_bundle_round_trip(tmp_path: Path) -> None:
     assert loaded.scale == 4 and loaded.stage2_repeats == 2 and loaded.name == pipe.name
     img = _photo((9, 11))
     pipe = pipe.to(memory_format=torch.channels_last)  # load_pipeline's layout: same arithmetic
-    np.testing.assert_array_equal(loaded.restore(img, device="cpu"),
-                                  pipe.restore(img, device="cpu"))
+    np.testing.assert_array_equal(
+        loaded.restore(img, device="cpu"), pipe.restore(img, device="cpu")
+    )
 
 
 def test_bundle_with_a_stray_key_is_an_error(tmp_path: Path) -> None:

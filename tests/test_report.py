@@ -23,19 +23,38 @@ from twostage.report import (
 def _rows() -> list[dict]:
     rows = []
     # two seeds × two images × two branches on one test set, simple known numbers
-    values = {("a", 0): (30.0, 32.0), ("a", 1): (31.0, 33.0),
-              ("b", 0): (28.0, 28.0), ("b", 1): (29.0, 27.0)}
+    values = {
+        ("a", 0): (30.0, 32.0),
+        ("a", 1): (31.0, 33.0),
+        ("b", 0): (28.0, 28.0),
+        ("b", 1): (29.0, 27.0),
+    }
     for (branch, seed), (v1, v2) in values.items():
         for image, v in (("x", v1), ("y", v2)):
-            rows.append({"branch": branch, "test_set": "t", "image": image, "seed": seed,
-                         "psnr": v, "ssim": v / 100})
+            rows.append(
+                {
+                    "branch": branch,
+                    "test_set": "t",
+                    "image": image,
+                    "seed": seed,
+                    "psnr": v,
+                    "ssim": v / 100,
+                }
+            )
     return rows
 
 
 def _results(rows: list[dict], seeds: list[int] | None = None) -> dict:
-    res = {"recipe": "r", "profile": "tiny", "seed": 0, "in_distribution": "t",
-           "test_sets": ["t"], "branches": ["a", "b"], "rows": rows,
-           "means": compute_means(rows)}
+    res = {
+        "recipe": "r",
+        "profile": "tiny",
+        "seed": 0,
+        "in_distribution": "t",
+        "test_sets": ["t"],
+        "branches": ["a", "b"],
+        "rows": rows,
+        "means": compute_means(rows),
+    }
     if seeds:
         res["seeds"] = seeds
     return res
@@ -73,8 +92,10 @@ def test_write_report_files(tmp_path):
     gt[10:30, 10:30] = np.random.default_rng(0).random((20, 20, 3))
     comp = Comparison("t", "x", (Panel("GT", gt, None), Panel("a", gt * 0.9, 30.0)))
     metrics = tmp_path / "metrics.csv"
-    metrics.write_text("iteration,loss,lr,val_psnr,val_ssim,seconds\n"
-                       "1,0.5,1e-4,,,0.1\n2,0.4,1e-4,20.0,0.5,0.2\n3,0.3,1e-4,,,0.3\n")
+    metrics.write_text(
+        "iteration,loss,lr,val_psnr,val_ssim,seconds\n"
+        "1,0.5,1e-4,,,0.1\n2,0.4,1e-4,20.0,0.5,0.2\n3,0.3,1e-4,,,0.3\n"
+    )
     (tmp_path / "out" / "bundles").mkdir(parents=True)
     (tmp_path / "out" / "bundles" / "a.safetensors").write_bytes(b"x")
     out = tmp_path / "out"

@@ -60,7 +60,7 @@ def _reference(
     rows = [[float(v) for v in row] for row in img]
     h, w = len(rows), len(rows[0])
     sh, sw = (out_h / h, out_w / w) if scale is None else (scale, scale)
-    for dim in ([0, 1] if sh <= sw else [1, 0]):
+    for dim in [0, 1] if sh <= sw else [1, 0]:
         if dim == 0:
             cols = [[rows[i][j] for i in range(len(rows))] for j in range(len(rows[0]))]
             cols = [_resize_line(c, out_h, sh) for c in cols]
@@ -113,8 +113,8 @@ def test_matlab_published_upscale():
         ((5, 6), 2.0, None),
         ((4, 5), 3.0, None),
         ((6, 7), 1.7, None),
-        ((10, 7), None, (5, 20)),   # rows shrink, columns grow: rows first
-        ((8, 12), None, (11, 5)),   # columns shrink more: columns first
+        ((10, 7), None, (5, 20)),  # rows shrink, columns grow: rows first
+        ((8, 12), None, (11, 5)),  # columns shrink more: columns first
         ((3, 3), None, (1, 1)),
     ],
 )
@@ -142,12 +142,16 @@ def test_uint8_pass_order_matters():
     img = np.random.default_rng(3).integers(0, 256, (16, 16), dtype=np.uint8)
     out = imresize(img, size=(4, 12)).astype(np.float64)
     cols_first = np.array(
-        [[_round_half_away(v) for v in _resize_line([float(x) for x in r], 12, 12 / 16)]
-         for r in img]
+        [
+            [_round_half_away(v) for v in _resize_line([float(x) for x in r], 12, 12 / 16)]
+            for r in img
+        ]
     )
     wrong = np.array(
-        [[_round_half_away(v) for v in _resize_line(list(cols_first[:, j]), 4, 4 / 16)]
-         for j in range(12)]
+        [
+            [_round_half_away(v) for v in _resize_line(list(cols_first[:, j]), 4, 4 / 16)]
+            for j in range(12)
+        ]
     ).T
     assert not np.array_equal(out, wrong)
 
@@ -164,8 +168,13 @@ def test_identity_at_scale_one():
 
 @pytest.mark.parametrize(
     ("shape", "scale", "expected"),
-    [((7, 9), 0.5, (4, 5)), ((10, 10), 1 / 3, (4, 4)), ((17, 33), 0.25, (5, 9)),
-     ((5, 3), 4, (20, 12)), ((6, 6), 0.5, (3, 3))],
+    [
+        ((7, 9), 0.5, (4, 5)),
+        ((10, 10), 1 / 3, (4, 4)),
+        ((17, 33), 0.25, (5, 9)),
+        ((5, 3), 4, (20, 12)),
+        ((6, 6), 0.5, (3, 3)),
+    ],
 )
 def test_output_size_is_ceil(shape, scale, expected):
     assert imresize(np.zeros(shape), scale).shape == expected

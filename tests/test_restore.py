@@ -36,9 +36,14 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 def _basicsr_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """BasicSR's EDSR key names for our 1-block ×2 EDSR, mapped by hand (no mean shift)."""
-    names = {"head.0": "conv_first", "body.0.body.0": "body.0.conv1",
-             "body.0.body.2": "body.0.conv2", "body.1": "conv_after_body",
-             "tail.0.0": "upsample.0", "tail.1": "conv_last"}
+    names = {
+        "head.0": "conv_first",
+        "body.0.body.0": "body.0.conv1",
+        "body.0.body.2": "body.0.conv2",
+        "body.1": "conv_after_body",
+        "tail.0.0": "upsample.0",
+        "tail.1": "conv_last",
+    }
     state = {}
     for key, value in model.state_dict().items():
         layer, kind = key.rsplit(".", 1)
@@ -84,8 +89,18 @@ def test_each_model_kind(kind: str, tmp_path: Path) -> None:
     path = _write_model(kind, tmp_path, model)
     rgb = _photo(12, 16)
     Image.fromarray(rgb).save(tmp_path / "cat.png")
-    code = main(["restore", "--model", str(path), str(tmp_path / "cat.png"),
-                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    code = main(
+        [
+            "restore",
+            "--model",
+            str(path),
+            str(tmp_path / "cat.png"),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     got = np.asarray(Image.open(tmp_path / "out" / "cat.png")).astype(int)
     want = _to_uint8(_reference(model, rgb)).astype(int)
@@ -96,8 +111,16 @@ def test_each_model_kind(kind: str, tmp_path: Path) -> None:
 def test_unknown_architecture_is_a_clear_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     torch.save({"layers.0.attn.qkv.weight": torch.zeros(3, 3)}, tmp_path / "swin.pth")
     Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
-    code = main(["restore", "--model", str(tmp_path / "swin.pth"), str(tmp_path / "a.png"),
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "restore",
+            "--model",
+            str(tmp_path / "swin.pth"),
+            str(tmp_path / "a.png"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "swin.pth" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -112,20 +135,57 @@ def test_folders_suffix_and_tiling(tmp_path: Path) -> None:
     Image.fromarray(a).save(src / "a.png")
     Image.fromarray(b).save(src / "trip" / "day1" / "b.png")
     out = tmp_path / "out"
-    assert main(["restore", "--model", str(path), str(src), "--out", str(out), "--suffix", "_x2",
-                 "--tile", "8", "--tile-pad", "8", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(src),
+                "--out",
+                str(out),
+                "--suffix",
+                "_x2",
+                "--tile",
+                "8",
+                "--tile-pad",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
-        "a_x2.png", "trip/day1/b_x2.png"]
+        "a_x2.png",
+        "trip/day1/b_x2.png",
+    ]
     # EDSR sees 6 pixels around each output: with pad 8 the tiles are exact.
     for img, name in ((a, "a_x2.png"), (b, "trip/day1/b_x2.png")):
         got = np.asarray(Image.open(out / name))
         np.testing.assert_array_equal(got, _to_uint8(_reference(model, img)))
 
     auto = tmp_path / "auto"
-    assert main(["restore", "--model", str(path), str(src / "a.png"), "--out", str(auto),
-                 "--tile", "auto", "--device", "cpu"]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(auto / "a.png")),
-                                  _to_uint8(_reference(model, a)))
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(src / "a.png"),
+                "--out",
+                str(auto),
+                "--tile",
+                "auto",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(auto / "a.png")), _to_uint8(_reference(model, a))
+    )
 
 
 def test_no_overwrite_without_flag(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -165,8 +225,19 @@ def test_sixteen_bit_in_sixteen_bit_out(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     img16 = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
     write_image(tmp_path / "deep.png", img16, bit_depth=16)
-    assert main(["restore", "--model", str(path), str(tmp_path / "deep.png"),
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(tmp_path / "deep.png"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     got, info = read_image(tmp_path / "out" / "deep.png")
     assert info.bit_depth == 16 and got.shape == (20, 24, 3)
     x = torch.from_numpy(img16.astype(np.float32).transpose(2, 0, 1) / 65535)[None]
@@ -182,8 +253,19 @@ def test_alpha_kept_or_dropped(tmp_path: Path, capsys) -> None:  # type: ignore[
     rgba[:, :8, 3] = 0
     rgba[:, 8:, 3] = 255
     Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
-    assert main(["restore", "--model", str(path), str(tmp_path / "logo.png"),
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(tmp_path / "logo.png"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     out = Image.open(tmp_path / "out" / "logo.png")
     assert out.mode == "RGBA" and out.size == (32, 24)
     alpha = np.asarray(out)[..., 3].astype(int)
@@ -191,8 +273,21 @@ def test_alpha_kept_or_dropped(tmp_path: Path, capsys) -> None:  # type: ignore[
     assert (alpha[:, :12] == 0).all() and (alpha[:, 20:] == 255).all()
     assert 0 < alpha[0, 15] < 255 and 0 < alpha[0, 16] < 255
 
-    assert main(["restore", "--model", str(path), str(tmp_path / "logo.png"),
-                 "--out", str(tmp_path / "jpg"), "--ext", "jpg"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(tmp_path / "logo.png"),
+                "--out",
+                str(tmp_path / "jpg"),
+                "--ext",
+                "jpg",
+            ]
+        )
+        == 0
+    )
     assert "alpha" in capsys.readouterr().err
     assert Image.open(tmp_path / "jpg" / "logo.jpg").mode == "RGB"
 
@@ -202,8 +297,19 @@ def test_gray_in_gray_out(tmp_path: Path) -> None:
     path = _write_model("native", tmp_path, model)
     gray = _photo(10, 14)[..., 1]
     Image.fromarray(gray, "L").save(tmp_path / "g.png")
-    assert main(["restore", "--model", str(path), str(tmp_path / "g.png"),
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(tmp_path / "g.png"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     out = Image.open(tmp_path / "out" / "g.png")
     assert out.mode == "L" and out.size == (28, 20)
     want = _reference(model, np.repeat(gray[..., None], 3, axis=2)).mean(axis=2)
@@ -216,8 +322,19 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
     exif = img.getexif()
     exif[0x0112] = 6  # display rotated 90° clockwise: 12 wide, 20 high
     img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
-    assert main(["restore", "--model", str(path), str(tmp_path / "phone.jpg"),
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(tmp_path / "phone.jpg"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "out" / "phone.png").size == (24, 40)
 
 
@@ -231,6 +348,7 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Image.Image, "save", interrupted_save)
-    assert main(["restore", "--model", str(path), str(tmp_path / "a.png"),
-                 "--out", str(out)]) == 130
+    assert (
+        main(["restore", "--model", str(path), str(tmp_path / "a.png"), "--out", str(out)]) == 130
+    )
     assert not out.exists() or not list(out.rglob("*"))

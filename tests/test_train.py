@@ -160,8 +160,13 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "twostage", *args], env=ENV, text=True,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "twostage", *args],
+        env=ENV,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, reference: Path) -> None:
@@ -169,17 +174,30 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, reference: Path) -
     save_config(tiny(), config)
     out = tmp_path / "run"
     killed = subprocess.run(
-        [sys.executable, "-c", _killing_launcher("batch", 17), "train", str(config),
-         "--out", str(out), "--quiet"],
-        env=ENV, text=True, capture_output=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            _killing_launcher("batch", 17),
+            "train",
+            str(config),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env=ENV,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000010"
     assert not (out / "model.safetensors").exists()
 
     resumed = _cli("train", str(config), "--out", str(out), "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    assert_bit_identical(weights(out / "model.safetensors"),
-                         weights(reference / "model.safetensors"))
+    assert_bit_identical(
+        weights(out / "model.safetensors"), weights(reference / "model.safetensors")
+    )
     # metrics.csv: rows logged after checkpoint 10 by the killed run were redone, not doubled
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [5, 10, 15, 20, 25, 30]
@@ -187,15 +205,28 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path, reference: Path) -
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
 
 
-def test_sigkill_during_save_leaves_previous_latest_loadable(tmp_path: Path,
-                                                              reference: Path) -> None:
+def test_sigkill_during_save_leaves_previous_latest_loadable(
+    tmp_path: Path, reference: Path
+) -> None:
     config = tmp_path / "tiny.yaml"
     save_config(tiny(), config)
     out = tmp_path / "run"
     killed = subprocess.run(
-        [sys.executable, "-c", _killing_launcher("save", 20), "train", str(config),
-         "--out", str(out), "--quiet"],
-        env=ENV, text=True, capture_output=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            _killing_launcher("save", 20),
+            "train",
+            str(config),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env=ENV,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     latest = latest_checkpoint(out)
     assert latest == out / "checkpoints" / "iter_00000010"
@@ -205,14 +236,16 @@ def test_sigkill_during_save_leaves_previous_latest_loadable(tmp_path: Path,
 
     resumed = _cli("train", str(config), "--out", str(out), "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    assert_bit_identical(weights(out / "model.safetensors"),
-                         weights(reference / "model.safetensors"))
+    assert_bit_identical(
+        weights(out / "model.safetensors"), weights(reference / "model.safetensors")
+    )
     leftovers = [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
 
-def test_full_disk_is_a_clear_error_and_keeps_latest(tmp_path: Path, reference: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_is_a_clear_error_and_keeps_latest(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_save = torch.save
 
     def failing_save(obj, f, *args, **kwargs):
@@ -228,14 +261,19 @@ def test_full_disk_is_a_clear_error_and_keeps_latest(tmp_path: Path, reference: 
     monkeypatch.setattr(torch, "save", real_save)
     assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000010"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "best.txt", "iter_00000010", "latest.txt"]
+        "best.txt",
+        "iter_00000010",
+        "latest.txt",
+    ]
     train(tiny(), out=out, resume=True, quiet=True)
-    assert_bit_identical(weights(out / "model.safetensors"),
-                         weights(reference / "model.safetensors"))
+    assert_bit_identical(
+        weights(out / "model.safetensors"), weights(reference / "model.safetensors")
+    )
 
 
-def test_ctrl_c_saves_a_checkpoint_then_resume_matches(tmp_path: Path, reference: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_saves_a_checkpoint_then_resume_matches(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = train_mod.random_batch
     calls = {"n": 0}
 
@@ -254,12 +292,14 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_matches(tmp_path: Path, reference
     assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000007"
     monkeypatch.setattr(train_mod, "random_batch", real)
     train(tiny(), out=out, resume=True, quiet=True)
-    assert_bit_identical(weights(out / "model.safetensors"),
-                         weights(reference / "model.safetensors"))
+    assert_bit_identical(
+        weights(out / "model.safetensors"), weights(reference / "model.safetensors")
+    )
 
 
-def test_nan_loss_stops_naming_the_iteration(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_loss_stops_naming_the_iteration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = train_mod.random_batch
     calls = {"n": 0}
 
@@ -315,8 +355,9 @@ def test_resume_of_a_finished_run_extends_it(tmp_path: Path, reference: Path) ->
     out = tmp_path / "run"
     train(tiny("optim.iterations=20"), out=out, quiet=True)
     train(tiny("optim.iterations=30"), out=out, resume=True, quiet=True)
-    assert_bit_identical(weights(out / "model.safetensors"),
-                         weights(reference / "model.safetensors"))
+    assert_bit_identical(
+        weights(out / "model.safetensors"), weights(reference / "model.safetensors")
+    )
 
 
 def test_scale_mismatch_is_an_error(tmp_path: Path) -> None:
@@ -334,10 +375,12 @@ def test_amp_needs_cuda(tmp_path: Path) -> None:
 def test_smoke_config_trains_through_the_cli_function(tmp_path: Path) -> None:
     from twostage.train import train_from_file
 
-    path = train_from_file(REPO / "configs" / "cpu" / "smoke.yaml",
-                           overrides=["optim.iterations=6", "log.checkpoint_every=3",
-                                      "run.threads=1"],
-                           out=tmp_path / "smoke", quiet=True)
+    path = train_from_file(
+        REPO / "configs" / "cpu" / "smoke.yaml",
+        overrides=["optim.iterations=6", "log.checkpoint_every=3", "run.threads=1"],
+        out=tmp_path / "smoke",
+        quiet=True,
+    )
     assert path == tmp_path / "smoke" / "model.safetensors" and path.is_file()
     assert latest_checkpoint(tmp_path / "smoke").name == "iter_00000006"
 

@@ -82,8 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one network from a YAML config")
     p.add_argument("config", type=Path, help="config YAML (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: config's)")
     p.add_argument("--device", choices=DEVICES, default=None)
@@ -91,14 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a recipe: every branch of a paper table, with report")
     p.add_argument("recipe", help="sr-x4, bicubic-x4, deblur, or a recipe YAML file")
-    p.add_argument("--data", action="append", type=_data_arg, default=[], metavar="NAME=PATH",
-                   help="a dataset root, e.g. div2k=/data/DIV2K (repeatable)")
+    p.add_argument(
+        "--data",
+        action="append",
+        type=_data_arg,
+        default=[],
+        metavar="NAME=PATH",
+        help="a dataset root, e.g. div2k=/data/DIV2K (repeatable)",
+    )
     p.add_argument("--profile", choices=("paper", "cpu", "tiny"), default="cpu")
-    p.add_argument("--branches", type=lambda t: [b for b in t.split(",") if b], default=None,
-                   metavar="A,B", help="run only these branches (default: all of the recipe)")
-    p.add_argument("--offshelf", action="append", type=_data_arg, default=[],
-                   metavar="NAME=FILE", help="use this checkpoint as off-the-shelf network NAME "
-                   "(e.g. offshelf-x2=EDSR_x2.pt) instead of training it (repeatable)")
+    p.add_argument(
+        "--branches",
+        type=lambda t: [b for b in t.split(",") if b],
+        default=None,
+        metavar="A,B",
+        help="run only these branches (default: all of the recipe)",
+    )
+    p.add_argument(
+        "--offshelf",
+        action="append",
+        type=_data_arg,
+        default=[],
+        metavar="NAME=FILE",
+        help="use this checkpoint as off-the-shelf network NAME "
+        "(e.g. offshelf-x2=EDSR_x2.pt) instead of training it (repeatable)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--seeds", type=_positive_int, default=1)
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -121,8 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restore", help="restore/super-resolve images with a model or pipeline")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files, folders, globs")
-    p.add_argument("--model", type=Path, required=True,
-                   help="pipeline bundle, checkpoint (native/official/BasicSR/spandrel) or .onnx")
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="pipeline bundle, checkpoint (native/official/BasicSR/spandrel) or .onnx",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--tile", type=_tile, default=None, metavar="N|auto")
     p.add_argument("--tile-pad", type=_non_negative_int, default=16)
@@ -158,36 +185,64 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elif cmd == "train":
         from twostage.train import train_from_file
 
-        train_from_file(args.config, overrides=args.overrides, resume=args.resume,
-                        out=args.out, device=args.device, quiet=args.quiet)
+        train_from_file(
+            args.config,
+            overrides=args.overrides,
+            resume=args.resume,
+            out=args.out,
+            device=args.device,
+            quiet=args.quiet,
+        )
     elif cmd == "run":
         from twostage.experiments import run_recipe
         from twostage.report import format_table
 
-        results = run_recipe(args.recipe, data=dict(args.data), profile=args.profile,
-                             out=args.out, seeds=args.seeds, device=args.device,
-                             quiet=args.quiet, branches=args.branches,
-                             offshelf=dict(args.offshelf))
+        results = run_recipe(
+            args.recipe,
+            data=dict(args.data),
+            profile=args.profile,
+            out=args.out,
+            seeds=args.seeds,
+            device=args.device,
+            quiet=args.quiet,
+            branches=args.branches,
+            offshelf=dict(args.offshelf),
+        )
         print(format_table(results))
         print(f"report: {args.out / 'index.html'}")
     elif cmd == "degrade":
         from twostage.ops.degrade import degrade_files
 
-        written = degrade_files(args.inputs, preset=args.preset, scale=args.scale,
-                                seed=args.seed, out=args.out)
+        written = degrade_files(
+            args.inputs, preset=args.preset, scale=args.scale, seed=args.seed, out=args.out
+        )
         print(f"wrote {len(written)} image(s) to {args.out}")
     elif cmd == "evaluate":
         from twostage.evaluate import evaluate_folders, format_evaluation
 
-        result = evaluate_folders(args.pred, args.gt, crop_border=args.crop_border,
-                                  y_channel=args.y_channel, lpips=args.lpips, json_path=args.json)
+        result = evaluate_folders(
+            args.pred,
+            args.gt,
+            crop_border=args.crop_border,
+            y_channel=args.y_channel,
+            lpips=args.lpips,
+            json_path=args.json,
+        )
         print(format_evaluation(result))
     elif cmd == "restore":
         from twostage.restore import restore_files
 
-        failures = restore_files(args.model, args.inputs, out=args.out, tile=args.tile,
-                                 tile_pad=args.tile_pad, device=args.device, suffix=args.suffix,
-                                 ext=args.ext, overwrite=args.overwrite)
+        failures = restore_files(
+            args.model,
+            args.inputs,
+            out=args.out,
+            tile=args.tile,
+            tile_pad=args.tile_pad,
+            device=args.device,
+            suffix=args.suffix,
+            ext=args.ext,
+            overwrite=args.overwrite,
+        )
         return 2 if failures else 0
     elif cmd == "export":
         from twostage.export import export_onnx

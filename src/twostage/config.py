@@ -120,10 +120,12 @@ def profile_defaults(name: str) -> TrainConfig:
     """The `paper`, `cpu` or `tiny` profile: an RCAN ×2 mapping network (the paper's best
     stage 1) trained on the embedded samples: gaussian-aniso ↓4 input → bicubic ↓2 target, a
     pair scale of 2. Recipes replace `model` and `data`."""
-    train = DatasetSpec(kind="samples", split="train", preset="gaussian-aniso", scale=4,
-                        target_domain="bicubic-x2")
-    val = DatasetSpec(kind="samples", split="test", preset="gaussian-aniso", scale=4,
-                      target_domain="bicubic-x2")
+    train = DatasetSpec(
+        kind="samples", split="train", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2"
+    )
+    val = DatasetSpec(
+        kind="samples", split="test", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2"
+    )
     if name == "paper":
         return TrainConfig(
             model=ModelConfig(preset="rcan-paper", scale=2),
@@ -145,11 +147,21 @@ def profile_defaults(name: str) -> TrainConfig:
     if name == "tiny":
         return TrainConfig(
             model=ModelConfig(preset="rcan-tiny", scale=2),
-            data=DataConfig(train=dataclasses.replace(train, limit=2),
-                            val=dataclasses.replace(val, limit=1), patch_size=16, batch_size=2),
+            data=DataConfig(
+                train=dataclasses.replace(train, limit=2),
+                val=dataclasses.replace(val, limit=1),
+                patch_size=16,
+                batch_size=2,
+            ),
             optim=OptimConfig(lr=1e-3, iterations=30, lr_step=10),
-            log=LogConfig(checkpoint_every=10, val_every=10, log_every=5, keep_last=2,
-                          tensorboard=False, n_val_images=1),
+            log=LogConfig(
+                checkpoint_every=10,
+                val_every=10,
+                log_every=5,
+                keep_last=2,
+                tensorboard=False,
+                n_val_images=1,
+            ),
             run=RunConfig(device="cpu", threads=1),
             name="tiny",
         )
@@ -286,9 +298,7 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     try:
         return _convert(value, tp, key)
     except _Mismatch:
-        raise ConfigError(
-            f"{key}: expected {_type_name(tp)}, got {value!r}"
-        ) from None
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}") from None
 
 
 def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
@@ -327,8 +337,12 @@ def _merge(cls: type, base: dict[str, Any], update: dict[str, Any], prefix: str)
     merged = dict(base)
     for name, value in update.items():
         tp = hints.get(name)
-        if (tp is not None and _is_config_class(tp) and isinstance(value, dict)
-                and isinstance(merged.get(name), dict)):
+        if (
+            tp is not None
+            and _is_config_class(tp)
+            and isinstance(value, dict)
+            and isinstance(merged.get(name), dict)
+        ):
             merged[name] = _merge(tp, merged[name], value, f"{prefix}{name}.")
         else:
             merged[name] = value
@@ -345,8 +359,9 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> TrainCo
         profile = data.pop("profile", None)
         if profile is not None:
             if not isinstance(profile, str):
-                raise ConfigError(f"profile: expected one of {', '.join(PROFILES)}, "
-                                  f"got {profile!r}")
+                raise ConfigError(
+                    f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}"
+                )
             base = config_to_dict(profile_defaults(profile))
             data = _merge(TrainConfig, base, data, "")
         cfg = _from_dict(TrainConfig, data, "")

@@ -111,16 +111,22 @@ def evaluate_folders(
     pairs = _pairs(pred, gt)
     models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
     rows = []
-    bar = tqdm(pairs, desc="evaluate", unit="img", leave=False,
-               disable=quiet or len(pairs) <= _PROGRESS_ABOVE)
+    bar = tqdm(
+        pairs,
+        desc="evaluate",
+        unit="img",
+        leave=False,
+        disable=quiet or len(pairs) <= _PROGRESS_ABOVE,
+    )
     for name, p, g in bar:
         p_img, _ = read_image(p)
         g_img, _ = read_image(g)
         if p_img.shape != g_img.shape:
             (ph, pw), (gh, gw) = p_img.shape[:2], g_img.shape[:2]
             raise UserError(f"{p} is {pw}x{ph} but its ground truth {g} is {gw}x{gh}")
-        scores = evaluate_arrays(p_img, g_img, crop_border=crop_border, y_channel=y_channel,
-                                 lpips_models=models)
+        scores = evaluate_arrays(
+            p_img, g_img, crop_border=crop_border, y_channel=y_channel, lpips_models=models
+        )
         rows.append({"name": name, "pred": str(p), "gt": str(g), **scores})
     keys = ["psnr", "ssim", *models]
     result = {
@@ -132,8 +138,10 @@ def evaluate_folders(
     if json_path is not None:
         serialisable = {
             **result,
-            "images": [{k: _json_number(v) if isinstance(v, float) else v for k, v in r.items()}
-                       for r in rows],
+            "images": [
+                {k: _json_number(v) if isinstance(v, float) else v for k, v in r.items()}
+                for r in rows
+            ],
             "mean": {k: _json_number(v) for k, v in result["mean"].items()},
         }
         write_text_atomic(json_path, json.dumps(serialisable, indent=2, allow_nan=False) + "\n")

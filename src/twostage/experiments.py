@@ -120,8 +120,10 @@ class Recipe:
         offshelf = [n.name for n in self.networks if n.role == "offshelf"]
         for name, path in checkpoints.items():
             if name not in offshelf:
-                raise UserError(f"--offshelf {name}=...: {self.name} has no off-the-shelf "
-                                f"network {name!r}; choose from {', '.join(offshelf)}")
+                raise UserError(
+                    f"--offshelf {name}=...: {self.name} has no off-the-shelf "
+                    f"network {name!r}; choose from {', '.join(offshelf)}"
+                )
             if not Path(path).is_file():
                 raise UserError(f"--offshelf {name}={path}: no such file")
         merged = dict(self.given) | {k: str(v) for k, v in checkpoints.items()}
@@ -138,10 +140,13 @@ class Recipe:
         known = [b.name for b in self.branches]
         bad = [n for n in names if n not in known]
         if bad or not names:
-            raise UserError(f"recipe {self.name}: unknown branch(es) {', '.join(bad) or '(none)'}"
-                            f"; choose from {', '.join(known)}")
-        return dataclasses.replace(self, branches=tuple(b for b in self.branches
-                                                        if b.name in names))
+            raise UserError(
+                f"recipe {self.name}: unknown branch(es) {', '.join(bad) or '(none)'}"
+                f"; choose from {', '.join(known)}"
+            )
+        return dataclasses.replace(
+            self, branches=tuple(b for b in self.branches if b.name in names)
+        )
 
     def needed_networks(self) -> list[NetworkDef]:
         """The networks the branches need (with everything they depend on), in training order."""
@@ -165,8 +170,9 @@ class Recipe:
         return [self.network(n) for n in order]
 
 
-def _rcan(name: str, role: str, scale: int, inp: Images, tgt: Images,
-          init_from: str | None = None) -> NetworkDef:
+def _rcan(
+    name: str, role: str, scale: int, inp: Images, tgt: Images, init_from: str | None = None
+) -> NetworkDef:
     return NetworkDef(name, role, "rcan", scale, inp, tgt, init_from)  # type: ignore[arg-type]
 
 
@@ -174,8 +180,11 @@ _HR = Images("hr")
 _DEG = Images("degraded")
 
 
-def sr_x4(*, degradation: str = "gaussian-aniso",
-          test_degradations: Sequence[str] = ("gaussian-aniso", "camera")) -> Recipe:
+def sr_x4(
+    *,
+    degradation: str = "gaussian-aniso",
+    test_degradations: Sequence[str] = ("gaussian-aniso", "camera"),
+) -> Recipe:
     """Fig. 3 / Table 2: every ×4 branch, trained on one degradation."""
     b4, b2 = Images("domain", "bicubic-x4"), Images("domain", "bicubic-x2")
     networks = (
@@ -185,10 +194,12 @@ def sr_x4(*, degradation: str = "gaussian-aniso",
         _rcan("map2", "mapping", 2, _DEG, b2),
         NetworkDef("direct-edsr", "direct", "edsr", 4, _DEG, _HR),
         _rcan("direct-rcan", "direct", 4, _DEG, _HR),
-        _rcan("specialized-x4", "specialized", 4, Images("mapped", network="map1"), _HR,
-              "offshelf-x4"),
-        _rcan("specialized-x2", "specialized", 2, Images("mapped", network="map2"), _HR,
-              "offshelf-x2"),
+        _rcan(
+            "specialized-x4", "specialized", 4, Images("mapped", network="map1"), _HR, "offshelf-x4"
+        ),
+        _rcan(
+            "specialized-x2", "specialized", 2, Images("mapped", network="map2"), _HR, "offshelf-x2"
+        ),
     )
     branches = (
         BranchDef("direct-edsr", "direct-edsr"),
@@ -199,8 +210,7 @@ def sr_x4(*, degradation: str = "gaussian-aniso",
         BranchDef("map2-offshelf-x2", "offshelf-x2", "map2", domain="bicubic-x2"),
         BranchDef("map2-specialized-x2", "specialized-x2", "map2", domain="bicubic-x2"),
     )
-    return Recipe("sr-x4", "sr-x4", 4, (degradation,), tuple(test_degradations), networks,
-                  branches)
+    return Recipe("sr-x4", "sr-x4", 4, (degradation,), tuple(test_degradations), networks, branches)
 
 
 def bicubic_x4() -> Recipe:
@@ -209,8 +219,14 @@ def bicubic_x4() -> Recipe:
     networks = (
         _rcan("offshelf-x2", "offshelf", 2, b2, _HR),
         _rcan("offshelf-x4", "offshelf", 4, b4, _HR),
-        _rcan("specialized-x2x2", "specialized", 2, Images("mapped", network="offshelf-x2"),
-              _HR, "offshelf-x2"),
+        _rcan(
+            "specialized-x2x2",
+            "specialized",
+            2,
+            Images("mapped", network="offshelf-x2"),
+            _HR,
+            "offshelf-x2",
+        ),
     )
     branches = (
         BranchDef("offshelf-x4", "offshelf-x4"),
@@ -220,15 +236,15 @@ def bicubic_x4() -> Recipe:
     return Recipe("bicubic-x4", "bicubic-x4", 4, ("bicubic",), ("bicubic",), networks, branches)
 
 
-def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"),
-           domain: str = "blur9") -> Recipe:
+def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"), domain: str = "blur9") -> Recipe:
     """Table 3: k×k blur mapped to the 9×9 domain, against the 9×9 deblurrer applied directly."""
     dom = Images("domain", domain)
     networks = (
         _rcan("deblur", "offshelf", 1, dom, _HR),
         _rcan("map", "mapping", 1, _DEG, dom),
-        _rcan("deblur-specialized", "specialized", 1, Images("mapped", network="map"), _HR,
-              "deblur"),
+        _rcan(
+            "deblur-specialized", "specialized", 1, Images("mapped", network="map"), _HR, "deblur"
+        ),
     )
     branches = (
         BranchDef("deblur-direct", "deblur"),
@@ -236,8 +252,9 @@ def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"),
         BranchDef("deblur-specialized", "deblur-specialized", "map", domain=domain),
         BranchDef("deblur-reference", "deblur", input="domain", domain=domain),
     )
-    return Recipe("deblur", "deblur", 1, tuple(degradations), tuple(degradations), networks,
-                  branches)
+    return Recipe(
+        "deblur", "deblur", 1, tuple(degradations), tuple(degradations), networks, branches
+    )
 
 
 def builtin_recipe(name: str) -> Recipe:
@@ -247,12 +264,23 @@ def builtin_recipe(name: str) -> Recipe:
         return bicubic_x4()
     if name == "deblur":
         return deblur()
-    raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(BASES)} "
-                    "or a recipe .yaml file")
+    raise UserError(
+        f"unknown recipe {name!r}; choose one of {', '.join(BASES)} or a recipe .yaml file"
+    )
 
 
-_YAML_KEYS = ("name", "base", "degradations", "test_degradations", "domain", "branches",
-              "specialized_init", "models", "train", "offshelf")
+_YAML_KEYS = (
+    "name",
+    "base",
+    "degradations",
+    "test_degradations",
+    "domain",
+    "branches",
+    "specialized_init",
+    "models",
+    "train",
+    "offshelf",
+)
 
 
 def _flatten(prefix: str, value: object) -> list[str]:
@@ -271,8 +299,10 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
         raise UserError(f"{source}: expected a mapping at the top level")
     unknown = [k for k in data if k not in _YAML_KEYS]
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(map(str, unknown))} "
-                        f"(valid: {', '.join(_YAML_KEYS)})")
+        raise UserError(
+            f"{source}: unknown key(s) {', '.join(map(str, unknown))} "
+            f"(valid: {', '.join(_YAML_KEYS)})"
+        )
     base = data.get("base")
     if base not in BASES:
         raise UserError(f"{source}: base must be one of {', '.join(BASES)}, got {base!r}")
@@ -283,8 +313,7 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
             return None
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not value or not all(
-                isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise UserError(f"{source}: {key} must be a non-empty list of names, got {value!r}")
         return tuple(value)
 
@@ -293,14 +322,18 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
     if base == "sr-x4":
         if degs is not None and len(degs) != 1:
             raise UserError(f"{source}: sr-x4 trains on one degradation, got {list(degs)}")
-        recipe = sr_x4(degradation=degs[0] if degs else "gaussian-aniso",
-                       test_degradations=tests or ((degs[0],) if degs else
-                                                   ("gaussian-aniso", "camera")))
+        recipe = sr_x4(
+            degradation=degs[0] if degs else "gaussian-aniso",
+            test_degradations=tests or ((degs[0],) if degs else ("gaussian-aniso", "camera")),
+        )
     elif base == "bicubic-x4":
         recipe = bicubic_x4()
         if degs is not None or tests is not None:
-            recipe = dataclasses.replace(recipe, degradations=degs or recipe.degradations,
-                                         test_degradations=tests or degs or ())
+            recipe = dataclasses.replace(
+                recipe,
+                degradations=degs or recipe.degradations,
+                test_degradations=tests or degs or (),
+            )
     else:
         from twostage.ops.degrade import DOMAINS
 
@@ -310,8 +343,10 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
         if tests:
             recipe = dataclasses.replace(recipe, test_degradations=tests)
     if domain is not None and base != "deblur":
-        raise UserError(f"{source}: domain is fixed by the branches of {base} "
-                        "(map1: bicubic-x4, map2: bicubic-x2); it is an option of deblur only")
+        raise UserError(
+            f"{source}: domain is fixed by the branches of {base} "
+            "(map1: bicubic-x4, map2: bicubic-x2); it is an option of deblur only"
+        )
     init = data.get("specialized_init", "offshelf")
     if init not in ("offshelf", "scratch"):
         raise UserError(f"{source}: specialized_init must be offshelf or scratch, got {init!r}")
@@ -322,9 +357,13 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
     if not isinstance(train, dict):
         raise UserError(f"{source}: train must be a mapping of TrainConfig fields")
     recipe = dataclasses.replace(
-        recipe, name=str(data.get("name") or recipe.name), specialized_init=init,
-        rcan=models.get("rcan"), edsr=models.get("edsr"), train_overrides=tuple(
-            _flatten("", train)))
+        recipe,
+        name=str(data.get("name") or recipe.name),
+        specialized_init=init,
+        rcan=models.get("rcan"),
+        edsr=models.get("edsr"),
+        train_overrides=tuple(_flatten("", train)),
+    )
     offshelf = data.get("offshelf") or {}
     if not isinstance(offshelf, dict) or not all(isinstance(v, str) for v in offshelf.values()):
         raise UserError(f"{source}: offshelf must map network names to checkpoint files")
@@ -391,18 +430,49 @@ PROFILES: dict[str, Profile] = {
     # 1500 iterations = the paper's three lr phases (halved every 500); the specialized ×2
     # fine-tunes the off-the-shelf weights for 600. Training uses up to 512 px of each image
     # (more data); the test photos are centre-cropped to 256 px.
-    "cpu": Profile("cpu", rcan="rcan-cpu", edsr="edsr-cpu", iterations=1500,
-                   specialized_iterations=600, mapping_iterations=1500, batch_size=8,
-                   patch_size=32, lr=1e-3, lr_step=500, hr_crop=256, train_crop=512,
-                   val_images=0, threads=2),
-    "tiny": Profile("tiny", rcan="rcan-tiny", edsr="edsr-tiny", iterations=3, batch_size=2,
-                    patch_size=8, lr=1e-3, lr_step=10, hr_crop=48, train_images=2,
-                    test_images=2, threads=1),
+    "cpu": Profile(
+        "cpu",
+        rcan="rcan-cpu",
+        edsr="edsr-cpu",
+        iterations=1500,
+        specialized_iterations=600,
+        mapping_iterations=1500,
+        batch_size=8,
+        patch_size=32,
+        lr=1e-3,
+        lr_step=500,
+        hr_crop=256,
+        train_crop=512,
+        val_images=0,
+        threads=2,
+    ),
+    "tiny": Profile(
+        "tiny",
+        rcan="rcan-tiny",
+        edsr="edsr-tiny",
+        iterations=3,
+        batch_size=2,
+        patch_size=8,
+        lr=1e-3,
+        lr_step=10,
+        hr_crop=48,
+        train_images=2,
+        test_images=2,
+        threads=1,
+    ),
 }
 # `twostage demo --quick`: the cpu profile, much shorter (≤ 2 minutes, used by CI).
-QUICK = dataclasses.replace(PROFILES["cpu"], iterations=150, specialized_iterations=80,
-                            mapping_iterations=150, hr_crop=128, train_crop=None,
-                            train_images=6, test_images=3, lr_step=100)
+QUICK = dataclasses.replace(
+    PROFILES["cpu"],
+    iterations=150,
+    specialized_iterations=80,
+    mapping_iterations=150,
+    hr_crop=128,
+    train_crop=None,
+    train_images=6,
+    test_images=3,
+    lr_step=100,
+)
 
 
 def get_profile(profile: str | Profile) -> Profile:
@@ -440,8 +510,12 @@ class Split:
 
             preset = get_preset(degradation)
             self._cache[key] = [
-                degrade(img, preset, scale=scale if preset.resizes else 1,
-                        seed=derive_seed(self.data_seed, f"{degradation}:{name}"))
+                degrade(
+                    img,
+                    preset,
+                    scale=scale if preset.resizes else 1,
+                    seed=derive_seed(self.data_seed, f"{degradation}:{name}"),
+                )
                 for name, img in zip(self.names, self.hr)
             ]
         return self._cache[key]
@@ -463,8 +537,12 @@ class Split:
         for name, img in zip(self.names, self.hr):
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(img).tobytes())
-        return {"source": self.source, "images": len(self.names), "seed": self.data_seed,
-                "content": digest.hexdigest()[:16]}
+        return {
+            "source": self.source,
+            "images": len(self.names),
+            "seed": self.data_seed,
+            "content": digest.hexdigest()[:16],
+        }
 
 
 @dataclass(frozen=True)
@@ -483,7 +561,7 @@ def _prepare(img: np.ndarray, *, scale: int, crop: int | None) -> np.ndarray:
     if crop is not None:
         ch, cw = min(h, crop), min(w, crop)
         top, left = (h - ch) // 2, (w - cw) // 2
-        img = img[top:top + ch, left:left + cw]
+        img = img[top : top + ch, left : left + cw]
         h, w = ch, cw
     return np.ascontiguousarray(img[: h - h % scale, : w - w % scale])
 
@@ -496,8 +574,11 @@ def _embedded(split: str, profile: Profile, scale: int) -> Split:
     if limit is not None:
         items = items[:limit]
     crop = profile.train_crop if split == "train" and profile.train_crop else profile.hr_crop
-    return Split("samples", [n for n, _ in items],
-                 [_prepare(img, scale=scale, crop=crop) for n, img in items])
+    return Split(
+        "samples",
+        [n for n, _ in items],
+        [_prepare(img, scale=scale, crop=crop) for n, img in items],
+    )
 
 
 def _pairs_split(source: str, pairs, *, given: str | None) -> Split:
@@ -508,13 +589,15 @@ def _pairs_split(source: str, pairs, *, given: str | None) -> Split:
     hr = [p.target if p.target.dtype == np.uint8 else to_uint8(p.target) for p in items]
     split = Split(source, [p.name for p in items], hr)
     if given is not None:
-        split.given[given] = [to_float(p.input) if p.input.dtype == np.uint8 else p.input
-                              for p in items]
+        split.given[given] = [
+            to_float(p.input) if p.input.dtype == np.uint8 else p.input for p in items
+        ]
     return split
 
 
-def plan_data(recipe: Recipe, data: dict[str, Path], profile: Profile
-              ) -> tuple[Split, list[TestSet]]:
+def plan_data(
+    recipe: Recipe, data: dict[str, Path], profile: Profile
+) -> tuple[Split, list[TestSet]]:
     """The training split and the test sets for `recipe` from `--data NAME=PATH` entries.
 
     samples=embedded: the bundled photos (train/test split), degraded with the recipe's presets.
@@ -532,8 +615,10 @@ def plan_data(recipe: Recipe, data: dict[str, Path], profile: Profile
     if not data:
         data = {"samples": Path(EMBEDDED)}
     if "samples" in data and str(data["samples"]) != EMBEDDED:
-        raise UserError(f"--data samples={data['samples']}: only samples={EMBEDDED} exists "
-                        "(use div2k=PATH or realsr=PATH for your own data)")
+        raise UserError(
+            f"--data samples={data['samples']}: only samples={EMBEDDED} exists "
+            "(use div2k=PATH or realsr=PATH for your own data)"
+        )
     scale = recipe.scale
     sr = recipe.base != "deblur"
     main = recipe.degradations[0]
@@ -553,10 +638,16 @@ def plan_data(recipe: Recipe, data: dict[str, Path], profile: Profile
         root = Path(data["div2k"])
         track = "bicubic" if recipe.base == "bicubic-x4" else "unknown"
         given = main if sr else None
-        train = _pairs_split("div2k", div2k(root, split="train", track=track, scale=4,
-                                            limit=profile.train_images), given=given)
-        valid = _pairs_split("div2k", div2k(root, split="valid", track=track, scale=4,
-                                            limit=profile.test_images), given=given)
+        train = _pairs_split(
+            "div2k",
+            div2k(root, split="train", track=track, scale=4, limit=profile.train_images),
+            given=given,
+        )
+        valid = _pairs_split(
+            "div2k",
+            div2k(root, split="valid", track=track, scale=4, limit=profile.test_images),
+            given=given,
+        )
         if sr:
             test_sets.append(TestSet(f"div2k-{main}", valid, main, main))
         else:
@@ -571,22 +662,28 @@ def plan_data(recipe: Recipe, data: dict[str, Path], profile: Profile
         root = Path(data["realsr"])
         for camera in ("Canon", "Nikon"):
             prefix = f"realsr-{camera.lower()}"
-            split = _pairs_split(prefix, realsr(root, camera=camera, split="test", scale=4,
-                                                limit=profile.test_images),
-                                 given="real" if sr else None)
+            split = _pairs_split(
+                prefix,
+                realsr(root, camera=camera, split="test", scale=4, limit=profile.test_images),
+                given="real" if sr else None,
+            )
             if sr:
                 test_sets.append(TestSet(prefix, split, "real", main))
             else:
                 synthetic_sets(prefix, split)
         if train is None:
-            train = _pairs_split("realsr", realsr(root, camera="both", split="train", scale=4,
-                                                  limit=profile.train_images),
-                                 given="real" if sr else None)
+            train = _pairs_split(
+                "realsr",
+                realsr(root, camera="both", split="train", scale=4, limit=profile.train_images),
+                given="real" if sr else None,
+            )
     if train is None or not test_sets:
         raise UserError(f"recipe {recipe.name}: no test set; give test_degradations or --data")
     # The in-distribution set (the training data under the training degradation) goes first.
-    first = next((t for t in test_sets if t.split.source == train.source
-                  and t.degradation == main), test_sets[0])
+    first = next(
+        (t for t in test_sets if t.split.source == train.source and t.degradation == main),
+        test_sets[0],
+    )
     return train, [first] + [t for t in test_sets if t is not first]
 
 
@@ -636,8 +733,17 @@ def _hash(obj: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def _train_config(recipe: Recipe, profile: Profile, net: NetworkDef, *, seed: int,
-                  device: str, init: Path | None, label: str, init_given: bool = False):
+def _train_config(
+    recipe: Recipe,
+    profile: Profile,
+    net: NetworkDef,
+    *,
+    seed: int,
+    device: str,
+    init: Path | None,
+    label: str,
+    init_given: bool = False,
+):
     """The TrainConfig of one network: the profile's, with this network's model and sizes.
 
     `init_given`: `init` is a given off-the-shelf checkpoint, whose architecture this network
@@ -647,8 +753,7 @@ def _train_config(recipe: Recipe, profile: Profile, net: NetworkDef, *, seed: in
     from twostage.data.datasets import DatasetSpec
 
     base = profile_defaults(profile.name)
-    preset = (recipe.rcan or profile.rcan) if net.arch == "rcan" else (recipe.edsr or
-                                                                       profile.edsr)
+    preset = (recipe.rcan or profile.rcan) if net.arch == "rcan" else (recipe.edsr or profile.edsr)
     optim = base.optim
     iterations = profile.iterations_for(net.role)
     if iterations is not None:
@@ -664,16 +769,29 @@ def _train_config(recipe: Recipe, profile: Profile, net: NetworkDef, *, seed: in
         patch_size=profile.patch_size or base.data.patch_size,
         batch_size=profile.batch_size or base.data.batch_size,
     )
-    log = dataclasses.replace(base.log, checkpoint_every=min(
-        base.log.checkpoint_every, max(1, optim.iterations // 4)),
+    log = dataclasses.replace(
+        base.log,
+        checkpoint_every=min(base.log.checkpoint_every, max(1, optim.iterations // 4)),
         val_every=min(base.log.val_every, max(1, optim.iterations // 4)),
-        log_every=min(base.log.log_every, max(1, optim.iterations // 20)))
-    run = dataclasses.replace(base.run, seed=seed, device=device,  # type: ignore[arg-type]
-                              threads=profile.threads or base.run.threads)
+        log_every=min(base.log.log_every, max(1, optim.iterations // 20)),
+    )
+    run = dataclasses.replace(
+        base.run,
+        seed=seed,
+        device=device,  # type: ignore[arg-type]
+        threads=profile.threads or base.run.threads,
+    )
     cfg = dataclasses.replace(
-        base, model=ModelConfig(preset=None if init_given else preset, scale=net.scale,
-                                init=str(init) if init else None),
-        data=data, optim=optim, log=log, run=run, name=label)
+        base,
+        model=ModelConfig(
+            preset=None if init_given else preset, scale=net.scale, init=str(init) if init else None
+        ),
+        data=data,
+        optim=optim,
+        log=log,
+        run=run,
+        name=label,
+    )
     return apply_overrides(cfg, list(recipe.train_overrides))
 
 
@@ -698,8 +816,9 @@ class _Run:
     trained_now: list[str] = field(default_factory=list)
 
     # ---------------------------------------------------------------- images of a split
-    def images(self, split: Split, spec: Images, degradation: str, *,
-               set_name: str) -> list[np.ndarray]:
+    def images(
+        self, split: Split, spec: Images, degradation: str, *, set_name: str
+    ) -> list[np.ndarray]:
         if spec.kind == "hr":
             return [img.astype(np.float32) / 255.0 for img in split.hr]
         if spec.kind == "domain":
@@ -714,8 +833,11 @@ class _Run:
 
         xs = self.images(split, net.input, degradation, set_name=set_name)
         ys = self.images(split, net.target, degradation, set_name=set_name)
-        return PairSet([Pair(name, x, y) for name, x, y in zip(split.names, xs, ys)],
-                       scale=net.scale, name=f"{split.source}:{net.name}")
+        return PairSet(
+            [Pair(name, x, y) for name, x, y in zip(split.names, xs, ys)],
+            scale=net.scale,
+            name=f"{split.source}:{net.name}",
+        )
 
     # ---------------------------------------------------------------- networks
     def instance(self, net: NetworkDef, degradation: str) -> TrainedNetwork:
@@ -732,16 +854,25 @@ class _Run:
         init = None
         init_given = False
         if net.input.kind == "mapped":
-            upstream["mapped_by"] = self.instance(self.recipe.network(net.input.network),
-                                                  degradation).key
+            upstream["mapped_by"] = self.instance(
+                self.recipe.network(net.input.network), degradation
+            ).key
         if net.init_from and self.recipe.specialized_init == "offshelf":
             parent = self.instance(self.recipe.network(net.init_from), degradation)
             upstream["init"] = parent.key
             init = parent.weights
             init_given = parent.given is not None
         label = f"{net.name}-{_short(deg)}" if deg else net.name
-        cfg = _train_config(self.recipe, self.profile, net, seed=self.seed, device=self.device,
-                            init=init, label=label, init_given=init_given)
+        cfg = _train_config(
+            self.recipe,
+            self.profile,
+            net,
+            seed=self.seed,
+            device=self.device,
+            init=init,
+            label=label,
+            init_given=init_given,
+        )
         from twostage.config import config_to_dict
 
         description = config_to_dict(cfg)
@@ -751,9 +882,13 @@ class _Run:
         description["model"]["init"] = None  # identified by upstream["init"] instead
         description["name"] = None
         key_obj = {
-            "version": 1, "config": description, "input": dataclasses.asdict(net.input),
-            "target": dataclasses.asdict(net.target), "degradation": self._describe_deg(deg),
-            "data": self.train.describe(), "upstream": upstream,
+            "version": 1,
+            "config": description,
+            "input": dataclasses.asdict(net.input),
+            "target": dataclasses.asdict(net.target),
+            "degradation": self._describe_deg(deg),
+            "data": self.train.describe(),
+            "upstream": upstream,
         }
         digest = _hash(key_obj)
         folder = self.out / "networks" / f"{label}-{digest}"
@@ -769,8 +904,10 @@ class _Run:
         model = self.model(TrainedNetwork(net, "", path.parent, "", given=path))
         scale = getattr(model, "scale", None)
         if scale != net.scale:
-            raise UserError(f"--offshelf {net.name}={path}: the checkpoint is ×{scale}, "
-                            f"{net.name} must be ×{net.scale}")
+            raise UserError(
+                f"--offshelf {net.name}={path}: the checkpoint is ×{scale}, "
+                f"{net.name} must be ×{net.scale}"
+            )
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
         self.progress(self._cost_of(net), f"{net.name} given ({path.name})")
         return TrainedNetwork(net, "", path.parent, digest, given=path)
@@ -792,21 +929,45 @@ class _Run:
     def _train(self, inst: TrainedNetwork, cfg) -> None:
         from twostage.train import latest_checkpoint, train
 
-        train_set = self.pairs(inst.definition, inst.degradation or self.recipe.degradations[0],
-                               self.train, "train")
+        train_set = self.pairs(
+            inst.definition, inst.degradation or self.recipe.degradations[0], self.train, "train"
+        )
         val_set = None
         if self.profile.val_images and self.test_sets:
-            test = next((t for t in self.test_sets
-                         if t.networks_of == (inst.degradation or self.recipe.degradations[0])),
-                        self.test_sets[0])
-            val_set = self._subset(self.pairs(inst.definition, test.degradation, test.split,
-                                              test.name), self.profile.val_images)
+            test = next(
+                (
+                    t
+                    for t in self.test_sets
+                    if t.networks_of == (inst.degradation or self.recipe.degradations[0])
+                ),
+                self.test_sets[0],
+            )
+            val_set = self._subset(
+                self.pairs(inst.definition, test.degradation, test.split, test.name),
+                self.profile.val_images,
+            )
         resume = latest_checkpoint(inst.folder) is not None  # an interrupted run: continue it
-        write_text_atomic(inst.folder / "network.json", json.dumps({
-            "network": dataclasses.asdict(inst.definition), "degradation": inst.degradation,
-            "recipe": self.recipe.name, "key": inst.key}, indent=2) + "\n")
-        train(cfg, out=inst.folder, resume=resume, train_set=train_set, val_set=val_set,
-              quiet=self.quiet)
+        write_text_atomic(
+            inst.folder / "network.json",
+            json.dumps(
+                {
+                    "network": dataclasses.asdict(inst.definition),
+                    "degradation": inst.degradation,
+                    "recipe": self.recipe.name,
+                    "key": inst.key,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
+        train(
+            cfg,
+            out=inst.folder,
+            resume=resume,
+            train_set=train_set,
+            val_set=val_set,
+            quiet=self.quiet,
+        )
         if not inst.weights.is_file():
             raise UserError(f"training {inst.label} finished without {inst.weights}")
         self.trained_now.append(inst.label)
@@ -815,21 +976,24 @@ class _Run:
     def _subset(pairs, n: int):
         from twostage.data.datasets import PairSet
 
-        return PairSet([pairs[i] for i in range(min(n, len(pairs)))], scale=pairs.scale,
-                       name=pairs.name)
+        return PairSet(
+            [pairs[i] for i in range(min(n, len(pairs)))], scale=pairs.scale, name=pairs.name
+        )
 
     def model(self, inst: TrainedNetwork):
         if inst.weights not in self.models:
             from twostage.models.checkpoints import load_model
             from twostage.pipeline import resolve_device
 
-            self.models[inst.weights] = load_model(inst.weights, device=resolve_device(
-                self.device)).eval()
+            self.models[inst.weights] = load_model(
+                inst.weights, device=resolve_device(self.device)
+            ).eval()
         return self.models[inst.weights]
 
     # ---------------------------------------------------------------- mapped sets
-    def mapped(self, inst: TrainedNetwork, split: Split, degradation: str, *,
-               set_name: str) -> list[np.ndarray]:
+    def mapped(
+        self, inst: TrainedNetwork, split: Split, degradation: str, *, set_name: str
+    ) -> list[np.ndarray]:
         """Stage-1 outputs of `inst` on `split`'s inputs, written to mapped/ once and reused."""
         from twostage.ops.imageio import read_image, write_image
         from twostage.pipeline import Pipeline
@@ -842,8 +1006,9 @@ class _Run:
             return [read_image(folder / f"{n}.png")[0] for n in split.names]
         inputs = split.inputs(degradation, scale=self.recipe.scale)
         # Same rounding as Pipeline's intermediate: clamp, then the 8-bit (16-bit) grid.
-        pipe = Pipeline(None, self.model(inst), quantize_intermediate=True,
-                        intermediate_bit_depth=bits)
+        pipe = Pipeline(
+            None, self.model(inst), quantize_intermediate=True, intermediate_bit_depth=bits
+        )
         outputs = []
         for name, x in zip(split.names, inputs):
             y = pipe.restore(x, device=self.device)
@@ -851,8 +1016,13 @@ class _Run:
             y = (np.floor(np.clip(y, 0, 1) * levels + 0.5) / levels).astype(np.float32)
             write_image(folder / f"{name}.png", y, bit_depth=bits)
             outputs.append(y)
-        write_text_atomic(marker, json.dumps({"network": inst.label, "key": inst.key,
-                                              "images": split.names, "bit_depth": bits}) + "\n")
+        write_text_atomic(
+            marker,
+            json.dumps(
+                {"network": inst.label, "key": inst.key, "images": split.names, "bit_depth": bits}
+            )
+            + "\n",
+        )
         return outputs
 
 
@@ -890,8 +1060,9 @@ def bicubic_up(img: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(imresize(img, float(scale)), 0.0, 1.0)
 
 
-def _branch_instances(run: _Run, branch: BranchDef, degradation: str
-                      ) -> tuple[TrainedNetwork | None, TrainedNetwork]:
+def _branch_instances(
+    run: _Run, branch: BranchDef, degradation: str
+) -> tuple[TrainedNetwork | None, TrainedNetwork]:
     s1 = run.instance(run.recipe.network(branch.stage1), degradation) if branch.stage1 else None
     s2 = run.instance(run.recipe.network(branch.stage2), degradation)
     return s1, s2
@@ -902,13 +1073,18 @@ def _pipeline(run: _Run, branch: BranchDef, degradation: str):
 
     s1, s2 = _branch_instances(run, branch, degradation)
     bits = 16 if branch.domain.startswith("blur") else 8
-    return Pipeline(run.model(s1) if s1 else None, run.model(s2),
-                    stage2_repeats=branch.stage2_repeats, name=branch.name,
-                    intermediate_bit_depth=bits)
+    return Pipeline(
+        run.model(s1) if s1 else None,
+        run.model(s2),
+        stage2_repeats=branch.stage2_repeats,
+        name=branch.name,
+        intermediate_bit_depth=bits,
+    )
 
 
-def _evaluate(run: _Run, *, seed: int, keep_first: bool, lpips: dict[str, object]
-              ) -> tuple[list[dict], list]:
+def _evaluate(
+    run: _Run, *, seed: int, keep_first: bool, lpips: dict[str, object]
+) -> tuple[list[dict], list]:
     """Rows for every branch (and interp-bicubic) × test set × image; and comparison strips."""
     from twostage.report import Comparison, Panel
 
@@ -920,7 +1096,8 @@ def _evaluate(run: _Run, *, seed: int, keep_first: bool, lpips: dict[str, object
         inputs = test.split.inputs(test.degradation, scale=scale)
         hrs = test.split.hr
         outputs: dict[str, list[np.ndarray]] = {
-            "interp-bicubic": [bicubic_up(x, scale) for x in inputs]}
+            "interp-bicubic": [bicubic_up(x, scale) for x in inputs]
+        }
         for branch in run.recipe.branches:
             pipe = _pipeline(run, branch, test.networks_of)
             xs = test.split.domain(branch.domain) if branch.input == "domain" else inputs
@@ -928,20 +1105,24 @@ def _evaluate(run: _Run, *, seed: int, keep_first: bool, lpips: dict[str, object
             run.progress(len(xs), f"evaluated {branch.name} on {test.name}")
         for name, preds in outputs.items():
             for image, pred, hr in zip(test.split.names, preds, hrs):
-                row = {"branch": name, "test_set": test.name, "image": image,
-                       "psnr": psnr(pred, hr, crop_border=scale),
-                       "ssim": ssim(pred, hr, crop_border=scale)}
+                row = {
+                    "branch": name,
+                    "test_set": test.name,
+                    "image": image,
+                    "psnr": psnr(pred, hr, crop_border=scale),
+                    "ssim": ssim(pred, hr, crop_border=scale),
+                }
                 for key, metric in lpips.items():
                     row[key] = float(metric(pred, hr))  # type: ignore[operator]
                 if seed is not None:
                     row["seed"] = seed
                 rows.append(row)
         if keep_first:
-            by = {(r["branch"], r["image"]): r["psnr"] for r in rows
-                  if r["test_set"] == test.name}
+            by = {(r["branch"], r["image"]): r["psnr"] for r in rows if r["test_set"] == test.name}
             first = test.split.names[0]
             panels = [Panel("GT", hrs[0], None)] + [
-                Panel(name, preds[0], by[(name, first)]) for name, preds in outputs.items()]
+                Panel(name, preds[0], by[(name, first)]) for name, preds in outputs.items()
+            ]
             comparisons.append(Comparison(test.name, first, tuple(panels)))
     return rows, comparisons
 
@@ -964,14 +1145,23 @@ def _write_bundles(run: _Run) -> list[Path]:
                 # A given third-party (spandrel) network: its bundle cannot hold it. Say so.
                 from tqdm import tqdm
 
-                tqdm.write(f"twostage: note: no bundle for {name}: a given off-the-shelf "
-                           "network is not RCAN/EDSR; restore with its own checkpoint")
+                tqdm.write(
+                    f"twostage: note: no bundle for {name}: a given off-the-shelf "
+                    "network is not RCAN/EDSR; restore with its own checkpoint"
+                )
                 continue
-            pipeline.save_bundle(path, {
-                "branch": branch.name, "recipe": run.recipe.name, "profile": run.profile.name,
-                "degradation": deg, "domain": branch.domain, "seed": str(run.seed),
-                "networks": json.dumps([n.label for n in (s1, s2) if n is not None]),
-            })
+            pipeline.save_bundle(
+                path,
+                {
+                    "branch": branch.name,
+                    "recipe": run.recipe.name,
+                    "profile": run.profile.name,
+                    "degradation": deg,
+                    "domain": branch.domain,
+                    "seed": str(run.seed),
+                    "networks": json.dumps([n.label for n in (s1, s2) if n is not None]),
+                },
+            )
             written.append(path)
     return written
 
@@ -985,10 +1175,16 @@ class _Progress:
     def __init__(self, total: float, *, quiet: bool, desc: str) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=max(1.0, total), desc=desc, unit="it", disable=quiet,
-                        position=0, leave=True, dynamic_ncols=True,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| "
-                                   "[{elapsed}<{remaining} overall]{postfix}")
+        self.bar = tqdm(
+            total=max(1.0, total),
+            desc=desc,
+            unit="it",
+            disable=quiet,
+            position=0,
+            leave=True,
+            dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining} overall]{postfix}",
+        )
         self.done = 0.0
 
     def __call__(self, amount: float, what: str) -> None:
@@ -1001,8 +1197,9 @@ class _Progress:
         self.bar.close()
 
 
-def _estimate(recipe: Recipe, profile: Profile, train: Split, tests: list[TestSet],
-              seeds: int) -> float:
+def _estimate(
+    recipe: Recipe, profile: Profile, train: Split, tests: list[TestSet], seeds: int
+) -> float:
     per_seed = 0.0
     base = None
     for net in recipe.needed_networks():
@@ -1021,11 +1218,18 @@ def _estimate(recipe: Recipe, profile: Profile, train: Split, tests: list[TestSe
 # ============================================================================ entry points
 
 
-def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = None,
-               profile: str | Profile = "cpu", out: Path, seeds: int = 1,
-               device: str = "auto", quiet: bool = False,
-               branches: Sequence[str] | None = None,
-               offshelf: dict[str, Path] | None = None) -> dict:
+def run_recipe(
+    recipe: str | Path | Recipe,
+    *,
+    data: dict[str, Path] | None = None,
+    profile: str | Profile = "cpu",
+    out: Path,
+    seeds: int = 1,
+    device: str = "auto",
+    quiet: bool = False,
+    branches: Sequence[str] | None = None,
+    offshelf: dict[str, Path] | None = None,
+) -> dict:
     """Run a recipe end to end in `out` (see the module docstring) and return results.json's dict.
 
     `seeds`: repeat with seeds 0..N-1 (networks are cached per seed); the report gives mean ±
@@ -1050,8 +1254,9 @@ def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = No
         torch.set_num_threads(prof.threads)
     out = Path(out)
     train, tests = plan_data(rec, data, prof)
-    progress = _Progress(_estimate(rec, prof, train, tests, seeds), quiet=quiet,
-                         desc=f"{rec.name} ({prof.name})")
+    progress = _Progress(
+        _estimate(rec, prof, train, tests, seeds), quiet=quiet, desc=f"{rec.name} ({prof.name})"
+    )
     lpips = _lpips_models(device if device != "auto" else "cpu")
     rows: list[dict] = []
     comparisons: list = []
@@ -1062,7 +1267,7 @@ def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = No
         for seed in range(seeds):
             run = _Run(rec, prof, out, device, quiet, train, tests, progress, seed=seed)
             for net in rec.needed_networks():
-                for deg in (rec.degradations if net.per_degradation else rec.degradations[:1]):
+                for deg in rec.degradations if net.per_degradation else rec.degradations[:1]:
                     run.instance(net, deg)
             # Mapped sets of every stage 1 on the test sets (train sets were written as needed).
             for branch in rec.branches:
@@ -1070,15 +1275,15 @@ def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = No
                     if branch.stage1:
                         s1 = run.instance(rec.network(branch.stage1), test.networks_of)
                         run.mapped(s1, test.split, test.degradation, set_name=test.name)
-            seed_rows, seed_comparisons = _evaluate(run, seed=seed, keep_first=seed == 0,
-                                                    lpips=lpips)
+            seed_rows, seed_comparisons = _evaluate(
+                run, seed=seed, keep_first=seed == 0, lpips=lpips
+            )
             rows += seed_rows
             trained_now += run.trained_now
             if seed == 0:
                 comparisons = seed_comparisons
                 _write_bundles(run)
-                curves = {inst.label: inst.folder / "metrics.csv"
-                          for inst in run.trained.values()}
+                curves = {inst.label: inst.folder / "metrics.csv" for inst in run.trained.values()}
     finally:
         progress.close()
     results = {
@@ -1096,8 +1301,7 @@ def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = No
     results["networks_trained"] = trained_now
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["lpips"] = sorted(lpips)
-    write_report(results, out, comparisons=comparisons, curves=curves,
-                 reading=describe(results))
+    write_report(results, out, comparisons=comparisons, curves=curves, reading=describe(results))
     return results
 
 
@@ -1106,9 +1310,9 @@ def run_recipe(recipe: str | Path | Recipe, *, data: dict[str, Path] | None = No
 
 def demo_recipe() -> Recipe:
     """sr-x4 on gaussian-aniso: direct ×4 RCAN against map2 + off-the-shelf/specialized ×2."""
-    return sr_x4(degradation="gaussian-aniso",
-                 test_degradations=("gaussian-aniso", "camera")).with_branches(
-        ["direct-rcan", "map2-offshelf-x2", "map2-specialized-x2"])
+    return sr_x4(
+        degradation="gaussian-aniso", test_degradations=("gaussian-aniso", "camera")
+    ).with_branches(["direct-rcan", "map2-offshelf-x2", "map2-specialized-x2"])
 
 
 def describe(results: dict) -> str:
@@ -1122,13 +1326,19 @@ def describe(results: dict) -> str:
             continue
         best = max(scores, key=scores.__getitem__)
         floor = means.get(("interp-bicubic", test), {}).get("psnr")
-        kind = ("the training degradation" if test == results.get("in_distribution")
-                else "a degradation never seen in training")
+        kind = (
+            "the training degradation"
+            if test == results.get("in_distribution")
+            else "a degradation never seen in training"
+        )
         text = f"On {test} ({kind}) the best branch is {best} at {scores[best]:.2f} dB"
         if floor is not None:
             margin = scores[best] - floor
-            text += (f", {margin:.2f} dB above bicubic interpolation" if margin >= 0 else
-                     f", {-margin:.2f} dB below bicubic interpolation")
+            text += (
+                f", {margin:.2f} dB above bicubic interpolation"
+                if margin >= 0
+                else f", {-margin:.2f} dB below bicubic interpolation"
+            )
             below = [b for b, v in scores.items() if v < floor]
             short = [b for b, v in scores.items() if floor <= v < floor + 0.5]
             if len(below) == len(scores):
@@ -1141,8 +1351,11 @@ def describe(results: dict) -> str:
         if others:
             runner_up, gap = others[-1][1], scores[best] - others[-1][0]
             text += f"; the runner-up, {runner_up}, is {gap:.2f} dB behind"
-        if "map2-specialized-x2" in scores and "direct-rcan" in scores and best not in (
-                "map2-specialized-x2", "direct-rcan"):
+        if (
+            "map2-specialized-x2" in scores
+            and "direct-rcan" in scores
+            and best not in ("map2-specialized-x2", "direct-rcan")
+        ):
             diff = scores["map2-specialized-x2"] - scores["direct-rcan"]
             text += f"; two-stage map2-specialized-x2 vs direct-rcan: {diff:+.2f} dB"
         parts.append(text + ".")
@@ -1160,10 +1373,15 @@ def describe(results: dict) -> str:
                 "The paper's claim is that mapping to the bicubic ×2 domain and then a "
                 "specialized ×2 beats direct ×4 training, most of all on unseen degradations; "
                 f"here two-stage minus direct is {', '.join(verdicts)}, so the claim "
-                + ("holds on every test set" if wins == len(gaps) else
-                   "holds on none of the test sets" if wins == 0 else
-                   "holds on some test sets only")
-                + " at this (tiny, CPU-sized) scale.")
+                + (
+                    "holds on every test set"
+                    if wins == len(gaps)
+                    else "holds on none of the test sets"
+                    if wins == 0
+                    else "holds on some test sets only"
+                )
+                + " at this (tiny, CPU-sized) scale."
+            )
     seeds = results.get("seeds")
     if seeds:
         parts.append(f"Means over {len(seeds)} seeds; ± is the standard deviation across seeds.")
@@ -1184,8 +1402,15 @@ def demo(*, out: Path, seeds: int = 1, quick: bool = False) -> dict:
     profile = QUICK if quick else PROFILES["cpu"]
     out = Path(out)
     start = time.perf_counter()
-    results = run_recipe(demo_recipe(), data={"samples": Path(EMBEDDED)}, profile=profile,
-                         out=out, seeds=seeds, device="cpu", quiet=False)
+    results = run_recipe(
+        demo_recipe(),
+        data={"samples": Path(EMBEDDED)},
+        profile=profile,
+        out=out,
+        seeds=seeds,
+        device="cpu",
+        quiet=False,
+    )
     minutes = (time.perf_counter() - start) / 60
     print()
     print(format_table(results))

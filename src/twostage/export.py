@@ -42,10 +42,17 @@ def _export(pipe: Pipeline, target: Path | io.BytesIO, *, opset: int) -> None:
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
         try:
             torch.onnx.export(
-                pipe, (example,), target, dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                              "output": {0: "batch", 2: "out_height", 3: "out_width"}},
+                pipe,
+                (example,),
+                target,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={
+                    "input": {0: "batch", 2: "height", 3: "width"},
+                    "output": {0: "batch", 2: "out_height", 3: "out_width"},
+                },
             )
         except Exception as exc:  # the exporter raises many types for unsupported ops/opsets
             raise UserError(f"ONNX export failed (--opset {opset}): {exc}") from None
@@ -62,9 +69,12 @@ def _onnxruntime_output(model: Path | bytes, x: torch.Tensor) -> np.ndarray:
 def _add_metadata(path: Path, pipe: Pipeline) -> None:
     """Store scale, name and the tiling memory estimate in the graph (read by OnnxPipeline)."""
     model = onnx_lib.load(str(path))
-    props = {"scale": str(pipe.scale), "name": pipe.name,
-             "activation_floats_per_pixel": f"{pipe.floats_per_pixel():.1f}",
-             "producer": "twostage"}
+    props = {
+        "scale": str(pipe.scale),
+        "name": pipe.name,
+        "activation_floats_per_pixel": f"{pipe.floats_per_pixel():.1f}",
+        "producer": "twostage",
+    }
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

@@ -63,8 +63,16 @@ BUNDLE_FORMAT = "twostage-pipeline"
 BUNDLE_VERSION = "1"
 # Bundle metadata keys written by `save_bundle`; user metadata may not reuse them.
 _RESERVED = (
-    "format", "version", "twostage_version", "name", "scale", "stage1_spec", "stage2_spec",
-    "stage2_repeats", "quantize_intermediate", "intermediate_bit_depth",
+    "format",
+    "version",
+    "twostage_version",
+    "name",
+    "scale",
+    "stage1_spec",
+    "stage2_spec",
+    "stage2_repeats",
+    "quantize_intermediate",
+    "intermediate_bit_depth",
 )
 CPU_TILE_BUDGET = 1 << 30  # bytes; larger CPU tiles only cost memory
 DEFAULT_WIDTH = 64  # feature channels assumed for a network whose width cannot be read
@@ -169,8 +177,9 @@ def restore_image(
     img = np.ascontiguousarray(img, dtype=np.float32)
     out = np.empty((height * scale, width * scale, 3), dtype=np.float32)
     regions = _tiles(height, width, tile) if tile else [(0, height, 0, width)]
-    bar = tqdm(regions, desc="tiles", unit="tile", leave=False,
-               disable=not progress or len(regions) == 1)
+    bar = tqdm(
+        regions, desc="tiles", unit="tile", leave=False, disable=not progress or len(regions) == 1
+    )
     for y0, y1, x0, x1 in bar:
         py0, py1 = max(0, y0 - tile_pad), min(height, y1 + tile_pad)
         px0, px1 = max(0, x0 - tile_pad), min(width, x1 + tile_pad)
@@ -265,16 +274,22 @@ class Pipeline(nn.Module):
         dev = self.device() if device is None else resolve_device(device)
         self.to(dev).eval()
         if tile == "auto":
-            tile = auto_tile(img.shape[0], img.shape[1], floats_per_pixel=self.floats_per_pixel(),
-                             tile_pad=tile_pad, budget=free_memory(dev))
+            tile = auto_tile(
+                img.shape[0],
+                img.shape[1],
+                floats_per_pixel=self.floats_per_pixel(),
+                tile_pad=tile_pad,
+                budget=free_memory(dev),
+            )
 
         def run(patch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 y = self(torch.from_numpy(patch).to(dev))
             return y.float().cpu().numpy()
 
-        return restore_image(run, img, scale=self.scale, tile=tile, tile_pad=tile_pad,
-                             progress=progress)
+        return restore_image(
+            run, img, scale=self.scale, tile=tile, tile_pad=tile_pad, progress=progress
+        )
 
     def save_bundle(self, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
         """Write one `.safetensors` bundle: weights `stage1.*`, `stage2.*` + JSON metadata.
@@ -357,8 +372,11 @@ def _load_bundle(path: Path, device: torch.device) -> Pipeline:
         repeats = int(meta["stage2_repeats"])
         quant = bool(json.loads(meta.get("quantize_intermediate", "true")))
         bits = int(meta.get("intermediate_bit_depth", "8"))
-        specs = {p: ModelSpec.from_dict(json.loads(meta[f"{p}_spec"]))
-                 for p in ("stage1", "stage2") if f"{p}_spec" in meta}
+        specs = {
+            p: ModelSpec.from_dict(json.loads(meta[f"{p}_spec"]))
+            for p in ("stage1", "stage2")
+            if f"{p}_spec" in meta
+        }
     except (KeyError, ValueError, TypeError, UserError) as exc:
         raise CheckpointError(f"{path}: broken pipeline bundle metadata ({exc})") from None
     if "stage2" not in specs:
@@ -379,9 +397,14 @@ def _load_bundle(path: Path, device: torch.device) -> Pipeline:
     stray = sorted(k for k in state if k.split(".", 1)[0] not in stages)
     if stray:
         raise CheckpointError(f"{path}: unknown keys in pipeline bundle: {', '.join(stray)}")
-    pipe = Pipeline(stages.get("stage1"), stages["stage2"], stage2_repeats=repeats,
-                    name=meta.get("name", ""), quantize_intermediate=quant,
-                    intermediate_bit_depth=bits)
+    pipe = Pipeline(
+        stages.get("stage1"),
+        stages["stage2"],
+        stage2_repeats=repeats,
+        name=meta.get("name", ""),
+        quantize_intermediate=quant,
+        intermediate_bit_depth=bits,
+    )
     if pipe.scale != int(meta.get("scale", pipe.scale)):
         raise CheckpointError(
             f"{path}: bundle says scale {meta['scale']} but its stages give {pipe.scale}"
@@ -408,10 +431,12 @@ class OnnxPipeline:
         props = self.session.get_modelmeta().custom_metadata_map
         self.name = props.get("name", self.path.stem)
         self.scale = int(props["scale"]) if "scale" in props else self._probe_scale()
-        self._floats = float(props.get(
-            "activation_floats_per_pixel",
-            activation_floats_per_pixel([(DEFAULT_WIDTH, self.scale)]),
-        ))
+        self._floats = float(
+            props.get(
+                "activation_floats_per_pixel",
+                activation_floats_per_pixel([(DEFAULT_WIDTH, self.scale)]),
+            )
+        )
 
     def _run(self, patch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: patch})[0]
@@ -441,14 +466,20 @@ class OnnxPipeline:
             raise UserError(f"{self.path} was loaded for {self.device_name}, not {device}")
         if tile == "auto":
             dev = torch.device("cuda" if self.device_name == "cuda" else "cpu")
-            tile = auto_tile(img.shape[0], img.shape[1], floats_per_pixel=self._floats,
-                             tile_pad=tile_pad, budget=free_memory(dev))
-        return restore_image(self._run, img, scale=self.scale, tile=tile, tile_pad=tile_pad,
-                             progress=progress)
+            tile = auto_tile(
+                img.shape[0],
+                img.shape[1],
+                floats_per_pixel=self._floats,
+                tile_pad=tile_pad,
+                budget=free_memory(dev),
+            )
+        return restore_image(
+            self._run, img, scale=self.scale, tile=tile, tile_pad=tile_pad, progress=progress
+        )
 
 
 def _onnx_device(device: str | torch.device | None) -> str:
-    """"cuda" when asked for (or "auto" and onnxruntime has CUDA), else "cpu"."""
+    """ "cuda" when asked for (or "auto" and onnxruntime has CUDA), else "cpu"."""
     import onnxruntime as ort
 
     name = device.type if isinstance(device, torch.device) else (device or "cpu")

@@ -152,8 +152,11 @@ def _tex_escape(text: str) -> str:
 def format_latex(results: dict) -> str:
     """results.tex: one booktabs table per test set, laid out like the paper's tables."""
     lookup = _mean_lookup(results)
-    parts = [f"% twostage results: recipe {results['recipe']}, profile {results['profile']}",
-             "% needs \\usepackage{booktabs}", ""]
+    parts = [
+        f"% twostage results: recipe {results['recipe']}, profile {results['profile']}",
+        "% needs \\usepackage{booktabs}",
+        "",
+    ]
     for test_set in results["test_sets"]:
         branches = [b for b in results["branches"] if (b, test_set) in lookup]
         parts += [
@@ -191,11 +194,25 @@ def format_csv(results: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["seed", "branch", "test_set", "image", *keys])
     for row in results["rows"]:
-        writer.writerow([row.get("seed", results.get("seed")), row["branch"], row["test_set"],
-                         row["image"], *(_csv_value(row.get(k)) for k in keys)])
+        writer.writerow(
+            [
+                row.get("seed", results.get("seed")),
+                row["branch"],
+                row["test_set"],
+                row["image"],
+                *(_csv_value(row.get(k)) for k in keys),
+            ]
+        )
     for mean in results["means"]:
-        writer.writerow(["all", mean["branch"], mean["test_set"], "mean",
-                         *(_csv_value(mean.get(k)) for k in keys)])
+        writer.writerow(
+            [
+                "all",
+                mean["branch"],
+                mean["test_set"],
+                "mean",
+                *(_csv_value(mean.get(k)) for k in keys),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -210,7 +227,8 @@ def format_table(results: dict) -> str:
     cols = results["test_sets"]
     cell_w = max(22, *(len(c) + 2 for c in cols))
     head = "branch".ljust(width) + "".join(
-        (c + ("*" if c == results.get("in_distribution") else "")).rjust(cell_w) for c in cols)
+        (c + ("*" if c == results.get("in_distribution") else "")).rjust(cell_w) for c in cols
+    )
     lines = [head, "-" * len(head)]
     for b in results["branches"]:
         cells = []
@@ -225,9 +243,14 @@ def format_table(results: dict) -> str:
             text += f" / {m['ssim']:.3f}"
             cells.append(text.rjust(cell_w))
         lines.append(b.ljust(width) + "".join(cells))
-    lines.append("PSNR (dB) / SSIM on RGB" + (
-        ";  * = in-distribution (the training degradation)"
-        if results.get("in_distribution") else ""))
+    lines.append(
+        "PSNR (dB) / SSIM on RGB"
+        + (
+            ";  * = in-distribution (the training degradation)"
+            if results.get("in_distribution")
+            else ""
+        )
+    )
     return "\n".join(lines)
 
 
@@ -250,15 +273,20 @@ def pick_crop(gt: np.ndarray, *, size: int) -> tuple[int, int, int]:
     side = min(size, h, w)
     gray = _to_uint8(gt).astype(np.float64).mean(axis=2)
     lap = np.zeros_like(gray)
-    lap[1:-1, 1:-1] = np.abs(4 * gray[1:-1, 1:-1] - gray[:-2, 1:-1] - gray[2:, 1:-1]
-                             - gray[1:-1, :-2] - gray[1:-1, 2:])
+    lap[1:-1, 1:-1] = np.abs(
+        4 * gray[1:-1, 1:-1] - gray[:-2, 1:-1] - gray[2:, 1:-1] - gray[1:-1, :-2] - gray[1:-1, 2:]
+    )
     integral = np.pad(lap.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     stride = max(1, side // 4)
     best = (-1.0, 0, 0)
     for top in range(0, h - side + 1, stride):
         for left in range(0, w - side + 1, stride):
-            total = (integral[top + side, left + side] - integral[top, left + side]
-                     - integral[top + side, left] + integral[top, left])
+            total = (
+                integral[top + side, left + side]
+                - integral[top, left + side]
+                - integral[top + side, left]
+                + integral[top, left]
+            )
             if total > best[0]:
                 best = (float(total), top, left)
     return best[1], best[2], side
@@ -272,11 +300,14 @@ def render_comparison(comparison: Comparison, *, crop: int = 96, display: int = 
     font = ImageFont.load_default()
     label_h = 30
     pad = 6
-    strip = Image.new("RGB", (len(comparison.panels) * (display + pad) + pad,
-                              display + label_h + 2 * pad), "white")
+    strip = Image.new(
+        "RGB",
+        (len(comparison.panels) * (display + pad) + pad, display + label_h + 2 * pad),
+        "white",
+    )
     draw = ImageDraw.Draw(strip)
     for i, panel in enumerate(comparison.panels):
-        patch = _to_uint8(np.asarray(panel.image))[top:top + side, left:left + side]
+        patch = _to_uint8(np.asarray(panel.image))[top : top + side, left : left + side]
         tile = Image.fromarray(patch).resize((display, display), Image.Resampling.NEAREST)
         x = pad + i * (display + pad)
         strip.paste(tile, (x, pad))
@@ -374,8 +405,14 @@ img{max-width:100%;border:1px solid #ddd} code{background:#f4f4f4;padding:0 .2em
 """
 
 
-def format_html(results: dict, *, figures: Iterable[str], curves: Iterable[str],
-                bundles: Iterable[str], reading: str = "") -> str:
+def format_html(
+    results: dict,
+    *,
+    figures: Iterable[str],
+    curves: Iterable[str],
+    bundles: Iterable[str],
+    reading: str = "",
+) -> str:
     """index.html: tables, strips, curves and links, all relative, no external assets."""
     seeds = results.get("seeds", [results.get("seed")])
     body = [
@@ -386,18 +423,25 @@ def format_html(results: dict, *, figures: Iterable[str], curves: Iterable[str],
     ]
     if reading:
         body.append(f"<p>{html.escape(reading)}</p>")
-    body.append("<p>Files: " + " · ".join(
-        f"<a href='{n}'>{n}</a>" for n in
-        ("results.json", "results.csv", "results.md", "results.tex")) + "</p>")
+    body.append(
+        "<p>Files: "
+        + " · ".join(
+            f"<a href='{n}'>{n}</a>"
+            for n in ("results.json", "results.csv", "results.md", "results.tex")
+        )
+        + "</p>"
+    )
     body.append("<h2>Results</h2>")
     for test_set in results["test_sets"]:
         body.append(f"<h3>{html.escape(_title(results, test_set))}</h3>")
         body.append(_html_table(results, test_set))
     figures = list(figures)
     if figures:
-        body.append("<h2>Comparisons</h2><p>The same crop of the ground truth, of bicubic "
-                    "interpolation and of every branch; labels give the PSNR of the whole "
-                    "image.</p>")
+        body.append(
+            "<h2>Comparisons</h2><p>The same crop of the ground truth, of bicubic "
+            "interpolation and of every branch; labels give the PSNR of the whole "
+            "image.</p>"
+        )
         body += [f"<p><img src='{html.escape(f)}' alt='{html.escape(f)}'></p>" for f in figures]
     curves = list(curves)
     if curves:
@@ -405,21 +449,31 @@ def format_html(results: dict, *, figures: Iterable[str], curves: Iterable[str],
         body += [f"<p><img src='{html.escape(c)}' alt='{html.escape(c)}'></p>" for c in curves]
     bundles = list(bundles)
     if bundles:
-        body.append("<h2>Pipeline bundles</h2><p>Each restores images with "
-                    "<code>twostage restore --model FILE INPUT --out DIR</code>.</p><ul>")
+        body.append(
+            "<h2>Pipeline bundles</h2><p>Each restores images with "
+            "<code>twostage restore --model FILE INPUT --out DIR</code>.</p><ul>"
+        )
         body += [f"<li><a href='{html.escape(b)}'>{html.escape(b)}</a></li>" for b in bundles]
         body.append("</ul>")
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>twostage {html.escape(results['recipe'])}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>twostage {html.escape(results['recipe'])}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def write_report(results: dict, out_dir: Path, *, comparisons: Sequence[Comparison] = (),
-                 curves: dict[str, Path] | None = None, reading: str = "") -> list[Path]:
+def write_report(
+    results: dict,
+    out_dir: Path,
+    *,
+    comparisons: Sequence[Comparison] = (),
+    curves: dict[str, Path] | None = None,
+    reading: str = "",
+) -> list[Path]:
     """Write results.{json,csv,md,tex}, figures/ and index.html into `out_dir`.
 
     `comparisons` become figures/compare-<test set>-<image>.png; `curves` maps a network name to
@@ -451,8 +505,11 @@ def write_report(results: dict, out_dir: Path, *, comparisons: Sequence[Comparis
         if plot_curves(name, Path(metrics_csv), out_dir / rel):
             curve_files.append(rel)
             written.append(out_dir / rel)
-    bundles = sorted(p.relative_to(out_dir).as_posix()
-                     for p in (out_dir / "bundles").glob("*.safetensors"))
-    text("index.html", format_html(results, figures=figures, curves=curve_files,
-                                   bundles=bundles, reading=reading))
+    bundles = sorted(
+        p.relative_to(out_dir).as_posix() for p in (out_dir / "bundles").glob("*.safetensors")
+    )
+    text(
+        "index.html",
+        format_html(results, figures=figures, curves=curve_files, bundles=bundles, reading=reading),
+    )
     return written

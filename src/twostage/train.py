@@ -66,8 +66,7 @@ STATE_FORMAT = "twostage-train-state"
 STATE_VERSION = 1
 METRIC_FIELDS = ("iteration", "loss", "lr", "val_psnr", "val_ssim", "seconds")
 # On resume these may differ from the run's config.yaml; anything else would change the result.
-RESUMABLE_CHANGES = ("name", "optim.iterations", "log.", "run.device", "run.threads",
-                     "run.compile")
+RESUMABLE_CHANGES = ("name", "optim.iterations", "log.", "run.device", "run.threads", "run.compile")
 
 
 class TrainingDiverged(UserError):
@@ -117,8 +116,9 @@ def rng_state() -> dict[str, Any]:
         "numpy_gauss": torch.tensor([float(np_has_gauss), float(np_gauss)], dtype=torch.float64),
         "python": torch.tensor(py_internal, dtype=torch.int64),
         "python_version": torch.tensor(py_version),
-        "python_gauss": torch.tensor(math.nan if py_gauss is None else py_gauss,
-                                     dtype=torch.float64),
+        "python_gauss": torch.tensor(
+            math.nan if py_gauss is None else py_gauss, dtype=torch.float64
+        ),
     }
 
 
@@ -129,11 +129,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
     has_gauss, gauss = state["numpy_gauss"].tolist()
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32),
-                         int(state["numpy_pos"]), int(has_gauss), gauss))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            int(state["numpy_pos"]),
+            int(has_gauss),
+            gauss,
+        )
+    )
     py_gauss = float(state["python_gauss"])
-    random.setstate((int(state["python_version"]), tuple(state["python"].tolist()),
-                     None if math.isnan(py_gauss) else py_gauss))
+    random.setstate(
+        (
+            int(state["python_version"]),
+            tuple(state["python"].tolist()),
+            None if math.isnan(py_gauss) else py_gauss,
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,8 +208,15 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_checkpoint(root: Path, iteration: int, *, net: nn.Module, state: dict[str, Any],
-                     best: bool = False, keep_last: int = 3) -> Path:
+def write_checkpoint(
+    root: Path,
+    iteration: int,
+    *,
+    net: nn.Module,
+    state: dict[str, Any],
+    best: bool = False,
+    keep_last: int = 3,
+) -> Path:
     """Write checkpoint folder `root/iter_<iteration>` atomically, point `latest.txt` (and
     `best.txt` when `best`) at it, and delete all but the last `keep_last`, latest and best.
 
@@ -294,9 +313,16 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
 
 
 @torch.no_grad()
-def validate(model: nn.Module, pairs: Sequence[Any], *, device: torch.device, scale: int,
-             amp: str = "none", channels_last: bool = False,
-             keep_images: int = 0) -> tuple[float, float, list[tuple[str, np.ndarray]]]:
+def validate(
+    model: nn.Module,
+    pairs: Sequence[Any],
+    *,
+    device: torch.device,
+    scale: int,
+    amp: str = "none",
+    channels_last: bool = False,
+    keep_images: int = 0,
+) -> tuple[float, float, list[tuple[str, np.ndarray]]]:
     """Mean PSNR/SSIM (RGB, crop = scale, DESIGN §4) of `model` on whole images, and the first
     `keep_images` outputs (H×W×3 float) for TensorBoard."""
     was_training = model.training
@@ -388,8 +414,9 @@ def _dist_from_env() -> _Dist:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError:
-        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun "
-                        "sets them)") from None
+        raise UserError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)"
+        ) from None
     return _Dist(rank=rank, world=world, local_rank=local) if world > 1 else _Dist()
 
 
@@ -412,23 +439,32 @@ def _device_for(name: str, d: _Dist) -> torch.device:
 # the entry points
 
 
-
 def _model_spec(cfg: TrainConfig, init: torch.nn.Module | None) -> ModelSpec:
     """The network to build: the preset at the configured scale, or `init`'s own architecture."""
     if cfg.model.preset is not None:
         return preset_spec(cfg.model.preset, scale=cfg.model.scale)
     spec = getattr(init, "spec", None)
     if init is None or spec is None:
-        raise UserError("model.preset is null: model.init must then be an RCAN or EDSR "
-                        f"checkpoint to take the architecture from (got {cfg.model.init})")
+        raise UserError(
+            "model.preset is null: model.init must then be an RCAN or EDSR "
+            f"checkpoint to take the architecture from (got {cfg.model.init})"
+        )
     if spec.scale != cfg.model.scale:
-        raise UserError(f"model.init {cfg.model.init} is ×{spec.scale}, but model.scale is "
-                        f"{cfg.model.scale}")
+        raise UserError(
+            f"model.init {cfg.model.init} is ×{spec.scale}, but model.scale is {cfg.model.scale}"
+        )
     return spec
 
-def train(cfg: TrainConfig, *, out: str | Path, resume: bool = False,
-          train_set: PairSet | None = None, val_set: PairSet | None = None,
-          quiet: bool = False) -> TrainResult:
+
+def train(
+    cfg: TrainConfig,
+    *,
+    out: str | Path,
+    resume: bool = False,
+    train_set: PairSet | None = None,
+    val_set: PairSet | None = None,
+    quiet: bool = False,
+) -> TrainResult:
     """Train `cfg.model` on `train_set` (default: `cfg.data.train`), validating on `val_set`
     (default: `cfg.data.val`), into run folder `out`. Under torchrun (WORLD_SIZE > 1) every
     process calls this; they form a DDP group (NCCL on GPU, gloo on CPU), each draws its own
@@ -446,16 +482,30 @@ def train(cfg: TrainConfig, *, out: str | Path, resume: bool = False,
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         owns_group = True
     try:
-        return _train(cfg, out=Path(out), resume=resume, train_set=train_set, val_set=val_set,
-                      quiet=quiet, d=d, device=device)
+        return _train(
+            cfg,
+            out=Path(out),
+            resume=resume,
+            train_set=train_set,
+            val_set=val_set,
+            quiet=quiet,
+            d=d,
+            device=device,
+        )
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def train_from_file(config: str | Path, *, overrides: Sequence[str] = (), resume: bool = False,
-                    out: str | Path | None = None, device: str | None = None,
-                    quiet: bool = False) -> Path:
+def train_from_file(
+    config: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    out: str | Path | None = None,
+    device: str | None = None,
+    quiet: bool = False,
+) -> Path:
     """`twostage train CONFIG.yaml [--set k=v]... [--resume] [--out DIR] [--device D]`.
     The run folder defaults to runs/<name> (the config's name, else its file stem).
     Returns the path of the trained model file."""
@@ -478,13 +528,17 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def _check_resumable(saved: TrainConfig, cfg: TrainConfig, path: Path) -> None:
     a, b = _flat(config_to_dict(saved)), _flat(config_to_dict(cfg))
-    changed = sorted(k for k in a.keys() | b.keys()
-                     if a.get(k) != b.get(k)
-                     and not any(k == c or (c.endswith(".") and k.startswith(c))
-                                 for c in RESUMABLE_CHANGES))
+    changed = sorted(
+        k
+        for k in a.keys() | b.keys()
+        if a.get(k) != b.get(k)
+        and not any(k == c or (c.endswith(".") and k.startswith(c)) for c in RESUMABLE_CHANGES)
+    )
     if changed:
-        raise UserError(f"cannot resume: the config differs from {path} in {', '.join(changed)} "
-                        f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+        raise UserError(
+            f"cannot resume: the config differs from {path} in {', '.join(changed)} "
+            f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
+        )
 
 
 def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, d: _Dist) -> Path | None:
@@ -492,11 +546,14 @@ def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, d: _Dist) -> Pat
     Returns the checkpoint to resume from."""
     latest = latest_checkpoint(out)
     if resume and latest is None:
-        raise UserError(f"cannot resume: no checkpoint in {out / 'checkpoints'} "
-                        "(latest.txt missing)")
+        raise UserError(
+            f"cannot resume: no checkpoint in {out / 'checkpoints'} (latest.txt missing)"
+        )
     if not resume and latest is not None:
-        raise UserError(f"{out} already holds a training run; pass --resume to continue it or "
-                        "choose another --out")
+        raise UserError(
+            f"{out} already holds a training run; pass --resume to continue it or "
+            "choose another --out"
+        )
     saved_path = out / "config.yaml"
     if resume and saved_path.is_file():
         try:
@@ -514,12 +571,22 @@ def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, d: _Dist) -> Pat
     return latest
 
 
-def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | None,
-           val_set: PairSet | None, quiet: bool, d: _Dist, device: torch.device) -> TrainResult:
+def _train(
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    resume: bool,
+    train_set: PairSet | None,
+    val_set: PairSet | None,
+    quiet: bool,
+    d: _Dist,
+    device: torch.device,
+) -> TrainResult:
     o, lg, rn = cfg.optim, cfg.log, cfg.run
     if rn.amp != "none" and device.type != "cuda":
-        raise ConfigError(f"run.amp={rn.amp} needs a CUDA device (the device is {device.type}); "
-                          "set run.amp=none")
+        raise ConfigError(
+            f"run.amp={rn.amp} needs a CUDA device (the device is {device.type}); set run.amp=none"
+        )
     if rn.threads > 0:
         torch.set_num_threads(rn.threads)
     if device.type == "cuda":
@@ -535,8 +602,10 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
         val_set = open_dataset(cfg.data.val)
     for role, pairs in (("training", train_set), ("validation", val_set)):
         if pairs is not None and pairs.scale != cfg.model.scale:
-            raise UserError(f"model.scale={cfg.model.scale} but the {role} set {pairs.name!r} "
-                            f"has scale {pairs.scale} (target size = scale × input size)")
+            raise UserError(
+                f"model.scale={cfg.model.scale} but the {role} set {pairs.name!r} "
+                f"has scale {pairs.scale} (target size = scale × input size)"
+            )
     if len(train_set) == 0:
         raise UserError(f"the training set {train_set.name!r} is empty")
 
@@ -550,16 +619,17 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
             net.load_state_dict(init.state_dict())
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
-            raise UserError(f"model.init {cfg.model.init}: its weights do not fit "
-                            f"{cfg.model.preset} ×{cfg.model.scale}: {first}") from None
+            raise UserError(
+                f"model.init {cfg.model.init}: its weights do not fit "
+                f"{cfg.model.preset} ×{cfg.model.scale}: {first}"
+            ) from None
     net.to(device)
     if rn.channels_last:  # NHWC convs: faster with cuDNN and with oneDNN on CPU (BENCHMARKS.md)
         net.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(net).requires_grad_(False).eval() if o.ema > 0 else None
     # fused: one kernel for all parameters instead of several per tensor (3 % on CPU, ~8 ms
     # of a 39 ms H200 step); the same update rule.
-    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps,
-                                 fused=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, fused=True)
     scaler = torch.amp.GradScaler("cuda") if rn.amp == "fp16" else None
 
     start, best_psnr, best_iteration, elapsed_before = 0, -math.inf, 0, 0.0
@@ -567,11 +637,15 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
         weights, state = load_checkpoint(latest)
         start = int(state["iteration"])
         if start > o.iterations:
-            raise UserError(f"cannot resume: {latest} is at iteration {start}, past "
-                            f"optim.iterations={o.iterations}")
+            raise UserError(
+                f"cannot resume: {latest} is at iteration {start}, past "
+                f"optim.iterations={o.iterations}"
+            )
         if int(state.get("world_size", 1)) != d.world:
-            raise UserError(f"cannot resume: {latest} was written by {state.get('world_size')} "
-                            f"process(es), this run has {d.world} (the batches would differ)")
+            raise UserError(
+                f"cannot resume: {latest} was written by {state.get('world_size')} "
+                f"process(es), this run has {d.world} (the batches would differ)"
+            )
         net.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
@@ -591,7 +665,8 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
     step_model: nn.Module = net
     if d.enabled:
         step_model = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if rn.compile:
         step_model = torch.compile(step_model)
     loss_fn = nn.L1Loss() if o.loss == "l1" else nn.MSELoss()
@@ -622,8 +697,11 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
             "version": STATE_VERSION,
             "iteration": iteration,
             "optimizer": optimizer.state_dict(),
-            "scheduler": {"lr": learning_rate(o, iteration), "lr_step": o.lr_step,
-                          "lr_gamma": o.lr_gamma},
+            "scheduler": {
+                "lr": learning_rate(o, iteration),
+                "lr_step": o.lr_step,
+                "lr_gamma": o.lr_gamma,
+            },
             "scaler": scaler.state_dict() if scaler is not None else {},
             "params_ema": ema.state_dict() if ema is not None else {},
             "rng": rng_state(),
@@ -633,13 +711,15 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
             "world_size": d.world,
         }
         try:
-            write_checkpoint(ckpt_root, iteration, net=net, state=state, best=best,
-                             keep_last=lg.keep_last)
+            write_checkpoint(
+                ckpt_root, iteration, net=net, state=state, best=best, keep_last=lg.keep_last
+            )
         except OSError as exc:
             previous = latest_checkpoint(out)
             keep = f"; {previous} is intact" if previous is not None else ""
-            raise UserError(f"cannot write a checkpoint in {ckpt_root}: "
-                            f"{exc.strerror or exc}{keep}") from None
+            raise UserError(
+                f"cannot write a checkpoint in {ckpt_root}: {exc.strerror or exc}{keep}"
+            ) from None
         last_saved = iteration
 
     def check_finite(collective: bool) -> None:
@@ -648,13 +728,24 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if int(bad) > 0:
             previous = latest_checkpoint(out)
-            keep = (f"the last good checkpoint is {previous}" if previous is not None
-                    else "no checkpoint was written")
-            raise TrainingDiverged(f"the loss became NaN or infinite at iteration {int(bad)}; "
-                                   f"stopped, {keep} (try a lower optim.lr or optim.grad_clip)")
+            keep = (
+                f"the last good checkpoint is {previous}"
+                if previous is not None
+                else "no checkpoint was written"
+            )
+            raise TrainingDiverged(
+                f"the loss became NaN or infinite at iteration {int(bad)}; "
+                f"stopped, {keep} (try a lower optim.lr or optim.grad_clip)"
+            )
 
-    bar = tqdm(total=o.iterations, initial=start, disable=quiet or not d.main,
-               desc=cfg.name or "train", unit="it", dynamic_ncols=True)
+    bar = tqdm(
+        total=o.iterations,
+        initial=start,
+        disable=quiet or not d.main,
+        desc=cfg.name or "train",
+        unit="it",
+        dynamic_ncols=True,
+    )
     try:
         with _catch_interrupts() as stop:
             net.train()
@@ -663,9 +754,13 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 rng = np.random.default_rng([rn.seed, it, d.rank])
-                x, y = random_batch(train_set, batch_size=cfg.data.batch_size,
-                                    patch_size=cfg.data.patch_size, rng=rng,
-                                    augment=cfg.data.augment)
+                x, y = random_batch(
+                    train_set,
+                    batch_size=cfg.data.batch_size,
+                    patch_size=cfg.data.patch_size,
+                    rng=rng,
+                    augment=cfg.data.augment,
+                )
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 if rn.channels_last:
@@ -727,9 +822,14 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
                 if val_due:
                     model_for_val = ema if ema is not None else net
                     last_psnr, last_ssim, images = validate(
-                        model_for_val, val_set, device=device, scale=cfg.model.scale,
-                        amp=rn.amp, channels_last=rn.channels_last,
-                        keep_images=lg.n_val_images if writer is not None else 0)
+                        model_for_val,
+                        val_set,
+                        device=device,
+                        scale=cfg.model.scale,
+                        amp=rn.amp,
+                        channels_last=rn.channels_last,
+                        keep_images=lg.n_val_images if writer is not None else 0,
+                    )
                     row.update(val_psnr=f"{last_psnr:.4f}", val_ssim=f"{last_ssim:.6f}")
                     if writer is not None:
                         writer.add_scalar("val/psnr", last_psnr, it)
@@ -771,8 +871,15 @@ def _train(cfg: TrainConfig, *, out: Path, resume: bool, train_set: PairSet | No
             raise UserError(f"cannot write {model_path}: {exc.strerror or exc}") from None
     _barrier(d, device)
     has_best = best_iteration > 0
-    return TrainResult(out=out, model_path=model_path, iterations=o.iterations, model=final,
-                       final_loss=last_loss, val_psnr=last_psnr, val_ssim=last_ssim,
-                       best_psnr=best_psnr if has_best else None,
-                       best_iteration=best_iteration if has_best else None,
-                       seconds=seconds())
+    return TrainResult(
+        out=out,
+        model_path=model_path,
+        iterations=o.iterations,
+        model=final,
+        final_loss=last_loss,
+        val_psnr=last_psnr,
+        val_ssim=last_ssim,
+        best_psnr=best_psnr if has_best else None,
+        best_iteration=best_iteration if has_best else None,
+        seconds=seconds(),
+    )

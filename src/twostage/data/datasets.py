@@ -113,8 +113,10 @@ class PairSet(Sequence[Pair]):
             tgt = _as_stored(p.target, f"{where} target")
             h, w = inp.shape[:2]
             if tgt.shape[:2] != (h * scale, w * scale):
-                raise UserError(f"{where}: target is {tgt.shape[0]}×{tgt.shape[1]} but input is "
-                                f"{h}×{w}; scale {scale} needs {h * scale}×{w * scale}")
+                raise UserError(
+                    f"{where}: target is {tgt.shape[0]}×{tgt.shape[1]} but input is "
+                    f"{h}×{w}; scale {scale} needs {h * scale}×{w * scale}"
+                )
             if p.name in seen:
                 raise UserError(f"dataset {name}: two pairs are named {p.name}")
             seen.add(p.name)
@@ -158,9 +160,11 @@ def _read(path: Path) -> np.ndarray:
 def _images_in(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         raise UserError(f"{what} folder not found: {folder}")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def _names(paths: Sequence[Path], limit: int = 5) -> str:
@@ -168,17 +172,21 @@ def _names(paths: Sequence[Path], limit: int = 5) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _load_pair(name: str, lr_path: Path, hr_path: Path, scale: int,
-               same_size_hint: str = "") -> Pair:
+def _load_pair(
+    name: str, lr_path: Path, hr_path: Path, scale: int, same_size_hint: str = ""
+) -> Pair:
     """Read a pair; crop an HR up to s-1 pixels too large; a wrong size names both files."""
     lr, hr = _read(lr_path), _read(hr_path)
     (h, w), (big_h, big_w) = lr.shape[:2], hr.shape[:2]
     if scale > 1 and (h, w) == (big_h, big_w) and same_size_hint:
-        raise UserError(f"pair {name}: {lr_path} and {hr_path} have the same size; "
-                        f"{same_size_hint}")
+        raise UserError(
+            f"pair {name}: {lr_path} and {hr_path} have the same size; {same_size_hint}"
+        )
     if not (h * scale <= big_h < (h + 1) * scale and w * scale <= big_w < (w + 1) * scale):
-        raise UserError(f"pair {name}: {hr_path} is {big_h}×{big_w} but {lr_path} is {h}×{w}; "
-                        f"scale {scale} needs {h * scale}×{w * scale}")
+        raise UserError(
+            f"pair {name}: {hr_path} is {big_h}×{big_w} but {lr_path} is {h}×{w}; "
+            f"scale {scale} needs {h * scale}×{w * scale}"
+        )
     return Pair(name, lr, hr[: h * scale, : w * scale])
 
 
@@ -186,7 +194,6 @@ def _limited(items: list, limit: int | None) -> list:
     if limit is not None and limit < 1:
         raise UserError(f"limit must be a positive number of images, got {limit}")
     return items if limit is None else items[:limit]
-
 
 
 def index_by_stem(paths: list[Path]) -> dict[str, Path]:
@@ -200,8 +207,9 @@ def index_by_stem(paths: list[Path]) -> dict[str, Path]:
     return out
 
 
-def _match(inputs: list[Path], targets: list[Path], *, input_dir: Path,
-           target_dir: Path) -> list[tuple[str, Path, Path]]:
+def _match(
+    inputs: list[Path], targets: list[Path], *, input_dir: Path, target_dir: Path
+) -> list[tuple[str, Path, Path]]:
     """Pair files by stripped stem; duplicates and missing partners raise, naming files."""
     ins, tgts = index_by_stem(inputs), index_by_stem(targets)
     no_target = [p for k, p in ins.items() if k not in tgts]
@@ -217,8 +225,14 @@ def _match(inputs: list[Path], targets: list[Path], *, input_dir: Path,
 # Datasets on disk
 
 
-def paired_folders(input_dir: Path, target_dir: Path, *, scale: int, limit: int | None = None,
-                   name: str | None = None) -> PairSet:
+def paired_folders(
+    input_dir: Path,
+    target_dir: Path,
+    *,
+    scale: int,
+    limit: int | None = None,
+    name: str | None = None,
+) -> PairSet:
     """Two folders of images paired by stem (suffixes such as `x4`, `_LR4`, `_HR` stripped)."""
     input_dir, target_dir = Path(input_dir), Path(target_dir)
     inputs, targets = _images_in(input_dir, "input"), _images_in(target_dir, "target")
@@ -233,8 +247,7 @@ DIV2K_SPLITS = {"train": (1, 800), "valid": (801, 900)}
 DIV2K_TRACKS = ("bicubic", "unknown")
 
 
-def div2k(root: Path, *, split: str, track: str, scale: int,
-          limit: int | None = None) -> PairSet:
+def div2k(root: Path, *, split: str, track: str, scale: int, limit: int | None = None) -> PairSet:
     """DIV2K: the HR folder of a split with the LR of a track (`bicubic` or `unknown`) at ×s."""
     split = "valid" if split == "test" else split
     if split not in DIV2K_SPLITS:
@@ -263,8 +276,7 @@ def div2k(root: Path, *, split: str, track: str, scale: int,
 REALSR_CAMERAS = ("Canon", "Nikon")
 
 
-def realsr(root: Path, *, camera: str, split: str, scale: int,
-           limit: int | None = None) -> PairSet:
+def realsr(root: Path, *, camera: str, split: str, scale: int, limit: int | None = None) -> PairSet:
     """RealSR V3: camera `Canon`, `Nikon` or `both`; split train/test; scale 2, 3 or 4."""
     cams = {"both": REALSR_CAMERAS, "canon": ("Canon",), "nikon": ("Nikon",)}.get(camera.lower())
     if cams is None:
@@ -285,13 +297,17 @@ def realsr(root: Path, *, camera: str, split: str, scale: int,
         per_camera.append(_match(lr, hr, input_dir=d, target_dir=d))
     # alternate cameras so that a limit takes from both
     matched = [m for group in zip_longest(*per_camera) for m in group if m is not None]
-    pairs = [_load_pair(k, lr, hr, scale, same_size_hint=_REALSR_V12)
-             for k, lr, hr in _limited(matched, limit)]
+    pairs = [
+        _load_pair(k, lr, hr, scale, same_size_hint=_REALSR_V12)
+        for k, lr, hr in _limited(matched, limit)
+    ]
     return PairSet(pairs, scale=scale, name=f"realsr-{camera.lower()}-{split.lower()}-x{scale}")
 
 
-_REALSR_V12 = ("that is the RealSR V1/V2 layout (LR upsampled to the HR size): use RealSR V3, "
-               "or paired folders with scale 1")
+_REALSR_V12 = (
+    "that is the RealSR V1/V2 layout (LR upsampled to the HR size): use RealSR V3, "
+    "or paired folders with scale 1"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,12 +318,15 @@ def _pair_scale(preset: Preset, scale: int, target_domain: str | None) -> int:
     if target_domain is None:
         return scale
     if target_domain not in DOMAIN_FACTOR:
-        raise UserError(f"unknown target domain {target_domain!r}; choose one of "
-                        f"{', '.join(DOMAIN_FACTOR)}")
+        raise UserError(
+            f"unknown target domain {target_domain!r}; choose one of {', '.join(DOMAIN_FACTOR)}"
+        )
     factor = DOMAIN_FACTOR[target_domain]
     if scale % factor:
-        raise UserError(f"target domain {target_domain} (↓{factor}) does not fit preset "
-                        f"{preset.name} at scale {scale}")
+        raise UserError(
+            f"target domain {target_domain} (↓{factor}) does not fit preset "
+            f"{preset.name} at scale {scale}"
+        )
     return scale // factor
 
 
@@ -315,10 +334,17 @@ def _stored(img: np.ndarray, float_data: bool) -> np.ndarray:
     return np.ascontiguousarray(img, dtype=np.float32) if float_data else to_uint8(img)
 
 
-def synthetic(hr_images: Sequence[tuple[str, np.ndarray]] | Path | str, *,
-              preset: str | Preset, scale: int | None = None, seed: int = 0,
-              target_domain: str | None = None, cache_dir: Path | None = None,
-              limit: int | None = None, name: str | None = None) -> PairSet:
+def synthetic(
+    hr_images: Sequence[tuple[str, np.ndarray]] | Path | str,
+    *,
+    preset: str | Preset,
+    scale: int | None = None,
+    seed: int = 0,
+    target_domain: str | None = None,
+    cache_dir: Path | None = None,
+    limit: int | None = None,
+    name: str | None = None,
+) -> PairSet:
     """Pairs made from HR images (a folder, or (name, H×W×3 array) pairs) with a preset.
 
     HR is mod-cropped to a multiple of s. Input: `degrade(hr, preset, seed=derive_seed(seed,
@@ -342,8 +368,10 @@ def synthetic(hr_images: Sequence[tuple[str, np.ndarray]] | Path | str, *,
         set_name = name or f"synthetic-{p.name}"
     cache = None
     if cache_dir is not None:
-        key = json.dumps({"preset": preset_to_dict(p), "scale": s, "seed": seed,
-                          "target_domain": target_domain}, sort_keys=True)
+        key = json.dumps(
+            {"preset": preset_to_dict(p), "scale": s, "seed": seed, "target_domain": target_domain},
+            sort_keys=True,
+        )
         cache = Path(cache_dir) / hashlib.sha256(key.encode()).hexdigest()[:16]
     pairs = []
     for img_name, hr in items:
@@ -351,8 +379,10 @@ def synthetic(hr_images: Sequence[tuple[str, np.ndarray]] | Path | str, *,
         hr_hash = hashlib.sha256(np.ascontiguousarray(hr).tobytes()).hexdigest()[:10]
         paths = None
         if cache is not None:
-            paths = (cache / "input" / f"{img_name}-{hr_hash}.png",
-                     cache / "target" / f"{img_name}-{hr_hash}.png")
+            paths = (
+                cache / "input" / f"{img_name}-{hr_hash}.png",
+                cache / "target" / f"{img_name}-{hr_hash}.png",
+            )
             if paths[0].is_file() and paths[1].is_file():
                 pairs.append(Pair(img_name, _read(paths[0]), _read(paths[1])))
                 continue
@@ -375,12 +405,15 @@ def retarget(pairs: PairSet, target_domain: str, *, seed: int = 0) -> PairSet:
     E.g. DIV2K unknown ×4 (input, HR) → (input, MATLAB-bicubic ↓4 of HR) for the ×1 mapping.
     """
     if target_domain not in DOMAIN_FACTOR:
-        raise UserError(f"unknown target domain {target_domain!r}; choose one of "
-                        f"{', '.join(DOMAIN_FACTOR)}")
+        raise UserError(
+            f"unknown target domain {target_domain!r}; choose one of {', '.join(DOMAIN_FACTOR)}"
+        )
     factor = DOMAIN_FACTOR[target_domain]
     if pairs.scale % factor:
-        raise UserError(f"target domain {target_domain} (↓{factor}) does not fit dataset "
-                        f"{pairs.name} at scale {pairs.scale}")
+        raise UserError(
+            f"target domain {target_domain} (↓{factor}) does not fit dataset "
+            f"{pairs.name} at scale {pairs.scale}"
+        )
     out = []
     for p in pairs:
         t = intermediate(target_domain, p.target, seed=derive_seed(seed, p.name + "/target"))
@@ -430,24 +463,49 @@ def open_dataset(spec: DatasetSpec) -> PairSet:
     if kind == "samples":
         from twostage.data.samples import load_samples
 
-        return synthetic(load_samples(spec.split), preset=spec.preset, scale=spec.scale,
-                         seed=spec.seed, target_domain=spec.target_domain,
-                         cache_dir=spec.cache_dir, limit=spec.limit,
-                         name=f"samples-{spec.split}-{Path(spec.preset).stem}")
+        return synthetic(
+            load_samples(spec.split),
+            preset=spec.preset,
+            scale=spec.scale,
+            seed=spec.seed,
+            target_domain=spec.target_domain,
+            cache_dir=spec.cache_dir,
+            limit=spec.limit,
+            name=f"samples-{spec.split}-{Path(spec.preset).stem}",
+        )
     if kind == "synthetic":
-        return synthetic(_need(spec.root, "root", kind), preset=spec.preset, scale=spec.scale,
-                         seed=spec.seed, target_domain=spec.target_domain,
-                         cache_dir=spec.cache_dir, limit=spec.limit)
+        return synthetic(
+            _need(spec.root, "root", kind),
+            preset=spec.preset,
+            scale=spec.scale,
+            seed=spec.seed,
+            target_domain=spec.target_domain,
+            cache_dir=spec.cache_dir,
+            limit=spec.limit,
+        )
     if kind == "folders":
-        pairs = paired_folders(_need(spec.input_dir, "input_dir", kind),
-                               _need(spec.target_dir, "target_dir", kind),
-                               scale=spec.scale, limit=spec.limit)
+        pairs = paired_folders(
+            _need(spec.input_dir, "input_dir", kind),
+            _need(spec.target_dir, "target_dir", kind),
+            scale=spec.scale,
+            limit=spec.limit,
+        )
     elif kind == "div2k":
-        pairs = div2k(_need(spec.root, "root", kind), split=spec.split, track=spec.track,
-                      scale=spec.scale, limit=spec.limit)
+        pairs = div2k(
+            _need(spec.root, "root", kind),
+            split=spec.split,
+            track=spec.track,
+            scale=spec.scale,
+            limit=spec.limit,
+        )
     elif kind == "realsr":
-        pairs = realsr(_need(spec.root, "root", kind), camera=spec.camera, split=spec.split,
-                       scale=spec.scale, limit=spec.limit)
+        pairs = realsr(
+            _need(spec.root, "root", kind),
+            camera=spec.camera,
+            split=spec.split,
+            scale=spec.scale,
+            limit=spec.limit,
+        )
     else:
         raise UserError(f"unknown dataset kind {kind!r}; choose one of {', '.join(KINDS)}")
     if spec.target_domain is not None:
@@ -459,9 +517,15 @@ def open_dataset(spec: DatasetSpec) -> PairSet:
 # Training batches
 
 
-def random_batch(pairs: Sequence[Pair] | PairSet, *, batch_size: int, patch_size: int,
-                 rng: np.random.Generator, augment: bool = True,
-                 scale: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(
+    pairs: Sequence[Pair] | PairSet,
+    *,
+    batch_size: int,
+    patch_size: int,
+    rng: np.random.Generator,
+    augment: bool = True,
+    scale: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """B random aligned patches: input B×3×p×p and target B×3×(p·s)×(p·s), float32 [0, 1].
 
     Each sample picks an image uniformly, a uniform input patch position, and (with augment)
@@ -482,11 +546,13 @@ def random_batch(pairs: Sequence[Pair] | PairSet, *, batch_size: int, patch_size
         pair = pairs[int(i)]
         h, w = pair.input.shape[:2]
         if h < p or w < p:
-            raise UserError(f"image {pair.name} (input {h}×{w}) is smaller than the "
-                            f"{p}×{p} training patch; lower the patch size or drop the image")
+            raise UserError(
+                f"image {pair.name} (input {h}×{w}) is smaller than the "
+                f"{p}×{p} training patch; lower the patch size or drop the image"
+            )
         y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-        a = pair.input[y:y + p, x:x + p]
-        b = pair.target[y * s:y * s + q, x * s:x * s + q]
+        a = pair.input[y : y + p, x : x + p]
+        b = pair.target[y * s : y * s + q, x * s : x * s + q]
         if augment:
             hflip, vflip, transpose = rng.random(3) < 0.5
             if hflip:
@@ -505,7 +571,13 @@ def _to_batch(crops: list[np.ndarray]) -> torch.Tensor:
     if all(c.dtype == np.uint8 for c in crops):
         batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0)
     else:
-        batch = torch.from_numpy(np.stack([c.astype(np.float32) / 255.0 if c.dtype == np.uint8
-                                           else c.astype(np.float32) for c in crops]))
+        batch = torch.from_numpy(
+            np.stack(
+                [
+                    c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32)
+                    for c in crops
+                ]
+            )
+        )
         batch = batch.permute(0, 3, 1, 2)
     return batch.contiguous()

@@ -30,8 +30,7 @@ from scipy.ndimage import distance_transform_edt
 
 from twostage.errors import UserError
 
-__all__ = ["SAMPLES", "SampleInfo", "dead_leaves", "load_samples", "samples_table",
-           "write_samples"]
+__all__ = ["SAMPLES", "SampleInfo", "dead_leaves", "load_samples", "samples_table", "write_samples"]
 
 SPLITS = ("train", "test")
 # side of each dead-leaves image: at ×4 the LR is 96 or 128 pixels, enough for the paper's
@@ -65,13 +64,18 @@ _PHOTOS: tuple[tuple[str, str, str, int, int], ...] = (
 
 SAMPLES: tuple[SampleInfo, ...] = (
     *(SampleInfo(name, split, f"skimage.data.{fn}()", h, w) for name, split, fn, h, w in _PHOTOS),
-    *(SampleInfo(f"deadleaves_{i:02d}", "train", f"dead leaves, seed {DEAD_LEAVES_SEED + i}",
-                 size, size) for i, size in enumerate(DEAD_LEAVES_SIZES)),
+    *(
+        SampleInfo(
+            f"deadleaves_{i:02d}", "train", f"dead leaves, seed {DEAD_LEAVES_SEED + i}", size, size
+        )
+        for i, size in enumerate(DEAD_LEAVES_SIZES)
+    ),
 )
 
 
-def dead_leaves(size: int, *, seed: int, r_min: float = 2.0, r_max: float | None = None,
-                supersample: int = 2) -> np.ndarray:
+def dead_leaves(
+    size: int, *, seed: int, r_min: float = 2.0, r_max: float | None = None, supersample: int = 2
+) -> np.ndarray:
     """A size×size uint8 RGB dead-leaves image, deterministic per seed.
 
     Disks are laid front to back (each one only paints pixels not yet covered), radii drawn
@@ -136,8 +140,10 @@ def _load(name: str) -> np.ndarray:
         fn = next(fn for n, _, fn, _, _ in _PHOTOS if n == name)
         img = _photo_loader(fn)()
     if img.shape != (info.height, info.width, 3):
-        raise UserError(f"embedded image {name} has shape {img.shape}, expected "
-                        f"{info.height}×{info.width}×3 (unexpected scikit-image version?)")
+        raise UserError(
+            f"embedded image {name} has shape {img.shape}, expected "
+            f"{info.height}×{info.width}×3 (unexpected scikit-image version?)"
+        )
     img.setflags(write=False)  # shared by every caller: read-only
     return img
 
@@ -155,10 +161,14 @@ def samples_table() -> str:
     rows += [(s.name, s.split, f"{s.height}×{s.width}", s.source) for s in SAMPLES]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
-    photos = {sp: sum(1 for s in SAMPLES if s.split == sp and not s.name.startswith("dead"))
-              for sp in SPLITS}
-    lines.append(f"train: {photos['train']} photos + {len(DEAD_LEAVES_SIZES)} dead-leaves images; "
-                 f"test: {photos['test']} photos")
+    photos = {
+        sp: sum(1 for s in SAMPLES if s.split == sp and not s.name.startswith("dead"))
+        for sp in SPLITS
+    }
+    lines.append(
+        f"train: {photos['train']} photos + {len(DEAD_LEAVES_SIZES)} dead-leaves images; "
+        f"test: {photos['test']} photos"
+    )
     return "\n".join(lines)
 
 

@@ -42,9 +42,15 @@ class Preset:
     res_scale: float = 1.0
 
     def spec(self, scale: int) -> ModelSpec:
-        return ModelSpec(arch=self.arch, scale=scale, n_feats=self.n_feats,
-                         n_resblocks=self.n_resblocks, n_resgroups=self.n_resgroups,
-                         reduction=self.reduction, res_scale=self.res_scale)
+        return ModelSpec(
+            arch=self.arch,
+            scale=scale,
+            n_feats=self.n_feats,
+            n_resblocks=self.n_resblocks,
+            n_resgroups=self.n_resgroups,
+            reduction=self.reduction,
+            res_scale=self.res_scale,
+        )
 
 
 PRESETS: dict[str, Preset] = {
@@ -69,11 +75,19 @@ def preset_spec(name: str, *, scale: int) -> ModelSpec:
 def build_model(spec: ModelSpec) -> nn.Module:
     """A freshly initialised network (PyTorch's default init, as the official code)."""
     if spec.arch == "rcan":
-        return RCAN(scale=spec.scale, n_resgroups=spec.n_resgroups,
-                    n_resblocks=spec.n_resblocks, n_feats=spec.n_feats,
-                    reduction=spec.reduction)
-    return EDSR(scale=spec.scale, n_resblocks=spec.n_resblocks, n_feats=spec.n_feats,
-                res_scale=spec.res_scale)
+        return RCAN(
+            scale=spec.scale,
+            n_resgroups=spec.n_resgroups,
+            n_resblocks=spec.n_resblocks,
+            n_feats=spec.n_feats,
+            reduction=spec.reduction,
+        )
+    return EDSR(
+        scale=spec.scale,
+        n_resblocks=spec.n_resblocks,
+        n_feats=spec.n_feats,
+        res_scale=spec.res_scale,
+    )
 
 
 def count_params(model: nn.Module) -> int:
@@ -113,8 +127,11 @@ def presets_table(*, size: int = 96) -> str:
     """The text `twostage models` prints: each preset with its parameter count and forward
     GMACs for a size×size input at scales 1, 2, 3 and 4."""
     scales = (1, 2, 3, 4)
-    header = (["preset", "arch", "structure"] + [f"params ×{s}" for s in scales]
-              + [f"GMACs ×{s}" for s in scales])
+    header = (
+        ["preset", "arch", "structure"]
+        + [f"params ×{s}" for s in scales]
+        + [f"GMACs ×{s}" for s in scales]
+    )
     rows = [header]
     for name, preset in PRESETS.items():
         specs = [preset.spec(s) for s in scales]

@@ -105,8 +105,9 @@ def _unwrap(raw: Any, source: str) -> dict[str, Tensor]:
         elif len(raw) == 1 and isinstance(next(iter(raw.values())), Mapping):
             state = next(iter(raw.values()))
         else:
-            raise CheckpointError(f"{source}: no state dict found (top-level keys: "
-                                  f"{_key_list(map(str, raw))})")
+            raise CheckpointError(
+                f"{source}: no state dict found (top-level keys: {_key_list(map(str, raw))})"
+            )
     if not state:
         raise CheckpointError(f"{source}: the state dict is empty")
     not_tensors = [str(k) for k, v in state.items() if not isinstance(v, Tensor)]
@@ -116,11 +117,12 @@ def _unwrap(raw: Any, source: str) -> dict[str, Tensor]:
 
 
 def _strip_module(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
+    return key[len("module.") :] if key.startswith("module.") else key
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, *,
-               metadata: dict[str, str] | None = None) -> None:
+def save_model(
+    path: str | os.PathLike, model: nn.Module, *, metadata: dict[str, str] | None = None
+) -> None:
     """Write `model` (RCAN/EDSR) as a native `.safetensors` with its spec, atomically."""
     from safetensors.torch import save_file
 
@@ -183,8 +185,9 @@ def from_basicsr(checkpoint: Mapping[str, Any], *, spec: ModelSpec | None = None
     """Build RCAN/EDSR from a BasicSR checkpoint (`{'params'|'params_ema': …}` or flat)."""
     state = _unwrap(checkpoint, "BasicSR checkpoint")
     if _layout(state) != "basicsr":
-        raise CheckpointError("from_basicsr: not a BasicSR EDSR/RCAN state dict "
-                              f"(keys: {_key_list(state)})")
+        raise CheckpointError(
+            f"from_basicsr: not a BasicSR EDSR/RCAN state dict (keys: {_key_list(state)})"
+        )
     return model_from_state(state, spec=spec)
 
 
@@ -199,10 +202,14 @@ def _basicsr_names(spec: ModelSpec) -> dict[str, str]:
     if spec.arch == "rcan":
         rules += [
             (r"body\.(\d+)\.body\.(\d+)\.body\.([02])\.", r"body.\1.residual_group.\2.rcab.\3."),
-            (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.0\.",
-             r"body.\1.residual_group.\2.rcab.3.attention.1."),
-            (r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.2\.",
-             r"body.\1.residual_group.\2.rcab.3.attention.3."),
+            (
+                r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.0\.",
+                r"body.\1.residual_group.\2.rcab.3.attention.1.",
+            ),
+            (
+                r"body\.(\d+)\.body\.(\d+)\.body\.3\.conv_du\.2\.",
+                r"body.\1.residual_group.\2.rcab.3.attention.3.",
+            ),
             (rf"body\.(\d+)\.body\.{blocks}\.", r"body.\1.conv."),
             (rf"body\.{groups}\.", "conv_after_body."),
         ]
@@ -263,30 +270,45 @@ def detect_spec(state: Mapping[str, Tensor]) -> ModelSpec:
             first, upsample = "head.0.weight", "tail.0"
             rcan = "body.0.body.0.body.3.conv_du.0.weight" in state
             groups = _run_length(state, "body.{}.body.0.body.0.weight") if rcan else 0
-            blocks = (_run_length(state, "body.0.body.{}.body.0.weight") if rcan
-                      else _run_length(state, "body.{}.body.0.weight"))
+            blocks = (
+                _run_length(state, "body.0.body.{}.body.0.weight")
+                if rcan
+                else _run_length(state, "body.{}.body.0.weight")
+            )
             squeeze = "body.0.body.0.body.3.conv_du.0.weight"
         else:
             first, upsample = "conv_first.weight", "upsample"
             rcan = "body.0.residual_group.0.rcab.0.weight" in state
             groups = _run_length(state, "body.{}.conv.weight") if rcan else 0
-            blocks = (_run_length(state, "body.0.residual_group.{}.rcab.0.weight") if rcan
-                      else _run_length(state, "body.{}.conv1.weight"))
+            blocks = (
+                _run_length(state, "body.0.residual_group.{}.rcab.0.weight")
+                if rcan
+                else _run_length(state, "body.{}.conv1.weight")
+            )
             squeeze = "body.0.residual_group.0.rcab.3.attention.1.weight"
         n_feats = int(state[first].shape[0])
         if tuple(state[first].shape[1:]) != (3, 3, 3):
-            raise CheckpointError(f"{first} has shape {tuple(state[first].shape)}; only RGB "
-                                  "networks with 3×3 convolutions are supported")
+            raise CheckpointError(
+                f"{first} has shape {tuple(state[first].shape)}; only RGB "
+                "networks with 3×3 convolutions are supported"
+            )
         reduction = n_feats // int(state[squeeze].shape[0]) if rcan else 16
         scale = _upsample_scale(state, upsample)
     except KeyError as e:
         raise CheckpointError(f"incomplete {layout} state dict: missing {e}") from None
     if rcan:
-        return ModelSpec(arch="rcan", scale=scale, n_feats=n_feats, n_resblocks=blocks,
-                         n_resgroups=groups, reduction=reduction)
+        return ModelSpec(
+            arch="rcan",
+            scale=scale,
+            n_feats=n_feats,
+            n_resblocks=blocks,
+            n_resgroups=groups,
+            reduction=reduction,
+        )
     res_scale = 0.1 if (blocks, n_feats) == (32, 256) else 1.0
-    return ModelSpec(arch="edsr", scale=scale, n_feats=n_feats, n_resblocks=blocks,
-                     res_scale=res_scale)
+    return ModelSpec(
+        arch="edsr", scale=scale, n_feats=n_feats, n_resblocks=blocks, res_scale=res_scale
+    )
 
 
 def _run_length(state: Mapping[str, Any], pattern: str) -> int:
@@ -304,16 +326,19 @@ def _upsample_scale(state: Mapping[str, Tensor], prefix: str) -> int:
         out_ch, in_ch = state[f"{prefix}.{i}.weight"].shape[:2]
         step = math.isqrt(out_ch // in_ch)
         if out_ch != step * step * in_ch or step not in (2, 3):
-            raise CheckpointError(f"{prefix}.{i}.weight has shape "
-                                  f"{tuple(state[f'{prefix}.{i}.weight'].shape)}: not a ×2/×3 "
-                                  "pixel-shuffle upsampler")
+            raise CheckpointError(
+                f"{prefix}.{i}.weight has shape "
+                f"{tuple(state[f'{prefix}.{i}.weight'].shape)}: not a ×2/×3 "
+                "pixel-shuffle upsampler"
+            )
         scale *= step
         i += 2
     return scale
 
 
-def model_from_state(state: Mapping[str, Tensor], *, spec: ModelSpec | None = None,
-                     source: str = "state dict") -> nn.Module:
+def model_from_state(
+    state: Mapping[str, Tensor], *, spec: ModelSpec | None = None, source: str = "state dict"
+) -> nn.Module:
     """RCAN/EDSR with exactly these weights (official or BasicSR layout, `module.` stripped).
 
     `spec` is detected unless given. Missing, unexpected and mis-shaped keys raise a
@@ -326,19 +351,28 @@ def model_from_state(state: Mapping[str, Tensor], *, spec: ModelSpec | None = No
         raise CheckpointError(f"{source}: {e}") from None
     if _layout(state) == "basicsr":
         official_of = {b: o for o, b in _basicsr_names(spec).items()}
-        _check_keys(set(state), set(official_of), source,
-                    f"BasicSR {spec.arch} ({spec.describe()}, ×{spec.scale})")
+        _check_keys(
+            set(state),
+            set(official_of),
+            source,
+            f"BasicSR {spec.arch} ({spec.describe()}, ×{spec.scale})",
+        )
         state = {**{official_of[k]: v for k, v in state.items()}, **_default_mean_shift()}
     expected = _expected_shapes(spec)
     what = f"{spec.arch} ({spec.describe()}, ×{spec.scale})"
     _check_keys(set(state), set(expected), source, what)
-    wrong = [f"{k} {tuple(state[k].shape)}≠{expected[k]}" for k in expected
-             if tuple(state[k].shape) != expected[k]]
+    wrong = [
+        f"{k} {tuple(state[k].shape)}≠{expected[k]}"
+        for k in expected
+        if tuple(state[k].shape) != expected[k]
+    ]
     if wrong:
         raise CheckpointError(f"{source}: wrong shapes for {what}: {_key_list(wrong)}")
     if float(state["sub_mean.bias"].abs().max()) < 2.0:
-        raise CheckpointError(f"{source}: its mean shift works on [0, 1] (rgb_range 1); only "
-                              "networks trained on the official [0, 255] range are supported")
+        raise CheckpointError(
+            f"{source}: its mean shift works on [0, 1] (rgb_range 1); only "
+            "networks trained on the official [0, 255] range are supported"
+        )
     model = build_model(spec)
     model.load_state_dict(state, strict=True)
     return model
@@ -347,8 +381,11 @@ def model_from_state(state: Mapping[str, Tensor], *, spec: ModelSpec | None = No
 def _check_keys(found: set[str], expected: set[str], source: str, what: str) -> None:
     """Raise a CheckpointError listing missing and unexpected keys, if any."""
     missing, unexpected = sorted(expected - found), sorted(found - expected)
-    parts = [f"{label} keys {_key_list(keys)}"
-             for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    parts = [
+        f"{label} keys {_key_list(keys)}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
     if parts:
         raise CheckpointError(f"{source}: does not match {what}: {'; '.join(parts)}")
 
@@ -357,8 +394,12 @@ def _default_mean_shift() -> dict[str, Tensor]:
     """The DIV2K mean shift tensors (official layout) that BasicSR files leave implicit."""
     mean = torch.tensor(DIV2K_RGB_MEAN)
     eye = torch.eye(3).view(3, 3, 1, 1)
-    return {"sub_mean.weight": eye, "sub_mean.bias": -RGB_RANGE * mean,
-            "add_mean.weight": eye.clone(), "add_mean.bias": RGB_RANGE * mean}
+    return {
+        "sub_mean.weight": eye,
+        "sub_mean.bias": -RGB_RANGE * mean,
+        "add_mean.weight": eye.clone(),
+        "add_mean.bias": RGB_RANGE * mean,
+    }
 
 
 def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -370,8 +411,10 @@ def _expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 def _check_default_mean(state: Mapping[str, Tensor], what: str) -> None:
     for key, value in _default_mean_shift().items():
         if not torch.allclose(state[key].float(), value, rtol=0, atol=1e-4):
-            raise CheckpointError(f"{what}: {key} differs from BasicSR's fixed DIV2K mean "
-                                  "shift; save in the official or native layout instead")
+            raise CheckpointError(
+                f"{what}: {key} differs from BasicSR's fixed DIV2K mean "
+                "shift; save in the official or native layout instead"
+            )
 
 
 def _inner(model: nn.Module) -> nn.Module:
@@ -386,8 +429,10 @@ def _inner(model: nn.Module) -> nn.Module:
 def _spec_of(model: nn.Module) -> ModelSpec:
     spec = getattr(_inner(model), "spec", None)
     if not isinstance(spec, ModelSpec):
-        raise CheckpointError(f"{type(model).__name__} is not one of our RCAN/EDSR models; "
-                              "only those can be saved in these layouts")
+        raise CheckpointError(
+            f"{type(model).__name__} is not one of our RCAN/EDSR models; "
+            "only those can be saved in these layouts"
+        )
     return spec
 
 
@@ -444,17 +489,21 @@ def _load_with_spandrel(state: dict[str, Tensor], path: Path) -> nn.Module:
     try:
         descriptor = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
     except spandrel.UnsupportedModelError:
-        raise CheckpointError(f"cannot load {path}: unknown architecture (keys: "
-                              f"{_key_list(state)})") from None
+        raise CheckpointError(
+            f"cannot load {path}: unknown architecture (keys: {_key_list(state)})"
+        ) from None
     except Exception as e:  # a recognised architecture whose weights do not fit
         raise CheckpointError(f"cannot load {path} with spandrel: {_one_line(e)}") from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-        raise CheckpointError(f"{path}: spandrel loads it as {type(descriptor).__name__}, "
-                              "not an image-to-image model")
+        raise CheckpointError(
+            f"{path}: spandrel loads it as {type(descriptor).__name__}, not an image-to-image model"
+        )
     if (descriptor.input_channels, descriptor.output_channels) != (3, 3):
-        raise CheckpointError(f"{path}: {descriptor.architecture.id} has "
-                              f"{descriptor.input_channels}→{descriptor.output_channels} "
-                              "channels; only RGB→RGB models are supported")
+        raise CheckpointError(
+            f"{path}: {descriptor.architecture.id} has "
+            f"{descriptor.input_channels}→{descriptor.output_channels} "
+            "channels; only RGB→RGB models are supported"
+        )
     return SpandrelModel(descriptor)
 
 

@@ -98,8 +98,9 @@ class ModelSpec:
     def describe(self) -> str:
         """A short human-readable structure, e.g. `10×8 RCAB, 64 ch, r16`."""
         if self.arch == "rcan":
-            return (f"{self.n_resgroups}×{self.n_resblocks} RCAB, {self.n_feats} ch, "
-                    f"r{self.reduction}")
+            return (
+                f"{self.n_resgroups}×{self.n_resblocks} RCAB, {self.n_feats} ch, r{self.reduction}"
+            )
         res = "" if self.res_scale == 1.0 else f", res {self.res_scale:g}"
         blocks = "block" if self.n_resblocks == 1 else "blocks"
         return f"{self.n_resblocks} {blocks}, {self.n_feats} ch{res}"
@@ -128,8 +129,13 @@ class MeanShift(nn.Module):
     weight: Tensor
     bias: Tensor
 
-    def __init__(self, *, sign: int, rgb_range: float = RGB_RANGE,
-                 rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN) -> None:
+    def __init__(
+        self,
+        *,
+        sign: int,
+        rgb_range: float = RGB_RANGE,
+        rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN,
+    ) -> None:
         super().__init__()
         self.register_buffer("weight", torch.eye(3).view(3, 3, 1, 1))
         self.register_buffer("bias", sign * rgb_range * torch.tensor(rgb_mean))

@@ -43,12 +43,14 @@ class ResBlock(nn.Module):
 class EDSR(nn.Module):
     """Enhanced Deep Super-Resolution network; `scale` 1 (no upsampler), 2, 3, 4 or 8."""
 
-    def __init__(self, *, scale: int, n_resblocks: int, n_feats: int,
-                 res_scale: float = 1.0) -> None:
+    def __init__(
+        self, *, scale: int, n_resblocks: int, n_feats: int, res_scale: float = 1.0
+    ) -> None:
         super().__init__()
         # Validates the hyper-parameters (raises UserError) and is what `.spec` returns.
-        self.spec = ModelSpec(arch="edsr", scale=scale, n_feats=n_feats,
-                              n_resblocks=n_resblocks, res_scale=res_scale)
+        self.spec = ModelSpec(
+            arch="edsr", scale=scale, n_feats=n_feats, n_resblocks=n_resblocks, res_scale=res_scale
+        )
         self.scale = scale
         self.sub_mean = MeanShift(sign=-1)
         self.head = nn.Sequential(conv3x3(3, n_feats))

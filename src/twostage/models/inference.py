@@ -34,9 +34,13 @@ def pick_device(name: str) -> torch.device:
     raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def prepare_for_inference(model: nn.Module, device: torch.device | str, *,
-                          channels_last: bool | None = None,
-                          compile: bool = False) -> nn.Module:
+def prepare_for_inference(
+    model: nn.Module,
+    device: torch.device | str,
+    *,
+    channels_last: bool | None = None,
+    compile: bool = False,
+) -> nn.Module:
     """`model` in eval mode on `device`, in fp32 (gradients are the caller's business:
     use `torch.inference_mode()`).
 

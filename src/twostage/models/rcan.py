@@ -66,13 +66,19 @@ class ResidualGroup(nn.Module):
 class RCAN(nn.Module):
     """Residual Channel Attention Network; `scale` 1 (no upsampler), 2, 3, 4 or 8."""
 
-    def __init__(self, *, scale: int, n_resgroups: int, n_resblocks: int, n_feats: int,
-                 reduction: int = 16) -> None:
+    def __init__(
+        self, *, scale: int, n_resgroups: int, n_resblocks: int, n_feats: int, reduction: int = 16
+    ) -> None:
         super().__init__()
         # Validates the hyper-parameters (raises UserError) and is what `.spec` returns.
-        self.spec = ModelSpec(arch="rcan", scale=scale, n_feats=n_feats,
-                              n_resblocks=n_resblocks, n_resgroups=n_resgroups,
-                              reduction=reduction)
+        self.spec = ModelSpec(
+            arch="rcan",
+            scale=scale,
+            n_feats=n_feats,
+            n_resblocks=n_resblocks,
+            n_resgroups=n_resgroups,
+            reduction=reduction,
+        )
         self.scale = scale
         self.sub_mean = MeanShift(sign=-1)
         self.head = nn.Sequential(conv3x3(3, n_feats))

@@ -84,8 +84,9 @@ def _check_range(owner: str, field: str, value: Any, *, low: float = 0.0) -> Ran
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise UserError(f"{owner}: {field} must be a number or a [low, high] pair, "
-                        f"got {value!r}") from None
+        raise UserError(
+            f"{owner}: {field} must be a number or a [low, high] pair, got {value!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < low:
         raise UserError(f"{owner}: {field} must satisfy {low:g} <= low <= high, got {value!r}")
     return (lo, hi)
@@ -123,17 +124,18 @@ class Blur:
     def __post_init__(self) -> None:
         owner = "blur step"
         if self.kernel not in BLUR_KERNELS:
-            raise UserError(f"{owner}: kernel must be one of {', '.join(BLUR_KERNELS)}, "
-                            f"got {self.kernel!r}")
+            raise UserError(
+                f"{owner}: kernel must be one of {', '.join(BLUR_KERNELS)}, got {self.kernel!r}"
+            )
         if not isinstance(self.size, int) or self.size < 0 or (self.size and self.size % 2 == 0):
-            raise UserError(f"{owner}: size must be an odd positive integer (or 0 = auto), "
-                            f"got {self.size!r}")
+            raise UserError(
+                f"{owner}: size must be an odd positive integer (or 0 = auto), got {self.size!r}"
+            )
         if self.sigma is not None:
             object.__setattr__(self, "sigma", _check_range(owner, "sigma", self.sigma))
         if self.radius is not None:
             object.__setattr__(self, "radius", _check_range(owner, "radius", self.radius))
-        object.__setattr__(self, "angle",
-                           _check_range(owner, "angle", self.angle, low=-math.inf))
+        object.__setattr__(self, "angle", _check_range(owner, "angle", self.angle, low=-math.inf))
         if self.kernel in ("gaussian-aniso", "gaussian"):
             if self.sigma is None and not (self.kernel == "gaussian" and self.size):
                 raise UserError(f"{owner}: kernel {self.kernel} needs sigma")
@@ -144,7 +146,8 @@ class Blur:
         if self.kernel == "disk" and (self.radius is None or self.radius[0] <= 0):
             raise UserError(f"{owner}: kernel disk needs radius > 0")
         if self.reference_scale is not None and (
-                not isinstance(self.reference_scale, int) or self.reference_scale < 1):
+            not isinstance(self.reference_scale, int) or self.reference_scale < 1
+        ):
             raise UserError(f"{owner}: reference_scale must be a positive integer")
 
 
@@ -156,8 +159,10 @@ class Resize:
 
     def __post_init__(self) -> None:
         if self.method not in RESIZE_METHODS:
-            raise UserError(f"resize step: method must be one of {', '.join(RESIZE_METHODS)}, "
-                            f"got {self.method!r}")
+            raise UserError(
+                f"resize step: method must be one of {', '.join(RESIZE_METHODS)}, "
+                f"got {self.method!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -178,12 +183,16 @@ class Noise:
     def __post_init__(self) -> None:
         owner = "noise step"
         if self.kind not in NOISE_KINDS:
-            raise UserError(f"{owner}: kind must be one of {', '.join(NOISE_KINDS)}, "
-                            f"got {self.kind!r}")
+            raise UserError(
+                f"{owner}: kind must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}"
+            )
         object.__setattr__(self, "sigma", _check_range(owner, "sigma", self.sigma))
         object.__setattr__(self, "gain", _check_range(owner, "gain", self.gain))
-        if isinstance(self.bsnr, bool) or not isinstance(self.bsnr, int | float) \
-                or not math.isfinite(self.bsnr):
+        if (
+            isinstance(self.bsnr, bool)
+            or not isinstance(self.bsnr, int | float)
+            or not math.isfinite(self.bsnr)
+        ):
             raise UserError(f"{owner}: bsnr must be a number of dB, got {self.bsnr!r}")
         object.__setattr__(self, "bsnr", float(self.bsnr))
 
@@ -204,8 +213,9 @@ class Jpeg:
         except (TypeError, ValueError):
             ok = False
         if not ok:
-            raise UserError(f"jpeg step: quality must be integers 1 <= low <= high <= 100, "
-                            f"got {self.quality!r}")
+            raise UserError(
+                f"jpeg step: quality must be integers 1 <= low <= high <= 100, got {self.quality!r}"
+            )
         object.__setattr__(self, "quality", (lo, hi))
 
 
@@ -249,15 +259,16 @@ def _odd_size(extent: float) -> int:
     return 2 * math.ceil(extent - 1e-9) + 1
 
 
-def gaussian_kernel(size: int, sigma1: float, sigma2: float, angle: float = 0.0,
-                    shift: float = 0.0) -> np.ndarray:
+def gaussian_kernel(
+    size: int, sigma1: float, sigma2: float, angle: float = 0.0, shift: float = 0.0
+) -> np.ndarray:
     """size×size Gaussian with principal stds σ1 (along `angle`) and σ2, centred at +shift.
 
     Point-sampled at integer offsets (the usual SRMD/KernelGAN construction) and normalised
     to sum 1. `angle` is in radians from the +x (column) axis towards +y (rows).
     """
     c = size // 2
-    yy, xx = np.mgrid[-c:c + 1, -c:c + 1].astype(np.float64) - shift
+    yy, xx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64) - shift
     cos, sin = math.cos(angle), math.sin(angle)
     u = cos * xx + sin * yy  # coordinate along the σ1 axis
     v = -sin * xx + cos * yy
@@ -292,8 +303,9 @@ def _scaled(r: Range | None, factor: float) -> Range | None:
     return None if r is None else (r[0] * factor, r[1] * factor)
 
 
-def sample_kernel(blur: Blur, rng: np.random.Generator, *, scale: int = 1,
-                  shift: float = 0.0) -> np.ndarray:
+def sample_kernel(
+    blur: Blur, rng: np.random.Generator, *, scale: int = 1, shift: float = 0.0
+) -> np.ndarray:
     """Draw one kernel for `blur` at the run's scale (ranges rescaled by reference_scale)."""
     factor = scale / blur.reference_scale if blur.reference_scale else 1.0
     sigma, radius = _scaled(blur.sigma, factor), _scaled(blur.radius, factor)
@@ -318,8 +330,9 @@ def sample_kernel(blur: Blur, rng: np.random.Generator, *, scale: int = 1,
 def convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Convolve H×W×C with a 2-D kernel, symmetric boundaries, same size, float64."""
     c0, c1 = kernel.shape[0] // 2, kernel.shape[1] // 2
-    padded = np.pad(img.astype(np.float64, copy=False), ((c0, c0), (c1, c1), (0, 0)),
-                    mode="symmetric")
+    padded = np.pad(
+        img.astype(np.float64, copy=False), ((c0, c0), (c1, c1), (0, 0)), mode="symmetric"
+    )
     out = fftconvolve(padded, kernel[:, :, None], mode="valid", axes=(0, 1))
     return out
 
@@ -366,14 +379,16 @@ def _jpeg(x: np.ndarray, jpeg: Jpeg, rng: np.random.Generator) -> np.ndarray:
     quality = int(rng.integers(jpeg.quality[0], jpeg.quality[1] + 1))
     buf = io.BytesIO()
     Image.fromarray((_quantise(x) * 255).round().astype(np.uint8)).save(
-        buf, format="JPEG", quality=quality)
+        buf, format="JPEG", quality=quality
+    )
     buf.seek(0)
     with Image.open(buf) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
 
 
-def degrade(hr: np.ndarray, preset: Preset | str, *, scale: int | None = None,
-            seed: int) -> np.ndarray:
+def degrade(
+    hr: np.ndarray, preset: Preset | str, *, scale: int | None = None, seed: int
+) -> np.ndarray:
     """Apply a preset to an H×W×3 image (float [0, 1] or uint8); float32 out.
 
     The output is (H//s)×(W//s) for presets that resize (the image is mod-cropped first) and
@@ -388,8 +403,9 @@ def degrade(hr: np.ndarray, preset: Preset | str, *, scale: int | None = None,
     rng = np.random.default_rng(seed)
     x = _as_float(mod_crop(hr, s), f"degrade with preset {p.name}")
     if x.shape[0] == 0 or x.shape[1] == 0:
-        raise UserError(f"a {hr.shape[0]}×{hr.shape[1]} image is too small for ×{s} "
-                        f"(preset {p.name})")
+        raise UserError(
+            f"a {hr.shape[0]}×{hr.shape[1]} image is too small for ×{s} (preset {p.name})"
+        )
     phase = (s - 1) // 2
     for i, step in enumerate(p.steps):
         if isinstance(step, Blur):
@@ -448,13 +464,18 @@ PRESETS: dict[str, Preset] = {
     "gaussian-aniso": Preset(
         name="gaussian-aniso",
         steps=(
-            Blur(kernel="gaussian-aniso", size=21, sigma=(0.2, 4.0), angle=(0.0, math.pi),
-                 reference_scale=4),
+            Blur(
+                kernel="gaussian-aniso",
+                size=21,
+                sigma=(0.2, 4.0),
+                angle=(0.0, math.pi),
+                reference_scale=4,
+            ),
             Resize("decimate"),
         ),
         scale=4,
         description="one random anisotropic Gaussian per image, then s-fold decimation "
-                    "(a stand-in for DIV2K's unknown track)",
+        "(a stand-in for DIV2K's unknown track)",
     ),
     "camera": Preset(
         name="camera",
@@ -466,7 +487,7 @@ PRESETS: dict[str, Preset] = {
         ),
         scale=4,
         description="defocus disk blur, bicubic ↓s, Poisson-Gaussian noise, JPEG "
-                    "(a RealSR-like family, for generalisation tests)",
+        "(a RealSR-like family, for generalisation tests)",
     ),
 }
 for _k in (7, 9, 11):
@@ -494,9 +515,13 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
 
 def preset_to_dict(preset: Preset) -> dict[str, Any]:
     """Plain data (for YAML): name, description, scale, float_output, steps."""
-    return {"name": preset.name, "description": preset.description, "scale": preset.scale,
-            "float_output": preset.float_output,
-            "steps": [_step_to_dict(s) for s in preset.steps]}
+    return {
+        "name": preset.name,
+        "description": preset.description,
+        "scale": preset.scale,
+        "float_output": preset.float_output,
+        "steps": [_step_to_dict(s) for s in preset.steps],
+    }
 
 
 def preset_from_dict(data: Any, *, source: str = "preset") -> Preset:
@@ -506,28 +531,35 @@ def preset_from_dict(data: Any, *, source: str = "preset") -> Preset:
     top = {"name", "description", "scale", "float_output", "steps"}
     for key in data:
         if key not in top:
-            raise UserError(f"{source}: unknown key {key!r}; expected one of "
-                            f"{', '.join(sorted(top))}")
+            raise UserError(
+                f"{source}: unknown key {key!r}; expected one of {', '.join(sorted(top))}"
+            )
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise UserError(f"{source}: 'steps' must be a non-empty list")
     steps: list[Step] = []
     for i, raw in enumerate(raw_steps, 1):
         if not isinstance(raw, dict) or len(raw) != 1:
-            raise UserError(f"{source}: step {i} must be one of {', '.join(STEP_TYPES)} "
-                            f"with its fields, e.g. 'blur: {{kernel: uniform, size: 9}}'")
-        (kind, fields), = raw.items()
+            raise UserError(
+                f"{source}: step {i} must be one of {', '.join(STEP_TYPES)} "
+                f"with its fields, e.g. 'blur: {{kernel: uniform, size: 9}}'"
+            )
+        ((kind, fields),) = raw.items()
         if kind not in STEP_TYPES:
-            raise UserError(f"{source}: step {i}: unknown step {kind!r}; expected one of "
-                            f"{', '.join(STEP_TYPES)}")
+            raise UserError(
+                f"{source}: step {i}: unknown step {kind!r}; expected one of "
+                f"{', '.join(STEP_TYPES)}"
+            )
         fields = fields or {}
         if not isinstance(fields, dict):
             raise UserError(f"{source}: step {i} ({kind}): fields must be a mapping")
         names = {f.name for f in dataclasses.fields(STEP_TYPES[kind])}
         for key in fields:
             if key not in names:
-                raise UserError(f"{source}: step {i} ({kind}): unknown key {key!r}; expected "
-                                f"one of {', '.join(sorted(names))}")
+                raise UserError(
+                    f"{source}: step {i} ({kind}): unknown key {key!r}; expected "
+                    f"one of {', '.join(sorted(names))}"
+                )
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
         try:
             steps.append(STEP_TYPES[kind](**args))
@@ -538,8 +570,13 @@ def preset_from_dict(data: Any, *, source: str = "preset") -> Preset:
     float_output = data.get("float_output", False)
     if not isinstance(float_output, bool):
         raise UserError(f"{source}: float_output must be true or false")
-    return Preset(name=str(name), steps=tuple(steps), scale=scale, float_output=float_output,
-                  description=str(data.get("description", "")))
+    return Preset(
+        name=str(name),
+        steps=tuple(steps),
+        scale=scale,
+        float_output=float_output,
+        description=str(data.get("description", "")),
+    )
 
 
 def load_preset(path: str | Path) -> Preset:
@@ -558,8 +595,9 @@ def save_preset(preset: Preset, path: str | Path) -> None:
     """Write a preset as YAML (atomic)."""
     from twostage.ops.files import write_text_atomic
 
-    write_text_atomic(path, yaml.safe_dump(preset_to_dict(preset), sort_keys=False,
-                                           allow_unicode=True))
+    write_text_atomic(
+        path, yaml.safe_dump(preset_to_dict(preset), sort_keys=False, allow_unicode=True)
+    )
 
 
 def get_preset(name_or_yaml_path: str) -> Preset:
@@ -568,8 +606,9 @@ def get_preset(name_or_yaml_path: str) -> Preset:
         return PRESETS[name_or_yaml_path]
     if name_or_yaml_path.endswith((".yaml", ".yml")) or Path(name_or_yaml_path).is_file():
         return load_preset(name_or_yaml_path)
-    raise UserError(f"unknown preset {name_or_yaml_path!r}; choose one of "
-                    f"{', '.join(PRESETS)} or a .yaml file")
+    raise UserError(
+        f"unknown preset {name_or_yaml_path!r}; choose one of {', '.join(PRESETS)} or a .yaml file"
+    )
 
 
 def _fmt_range(r: Sequence[float] | None, unit: str = "") -> str:
@@ -581,8 +620,11 @@ def _fmt_range(r: Sequence[float] | None, unit: str = "") -> str:
 
 def _describe_step(step: Step) -> str:
     if isinstance(step, Blur):
-        ref = f" (for ×{step.reference_scale}; × s/{step.reference_scale})" \
-            if step.reference_scale else ""
+        ref = (
+            f" (for ×{step.reference_scale}; × s/{step.reference_scale})"
+            if step.reference_scale
+            else ""
+        )
         if step.kernel == "uniform":
             return f"uniform {step.size}×{step.size} blur"
         if step.kernel == "disk":
@@ -591,18 +633,21 @@ def _describe_step(step: Step) -> str:
         if step.kernel == "gaussian":
             return f"Gaussian blur {size}, σ {_fmt_range(step.sigma)}{ref}"
         angle = f"[{step.angle[0] / math.pi:g}π, {step.angle[1] / math.pi:g}π)"
-        return (f"anisotropic Gaussian {size}, σ1, σ2 ∈ {_fmt_range(step.sigma)} px, "
-                f"angle ∈ {angle}{ref}")
+        return (
+            f"anisotropic Gaussian {size}, σ1, σ2 ∈ {_fmt_range(step.sigma)} px, "
+            f"angle ∈ {angle}{ref}"
+        )
     if isinstance(step, Resize):
-        return "MATLAB bicubic ↓s" if step.method == "bicubic" else \
-            "decimation ↓s (phase (s−1)//2)"
+        return "MATLAB bicubic ↓s" if step.method == "bicubic" else "decimation ↓s (phase (s−1)//2)"
     if isinstance(step, Noise):
         if step.kind == "bsnr":
             return f"AWGN at BSNR {step.bsnr:g} dB"
         if step.kind == "gaussian":
             return f"AWGN σ {_fmt_range(step.sigma)}"
-        return (f"Poisson-Gaussian, gain a ∈ {_fmt_range(step.gain)}, "
-                f"read σ ∈ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255")
+        return (
+            f"Poisson-Gaussian, gain a ∈ {_fmt_range(step.gain)}, "
+            f"read σ ∈ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255"
+        )
     return f"JPEG quality {_fmt_range(step.quality)}"
 
 
@@ -611,8 +656,9 @@ def presets_table() -> str:
     rows = ["| preset | default s | output | steps |", "|---|---|---|---|"]
     for p in PRESETS.values():
         out = "float (16-bit PNG)" if p.float_output else "uint8 grid"
-        rows.append(f"| `{p.name}` | {p.scale} | {out} | "
-                    f"{'; '.join(_describe_step(s) for s in p.steps)} |")
+        rows.append(
+            f"| `{p.name}` | {p.scale} | {out} | {'; '.join(_describe_step(s) for s in p.steps)} |"
+        )
     return "\n".join(rows)
 
 
@@ -620,8 +666,9 @@ def presets_table() -> str:
 # Files (the CLI's `twostage degrade`)
 
 
-def degrade_files(inputs: Sequence[Path], *, preset: str | Preset, scale: int | None, seed: int,
-                  out: Path) -> list[Path]:
+def degrade_files(
+    inputs: Sequence[Path], *, preset: str | Preset, scale: int | None, seed: int, out: Path
+) -> list[Path]:
     """Degrade image files into `out`; returns the written paths.
 
     SR presets write `<stem>x<S>.png` (8-bit, DIV2K's naming); float presets (blur7/9/11) write

@@ -103,12 +103,12 @@ def _quantise(img: np.ndarray, levels: int, dtype: type) -> np.ndarray:
     else:
         rows, src, dst = max(1, _QUANTISE_BLOCK // max(1, img[0].size)), img, out
     for start in range(0, src.shape[0], rows):
-        block = np.nan_to_num(src[start:start + rows].astype(np.float64), nan=0.0)
+        block = np.nan_to_num(src[start : start + rows].astype(np.float64), nan=0.0)
         block *= levels
         block += 0.5
         np.floor(block, out=block)
         np.clip(block, 0, levels, out=block)
-        dst[start:start + rows] = block
+        dst[start : start + rows] = block
     return out
 
 

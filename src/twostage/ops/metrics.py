@@ -165,7 +165,7 @@ class Lpips:
                 builder = _BACKBONE_BUILDERS[net]
                 raise UserError(
                     f"LPIPS-{net} needs the torchvision ImageNet weights {weights}, which are "
-                    f"never downloaded at run time; fetch them once with: python -c \"import "
+                    f'never downloaded at run time; fetch them once with: python -c "import '
                     f"torchvision; torchvision.models.{builder}(weights='IMAGENET1K_V1')\""
                 )
         self.net = net
@@ -178,6 +178,7 @@ class Lpips:
         a = _to_lpips_input(pred, self.device)
         b = _to_lpips_input(gt, self.device)
         if a.shape != b.shape:
-            raise UserError(f"cannot compare images of different sizes {tuple(a.shape)} and "
-                            f"{tuple(b.shape)}")
+            raise UserError(
+                f"cannot compare images of different sizes {tuple(a.shape)} and {tuple(b.shape)}"
+            )
         return float(self.model(a, b).mean().item())

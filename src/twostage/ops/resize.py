@@ -32,6 +32,7 @@ __all__ = ["contributions", "cubic", "imresize", "output_size"]
 
 KERNEL_WIDTH = 4.0
 
+
 def cubic(x: np.ndarray) -> np.ndarray:
     """Keys' cubic convolution kernel with a = -0.5 (MATLAB's `cubic`), float64."""
     ax = np.abs(np.asarray(x, dtype=np.float64))
