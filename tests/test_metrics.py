@@ -92,16 +92,11 @@ def test_ssim_matches_plain_definition():
 
 def test_y_channel_is_basicsr_bt601():
     pred, gt = _pair(seed=3)
+
     # Y written out per pixel: 16 + (65.481 R + 128.553 G + 24.966 B) / 255.
-    y = lambda img: (
-        16
-        + (
-            65.481 * img[..., 0]
-            + 128.553 * img[..., 1]  # noqa: E731
-            + 24.966 * img[..., 2]
-        )
-        / 255.0
-    )
+    def y(img):
+        return 16 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
+
     ya, yb = y(pred.astype(np.float64)), y(gt.astype(np.float64))
     assert rgb_to_y(np.array([255.0, 255.0, 255.0])) == pytest.approx(235.0, abs=1e-9)
     assert rgb_to_y(np.zeros(3)) == 16.0
