@@ -185,7 +185,7 @@ def test_restore_rejects_a_model_with_the_wrong_scale() -> None:
     with pytest.raises(UserError, match="expected"):
         restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=2, tile=None, tile_pad=0)
     with pytest.raises(UserError, match="--tile-pad"):
-        restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=1, tile=4, tile_pad=-1)
+        restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=1, tile=8, tile_pad=-1)
 
 
 # --- bundles ---------------------------------------------------------------------------------

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from twostage import __version__
-from twostage.errors import UserError
+from twostage.errors import InputWarning, UserError
+from twostage.limits import MAX_PIXELS, MIN_TILE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +48,22 @@ def _non_negative_int(text: str) -> int:
 def _tile(text: str) -> int | str:
     if text == "auto":
         return text
-    return _positive_int(text)
+    value = _positive_int(text)
+    if value < MIN_TILE:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a tile of at least {MIN_TILE}, got {text!r}"
+        )
+    return value
+
+
+def _max_pixels_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images of more than N pixels, read from the header (default {MAX_PIXELS:,})",
+    )
 
 
 def _data_arg(text: str) -> tuple[str, Path]:
@@ -131,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files, folders, globs")
     p.add_argument("--preset", required=True, help="a preset name or a preset YAML file")
     p.add_argument("--scale", type=_positive_int, default=None, help="downscale factor")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (per-image seeds)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _max_pixels_arg(p)
 
     p = sub.add_parser("evaluate", help="PSNR/SSIM (and LPIPS) of predictions against GT")
     p.add_argument("--pred", type=Path, required=True, help="folder or file of predictions")
@@ -141,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--y-channel", action="store_true", help="on Y (BT.601) instead of RGB")
     p.add_argument("--lpips", type=_lpips_nets, default=[], metavar="alex,vgg")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="ground truth without a prediction is a warning, not an error",
+    )
+    _max_pixels_arg(p)
 
     p = sub.add_parser("restore", help="restore/super-resolve images with a model or pipeline")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files, folders, globs")
@@ -150,13 +175,28 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="pipeline bundle, checkpoint (native/official/BasicSR/spandrel) or .onnx",
     )
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--tile", type=_tile, default=None, metavar="N|auto")
-    p.add_argument("--tile-pad", type=_non_negative_int, default=16)
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--suffix", default="", help="appended to each output stem")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--tile",
+        type=_tile,
+        default="auto",
+        metavar="N|auto",
+        help=f"restore in N×N input tiles (N >= {MIN_TILE}); auto (default) picks the largest "
+        "tile that fits in free memory; N larger than the image runs it whole",
+    )
+    p.add_argument(
+        "--tile-pad",
+        type=_non_negative_int,
+        default=16,
+        help="pixels of context around each tile (default 16)",
+    )
+    p.add_argument(
+        "--device", choices=DEVICES, default="auto", help="where to run (default: cuda if any)"
+    )
+    p.add_argument("--suffix", default="", help="appended to each output stem (no / or ..)")
     p.add_argument("--ext", choices=("png", "tif", "tiff", "webp", "jpg", "bmp"), default="png")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _max_pixels_arg(p)
 
     p = sub.add_parser("export", help="export a model or pipeline to ONNX (checked)")
     p.add_argument("--model", type=Path, required=True)
@@ -213,10 +253,18 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elif cmd == "degrade":
         from twostage.ops.degrade import degrade_files
 
-        written = degrade_files(
-            args.inputs, preset=args.preset, scale=args.scale, seed=args.seed, out=args.out
+        written, failed = degrade_files(
+            args.inputs,
+            preset=args.preset,
+            scale=args.scale,
+            seed=args.seed,
+            out=args.out,
+            overwrite=args.overwrite,
+            max_pixels=args.max_pixels,
         )
-        print(f"wrote {len(written)} image(s) to {args.out}")
+        failures = f", {failed} failed" if failed else ""
+        print(f"wrote {len(written)} image(s) to {args.out}{failures}")
+        return 2 if failed else 0
     elif cmd == "evaluate":
         from twostage.evaluate import evaluate_folders, format_evaluation
 
@@ -227,6 +275,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             y_channel=args.y_channel,
             lpips=args.lpips,
             json_path=args.json,
+            allow_missing=args.allow_missing,
+            max_pixels=args.max_pixels,
         )
         print(format_evaluation(result))
     elif cmd == "restore":
@@ -242,6 +292,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             suffix=args.suffix,
             ext=args.ext,
             overwrite=args.overwrite,
+            max_pixels=args.max_pixels,
         )
         return 2 if failures else 0
     elif cmd == "export":
@@ -266,11 +317,21 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    """Our `InputWarning`s as one line, as the errors are; other warnings as Python shows them."""
+    if issubclass(category, InputWarning):
+        sys.stderr.write(f"twostage: warning: {message}\n")
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _dispatch(args, parser)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _dispatch(args, parser)
     except UserError as exc:
         sys.stderr.write(f"twostage: error: {exc}\n")
         return 2

@@ -26,8 +26,9 @@ from typing import Any, Literal, Union
 import yaml
 
 from twostage.data.datasets import DatasetSpec
-from twostage.errors import UserError
-from twostage.ops.files import write_text_atomic
+from twostage.errors import UserError, short
+from twostage.limits import SEED_MAX
+from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
 
 PROFILES = ("paper", "cpu", "tiny")
 
@@ -165,7 +166,7 @@ def profile_defaults(name: str) -> TrainConfig:
             run=RunConfig(device="cpu", threads=1),
             name="tiny",
         )
-    raise ConfigError(f"unknown profile {name!r} (choose from {', '.join(PROFILES)})")
+    raise ConfigError(f"unknown profile {short(name)} (choose from {', '.join(PROFILES)})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +299,7 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     try:
         return _convert(value, tp, key)
     except _Mismatch:
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}") from None
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {short(value)}") from None
 
 
 def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
@@ -309,8 +310,8 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     for name in data:
         if name not in fields:
             raise ConfigError(
-                f"unknown key {where}{name!s} (valid keys{' of ' + prefix if prefix else ''}: "
-                f"{', '.join(fields)})"
+                f"unknown key {where}{short(name, quote=False)} "
+                f"(valid keys{' of ' + prefix if prefix else ''}: {', '.join(fields)})"
             )
     kwargs = {}
     for name, f in fields.items():
@@ -353,14 +354,14 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> TrainCo
     """A `TrainConfig` from plain data (as YAML gives), optionally starting from
     `profile: NAME`. Errors name `source` and the key."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {data!r}")
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {short(data)}")
     data = dict(data)
     try:
         profile = data.pop("profile", None)
         if profile is not None:
             if not isinstance(profile, str):
                 raise ConfigError(
-                    f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}"
+                    f"profile: expected one of {', '.join(PROFILES)}, got {short(profile)}"
                 )
             base = config_to_dict(profile_defaults(profile))
             data = _merge(TrainConfig, base, data, "")
@@ -391,6 +392,7 @@ def check_config(cfg: TrainConfig) -> None:
         ("log.keep_last", cfg.log.keep_last >= 1, "must be >= 1"),
         ("log.n_val_images", cfg.log.n_val_images >= 0, "must be >= 0"),
         ("run.threads", cfg.run.threads >= 0, "must be >= 0"),
+        ("run.seed", 0 <= cfg.run.seed <= SEED_MAX, f"must be in [0, {SEED_MAX}] (numpy's range)"),
     ]
     for key, ok, rule in checks:
         if not ok:
@@ -403,17 +405,10 @@ def check_config(cfg: TrainConfig) -> None:
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read a YAML training config (see configs/); errors name the file and the key."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config {path}{where}: invalid YAML") from None
+        data = read_yaml(path, "config")
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
     return config_from_dict(data if data is not None else {}, source=f"config {path}")
 
 
@@ -460,14 +455,14 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=2e-4")
+            raise ConfigError(f"--set {short(item)}: expected KEY=VALUE, e.g. optim.lr=2e-4")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r} as YAML") from None
+            value = parse_yaml(raw, f"--set {key}") if raw.strip() else ""
+        except UserError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             cfg = _replace_at(cfg, key.split("."), raw, value, [])
             check_config(cfg)
         except ConfigError as exc:
-            raise ConfigError(f"--set {item}: {exc}") from None
+            raise ConfigError(f"--set {short(item, quote=False)}: {exc}") from None
     return cfg

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from twostage.data.datasets import index_by_stem, strip_suffixes
-from twostage.errors import UserError
-from twostage.ops.files import write_text_atomic
+from twostage.errors import InputWarning, UserError
+from twostage.limits import MAX_PIXELS
+from twostage.ops.files import check_output_file, write_text_atomic
 from twostage.ops.imageio import expand_inputs, read_image
 from twostage.ops.metrics import Lpips, psnr, ssim
 
@@ -66,18 +68,31 @@ def _index(files: list[Path], role: str) -> dict[str, Path]:
         raise UserError(f"--{role}: {exc}") from None
 
 
-def _pairs(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
-    """(name, prediction, ground truth) for every prediction; every one must have a partner."""
+def _pairs(pred: Path, gt: Path, allow_missing: bool) -> list[tuple[str, Path, Path]]:
+    """(name, prediction, ground truth) for every prediction; every one must have a partner,
+    and every ground truth a prediction (else the mean covers only part of the set) unless
+    `allow_missing`, which makes that a warning."""
     pred_files = _images(pred, "pred")
     gt_files = _images(gt, "gt")
     if pred.is_file() and gt.is_file():
         return [(strip_suffixes(pred.stem), pred, gt)]
-    gts = _index(gt_files, "gt")
+    gts, preds = _index(gt_files, "gt"), _index(pred_files, "pred")
     pairs = []
-    for name, p in _index(pred_files, "pred").items():
+    for name, p in preds.items():
         if name not in gts:
             raise UserError(f"no ground truth for {p} (looked for {name!r} in {gt})")
         pairs.append((name, p, gts[name]))
+    missing = [str(g) for name, g in gts.items() if name not in preds]
+    if missing:
+        message = (
+            f"{len(missing)} of {len(gts)} ground-truth image(s) have no prediction in {pred}: "
+            f"{', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}"
+        )
+        if not allow_missing:
+            raise UserError(f"{message} (--allow-missing scores the rest)")
+        warnings.warn(
+            f"{message}; the means cover the other {len(pairs)}", InputWarning, stacklevel=3
+        )
     return pairs
 
 
@@ -99,6 +114,8 @@ def evaluate_folders(
     lpips: Sequence[str] = (),
     json_path: Path | None = None,
     quiet: bool = False,
+    allow_missing: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> dict:
     """Score every prediction against its ground truth; optionally write the result as JSON.
 
@@ -108,7 +125,9 @@ def evaluate_folders(
     UserError before anything is written; the JSON is written atomically (inf PSNR as null).
     """
     pred, gt = Path(pred), Path(gt)
-    pairs = _pairs(pred, gt)
+    if json_path is not None:
+        check_output_file(json_path, "--json")
+    pairs = _pairs(pred, gt, allow_missing)
     models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
     rows = []
     bar = tqdm(
@@ -119,8 +138,8 @@ def evaluate_folders(
         disable=quiet or len(pairs) <= _PROGRESS_ABOVE,
     )
     for name, p, g in bar:
-        p_img, _ = read_image(p)
-        g_img, _ = read_image(g)
+        p_img, _ = read_image(p, max_pixels=max_pixels)
+        g_img, _ = read_image(g, max_pixels=max_pixels)
         if p_img.shape != g_img.shape:
             (ph, pw), (gh, gw) = p_img.shape[:2], g_img.shape[:2]
             raise UserError(f"{p} is {pw}x{ph} but its ground truth {g} is {gw}x{gh}")

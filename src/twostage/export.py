@@ -25,12 +25,16 @@ import onnx as onnx_lib
 import torch
 
 from twostage.errors import UserError
-from twostage.ops.files import atomic_path
+from twostage.ops.files import atomic_path, check_output_file
 from twostage.pipeline import Pipeline, load_pipeline
 
 __all__ = ["TOLERANCE", "export_onnx"]
 
 TOLERANCE = 1e-4
+# Opsets checked to export and run: older ones onnxruntime cannot run (Mul-6), newer ones
+# torch 2.13's TorchScript exporter does not write. Checked before tracing, because a refused
+# opset makes the exporter print the whole Torch IR graph.
+OPSETS = range(7, 24)
 TRACE_SIZE = (32, 32)
 CHECK_SIZE = (37, 45)
 ROUNDING_FLIP_SHARE = 1e-3  # share of output values a rounded intermediate may move
@@ -55,15 +59,25 @@ def _export(pipe: Pipeline, target: Path | io.BytesIO, *, opset: int) -> None:
                 },
             )
         except Exception as exc:  # the exporter raises many types for unsupported ops/opsets
-            raise UserError(f"ONNX export failed (--opset {opset}): {exc}") from None
+            raise UserError(f"ONNX export failed (--opset {opset}): {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _onnxruntime_output(model: Path | bytes, x: torch.Tensor) -> np.ndarray:
     import onnxruntime as ort
 
     source = str(model) if isinstance(model, Path) else model
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    try:
+        session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UserError(
+            f"ONNX check failed: onnxruntime cannot run it: {_first_line(exc)}"
+        ) from None
 
 
 def _add_metadata(path: Path, pipe: Pipeline) -> None:
@@ -86,6 +100,9 @@ def export_onnx(model: str | Path, onnx: str | Path, *, opset: int = 17) -> floa
     model, onnx_path = Path(model), Path(onnx)
     if model.suffix.lower() == ".onnx":
         raise UserError(f"--model {model} is already an ONNX file")
+    if opset not in OPSETS:
+        raise UserError(f"--opset {opset}: expected {OPSETS.start} to {OPSETS.stop - 1}")
+    check_output_file(onnx_path, "--onnx")
     pipe = load_pipeline(model, device="cpu")
     assert isinstance(pipe, Pipeline)
     pipe.eval()
@@ -117,7 +134,7 @@ def export_onnx(model: str | Path, onnx: str | Path, *, opset: int = 17) -> floa
                     f"ONNX check failed: {moved:.2%} of output values differ from PyTorch by more "
                     f"than {TOLERANCE:g} (more than intermediate rounding explains); not written"
                 )
-        if diff > TOLERANCE:
+        if not diff <= TOLERANCE:  # NaN included
             raise UserError(
                 f"ONNX check failed: onnxruntime vs PyTorch max abs diff {diff:.2e} > "
                 f"{TOLERANCE:g}; {onnx_path} not written"

@@ -33,18 +33,22 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import psutil
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
 from twostage import __version__
-from twostage.errors import UserError
+from twostage.errors import UserError, short
+from twostage.limits import MAX_SCALE, MAX_STAGE2_REPEATS, MIN_TILE
+from twostage.models import ModelSpec
+from twostage.models.checkpoints import CheckpointError, model_from_state
 from twostage.ops.files import atomic_path
 
 __all__ = [
@@ -169,8 +173,8 @@ def restore_image(
     """
     if img.ndim != 3 or img.shape[2] != 3:
         raise UserError(f"expected an H×W×3 image, got shape {img.shape}")
-    if tile is not None and tile < 1:
-        raise UserError(f"--tile must be a positive integer or 'auto', got {tile}")
+    if tile is not None and tile < MIN_TILE:
+        raise UserError(f"--tile must be 'auto' or at least {MIN_TILE}, got {tile}")
     if tile_pad < 0:
         raise UserError(f"--tile-pad must be >= 0, got {tile_pad}")
     height, width = img.shape[:2]
@@ -193,6 +197,10 @@ def restore_image(
             )
         oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
         core = result[0, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale]
+        if not np.isfinite(core).all():
+            raise UserError(
+                "the model produced NaN or Inf (broken or diverged weights); nothing written"
+            )
         out[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = core.transpose(1, 2, 0)
     np.clip(out, 0.0, 1.0, out=out)
     return out
@@ -216,13 +224,17 @@ class Pipeline(nn.Module):
         intermediate_bit_depth: int = 8,
     ) -> None:
         super().__init__()
-        if stage2_repeats < 1:
-            raise UserError(f"stage2_repeats must be >= 1, got {stage2_repeats}")
+        if not 1 <= stage2_repeats <= MAX_STAGE2_REPEATS:
+            raise UserError(
+                f"stage2_repeats must be from 1 to {MAX_STAGE2_REPEATS}, got {stage2_repeats}"
+            )
         if intermediate_bit_depth not in (8, 16):
             raise UserError(f"intermediate_bit_depth must be 8 or 16, got {intermediate_bit_depth}")
         s1 = _scale_of(stage1) if stage1 is not None else 1
         if s1 not in (1, 2):
             raise UserError(f"stage 1 must have scale 1 or 2, got {s1}")
+        if s1 * _scale_of(stage2) ** stage2_repeats > MAX_SCALE:
+            raise UserError(f"the pipeline's total scale is over {MAX_SCALE}")
         self.stage1 = stage1
         self.stage2 = stage2
         self.stage2_repeats = stage2_repeats
@@ -356,60 +368,76 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def _load_bundle(path: Path, device: torch.device) -> Pipeline:
-    from safetensors.torch import load_file
-
-    from twostage.models import ModelSpec, build_model
-    from twostage.models.checkpoints import CheckpointError
-
+    """A bundle's pipeline; every metadata field is range-checked before anything is built, and
+    the weights must be exactly what each stage's spec says (`model_from_state`)."""
     meta = _safetensors_metadata(path)
     if meta.get("version") != BUNDLE_VERSION:
         raise CheckpointError(
-            f"{path}: pipeline bundle version {meta.get('version')!r} is not supported "
+            f"{path}: pipeline bundle version {short(meta.get('version'))} is not supported "
             f"(this twostage reads version {BUNDLE_VERSION})"
         )
+    repeats = _meta_field(meta, "stage2_repeats", range(1, MAX_STAGE2_REPEATS + 1), path)
+    quant = _meta_field(meta, "quantize_intermediate", (True, False), path, default="true")
+    bits = _meta_field(meta, "intermediate_bit_depth", (8, 16), path, default="8")
     try:
-        state = load_file(str(path))
-        repeats = int(meta["stage2_repeats"])
-        quant = bool(json.loads(meta.get("quantize_intermediate", "true")))
-        bits = int(meta.get("intermediate_bit_depth", "8"))
         specs = {
             p: ModelSpec.from_dict(json.loads(meta[f"{p}_spec"]))
             for p in ("stage1", "stage2")
             if f"{p}_spec" in meta
         }
-    except (KeyError, ValueError, TypeError, UserError) as exc:
+        state = load_file(str(path))
+    except (ValueError, TypeError, AttributeError, UserError) as exc:
         raise CheckpointError(f"{path}: broken pipeline bundle metadata ({exc})") from None
+    except Exception as exc:  # safetensors' own error types for a corrupt body
+        raise CheckpointError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
     if "stage2" not in specs:
         raise CheckpointError(f"{path}: pipeline bundle has no stage2_spec")
     stages: dict[str, nn.Module] = {}
     for prefix, spec in specs.items():
-        model = build_model(spec)
         own = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
-        expected = set(model.state_dict())
-        missing, unknown = sorted(expected - set(own)), sorted(set(own) - expected)
-        if missing or unknown:
-            raise CheckpointError(
-                f"{path}: {prefix} weights do not match its spec; "
-                f"missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'}"
-            )
-        model.load_state_dict(own)
-        stages[prefix] = model
+        stages[prefix] = model_from_state(own, spec=spec, source=f"{path} ({prefix})")
     stray = sorted(k for k in state if k.split(".", 1)[0] not in stages)
     if stray:
         raise CheckpointError(f"{path}: unknown keys in pipeline bundle: {', '.join(stray)}")
-    pipe = Pipeline(
-        stages.get("stage1"),
-        stages["stage2"],
-        stage2_repeats=repeats,
-        name=meta.get("name", ""),
-        quantize_intermediate=quant,
-        intermediate_bit_depth=bits,
-    )
-    if pipe.scale != int(meta.get("scale", pipe.scale)):
+    try:
+        pipe = Pipeline(
+            stages.get("stage1"),
+            stages["stage2"],
+            stage2_repeats=repeats,
+            name=meta.get("name", ""),
+            quantize_intermediate=quant,
+            intermediate_bit_depth=bits,
+        )
+    except UserError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if str(pipe.scale) != meta.get("scale", str(pipe.scale)):
         raise CheckpointError(
-            f"{path}: bundle says scale {meta['scale']} but its stages give {pipe.scale}"
+            f"{path}: bundle says scale {short(meta['scale'])} but its stages give {pipe.scale}"
         )
     return pipe.to(device).eval()
+
+
+def _meta_field(
+    meta: Mapping[str, str],
+    key: str,
+    allowed: Sequence[Any],
+    path: Path,
+    default: str | None = None,
+) -> Any:
+    """Bundle metadata field `key` as JSON, which must be one of `allowed`; errors name it."""
+    raw = meta.get(key, default)
+    if raw is None:
+        raise CheckpointError(f"{path}: pipeline bundle metadata has no {key}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if type(value) not in {type(a) for a in allowed} or value not in allowed:
+        shown = f"{allowed[0]}..{allowed[-1]}" if isinstance(allowed, range) else allowed
+        raise CheckpointError(
+            f"{path}: bundle metadata {key}={short(raw)} is out of range (expected {shown})"
+        )
+    return value
 
 
 class OnnxPipeline:
@@ -427,6 +455,7 @@ class OnnxPipeline:
             self.session = ort.InferenceSession(str(self.path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"cannot load ONNX model {self.path}: {exc}") from None
+        _check_onnx_rgb(self.path, self.session)
         self.input_name = self.session.get_inputs()[0].name
         props = self.session.get_modelmeta().custom_metadata_map
         self.name = props.get("name", self.path.stem)
@@ -476,6 +505,18 @@ class OnnxPipeline:
         return restore_image(
             self._run, img, scale=self.scale, tile=tile, tile_pad=tile_pad, progress=progress
         )
+
+
+def _check_onnx_rgb(path: Path, session: Any) -> None:
+    """An N×3×H×W (RGB) first input and output, as every twostage model takes and returns."""
+    for role, arg in (("input", session.get_inputs()[0]), ("output", session.get_outputs()[0])):
+        shape = list(arg.shape)
+        channels = shape[1] if len(shape) == 4 else None
+        if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
+            raise UserError(
+                f"{path}: the model's {role} has shape {shape}; twostage runs models "
+                "whose input and output are N×3×H×W (RGB)"
+            )
 
 
 def _onnx_device(device: str | torch.device | None) -> str:

@@ -1,7 +1,10 @@
 """`twostage restore`: run a model or pipeline over files, folders and globs of photos.
 
 - Output names keep the input's stem (plus `--suffix`) and, for a folder input, its sub-folder
-  structure below that folder. An existing output is skipped with a note unless `--overwrite`.
+  structure below that folder. An existing output is skipped with a note unless `--overwrite`;
+  an output that is an input file, or lies outside `--out`, is refused with or without it.
+- Tiling is automatic by default (`--tile auto`): the tile is chosen from free memory, so a
+  large image never runs out of memory (`pipeline.auto_tile`).
 - 16-bit input gives 16-bit output where the format holds it (png, tif); else 8-bit, noted.
 - Alpha is upscaled on its own with MATLAB bicubic and written back; formats without alpha
   (jpg, bmp) drop it with a warning.
@@ -10,7 +13,8 @@
 - EXIF orientation is applied when reading (`ops.imageio.read_image`).
 - A file that cannot be read or written is one line on stderr naming it; the others are still
   processed and the number of failures is returned (the CLI exits 2 when it is not 0).
-- Outputs are written atomically: Ctrl-C never leaves a half-written image.
+- Outputs are written atomically: Ctrl-C never leaves a half-written image, and temporary
+  files a killed run left in the output folders are removed on the next run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from twostage.errors import UserError
+from twostage.limits import MAX_PIXELS
+from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
 from twostage.ops.imageio import expand_inputs, read_image, write_image
 from twostage.ops.resize import imresize
 from twostage.pipeline import Tile, load_pipeline
@@ -37,8 +43,10 @@ def plan_outputs(
 ) -> list[tuple[Path, Path]]:
     """(input file, output file) pairs; a folder input keeps its sub-folders below `out`.
 
-    Two inputs that would write the same output are an error naming both.
+    Two inputs that would write the same output, an output that is an input, and one outside
+    `out` are errors naming them.
     """
+    check_suffix(suffix)
     plan: list[tuple[Path, Path]] = []
     seen: dict[Path, Path] = {}
     roots = [Path(p) for p in inputs if Path(p).is_dir()]
@@ -55,6 +63,9 @@ def plan_outputs(
             )
         seen[target] = file
         plan.append((file, target))
+    if not plan:
+        raise UserError(f"nothing to restore: every input image lies inside --out {out}")
+    check_outputs(plan, out=out)
     return plan
 
 
@@ -67,19 +78,22 @@ def restore_files(
     inputs: list[Path],
     *,
     out: Path,
-    tile: Tile = None,
+    tile: Tile = "auto",
     tile_pad: int = 16,
     device: str = "auto",
     suffix: str = "",
     ext: str = "png",
     overwrite: bool = False,
     quiet: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> int:
     """Restore every input image into `out`; returns the number of files that failed."""
     ext = ext.lower().lstrip(".")
     out = Path(out)
     plan = plan_outputs([Path(p) for p in inputs], out=out, suffix=suffix, ext=ext)
     pipe = load_pipeline(model, device=device)
+    for folder in {target.parent for _, target in plan}:
+        remove_stale_temps(folder)
     written = skipped = failed = 0
     for source, target in tqdm(plan, desc="images", unit="img", disable=quiet):
         if target.exists() and not overwrite:
@@ -87,7 +101,7 @@ def restore_files(
             skipped += 1
             continue
         try:
-            img, info = read_image(source)
+            img, info = read_image(source, max_pixels=max_pixels)
             result = pipe.restore(img, tile=tile, tile_pad=tile_pad, progress=not quiet)
             alpha = info.alpha
             if alpha is not None and ext in NO_ALPHA:

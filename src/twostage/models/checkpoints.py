@@ -346,9 +346,15 @@ def model_from_state(
     """
     state = {_strip_module(k): v for k, v in state.items()}
     try:
-        spec = spec or detect_spec(state)
+        detected = detect_spec(state)
     except UserError as e:
         raise CheckpointError(f"{source}: {e}") from None
+    if spec is not None and _structure(spec) != _structure(detected):
+        raise CheckpointError(
+            f"{source}: the weights are {_what(detected)}, but {_what(spec)} was expected"
+        )
+    spec = spec or detected
+    check_finite(state, source)
     if _layout(state) == "basicsr":
         official_of = {b: o for o, b in _basicsr_names(spec).items()}
         _check_keys(
@@ -376,6 +382,30 @@ def model_from_state(
     model = build_model(spec)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _structure(spec: ModelSpec) -> tuple[object, ...]:
+    """The fields of a spec that the weights determine (all but EDSR's res_scale)."""
+    reduction = spec.reduction if spec.arch == "rcan" else None
+    return (spec.arch, spec.scale, spec.n_feats, spec.n_resblocks, spec.n_resgroups, reduction)
+
+
+def _what(spec: ModelSpec) -> str:
+    return f"{spec.arch.upper()} ×{spec.scale} ({spec.describe()})"
+
+
+def check_finite(state: Mapping[str, Tensor], source: str) -> None:
+    """Refuse weights holding NaN or Inf: they only ever give black or garbage images."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{source}: NaN or Inf in the weights of {_key_list(bad)}")
+
+
+def load_weights(model: nn.Module, state: Mapping[str, Tensor], *, source: str) -> None:
+    """Copy an official/BasicSR/native `state` into our RCAN/EDSR `model` (e.g. `model.init`);
+    another architecture or size is a CheckpointError saying what the weights are."""
+    fitted = model_from_state(state, spec=_spec_of(model), source=source)
+    _inner(model).load_state_dict(fitted.state_dict())
 
 
 def _check_keys(found: set[str], expected: set[str], source: str, what: str) -> None:
@@ -482,9 +512,14 @@ def _load_with_spandrel(state: dict[str, Tensor], path: Path) -> nn.Module:
     try:
         import spandrel
     except ImportError as e:  # spandrel 0.4.2's registry imports torchvision
+        missing = (e.name or "spandrel").split(".")[0]
+        need = (
+            f"spandrel ({SPANDREL_HINT})"
+            if missing == "spandrel"
+            else f"spandrel, which is installed but cannot import {missing} (pip install {missing})"
+        )
         raise UserError(
-            f"cannot load {path}: not an EDSR/RCAN checkpoint, and other architectures need "
-            f"spandrel with torchvision ({SPANDREL_HINT}): {_one_line(e)}"
+            f"cannot load {path}: not an EDSR/RCAN checkpoint, and other architectures need {need}"
         ) from None
     try:
         descriptor = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
@@ -494,6 +529,7 @@ def _load_with_spandrel(state: dict[str, Tensor], path: Path) -> nn.Module:
         ) from None
     except Exception as e:  # a recognised architecture whose weights do not fit
         raise CheckpointError(f"cannot load {path} with spandrel: {_one_line(e)}") from None
+    check_finite(state, str(path))
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise CheckpointError(
             f"{path}: spandrel loads it as {type(descriptor).__name__}, not an image-to-image model"

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,10 @@ import yaml
 from PIL import Image
 from scipy.signal import fftconvolve
 
-from twostage.errors import UserError
+from twostage.errors import UserError, short
+from twostage.limits import MAX_KERNEL, MAX_PIXELS, MAX_SCALE
+from twostage.ops.files import check_outputs, read_yaml, remove_stale_temps, write_text_atomic
+from twostage.ops.imageio import expand_inputs, read_image, write_image
 from twostage.ops.resize import imresize
 
 __all__ = [
@@ -77,19 +81,30 @@ RESIZE_METHODS = ("bicubic", "decimate")
 NOISE_KINDS = ("gaussian", "bsnr", "poisson-gaussian")
 
 
-def _check_range(owner: str, field: str, value: Any, *, low: float = 0.0) -> Range:
-    """Validate a (low, high) pair; a single number is a fixed value."""
+def _check_range(
+    owner: str, field: str, value: Any, *, low: float = 0.0, high: float = math.inf
+) -> Range:
+    """Validate a (low, high) pair within [low, high]; a single number is a fixed value."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = (value, value)
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise UserError(
-            f"{owner}: {field} must be a number or a [low, high] pair, got {value!r}"
+            f"{owner}: {field} must be a number or a [low, high] pair, got {short(value)}"
         ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < low:
-        raise UserError(f"{owner}: {field} must satisfy {low:g} <= low <= high, got {value!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < low or hi > high:
+        bound = f" <= {high:g}" if math.isfinite(high) else ""
+        raise UserError(
+            f"{owner}: {field} must satisfy {low:g} <= low <= high{bound}, got {short(value)}"
+        )
     return (lo, hi)
+
+
+def _check_scale(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SCALE:
+        raise UserError(f"{what} must be an integer from 1 to {MAX_SCALE}, got {short(value)}")
+    return value
 
 
 def _draw(rng: np.random.Generator, r: Range) -> float:
@@ -127,14 +142,18 @@ class Blur:
             raise UserError(
                 f"{owner}: kernel must be one of {', '.join(BLUR_KERNELS)}, got {self.kernel!r}"
             )
-        if not isinstance(self.size, int) or self.size < 0 or (self.size and self.size % 2 == 0):
+        size = self.size
+        if not isinstance(size, int) or size < 0 or (size and size % 2 == 0) or size > MAX_KERNEL:
             raise UserError(
-                f"{owner}: size must be an odd positive integer (or 0 = auto), got {self.size!r}"
+                f"{owner}: size must be an odd integer from 1 to {MAX_KERNEL} (or 0 = auto), "
+                f"got {short(size)}"
             )
         if self.sigma is not None:
-            object.__setattr__(self, "sigma", _check_range(owner, "sigma", self.sigma))
+            sigma = _check_range(owner, "sigma", self.sigma, high=MAX_KERNEL / 6)
+            object.__setattr__(self, "sigma", sigma)
         if self.radius is not None:
-            object.__setattr__(self, "radius", _check_range(owner, "radius", self.radius))
+            radius = _check_range(owner, "radius", self.radius, high=MAX_KERNEL / 2)
+            object.__setattr__(self, "radius", radius)
         object.__setattr__(self, "angle", _check_range(owner, "angle", self.angle, low=-math.inf))
         if self.kernel in ("gaussian-aniso", "gaussian"):
             if self.sigma is None and not (self.kernel == "gaussian" and self.size):
@@ -238,8 +257,7 @@ class Preset:
         for step in self.steps:
             if not isinstance(step, Blur | Resize | Noise | Jpeg):
                 raise UserError(f"preset {self.name}: unknown step {step!r}")
-        if not isinstance(self.scale, int) or isinstance(self.scale, bool) or self.scale < 1:
-            raise UserError(f"preset {self.name}: scale must be a positive integer")
+        _check_scale(self.scale, f"preset {self.name}: scale")
         resizes = sum(isinstance(s, Resize) for s in self.steps)
         if resizes > 1:
             raise UserError(f"preset {self.name}: at most one resize step")
@@ -303,12 +321,30 @@ def _scaled(r: Range | None, factor: float) -> Range | None:
     return None if r is None else (r[0] * factor, r[1] * factor)
 
 
+def _kernel_side(blur: Blur, sigma: Range | None, radius: Range | None, factor: float) -> int:
+    """Side in pixels of the kernel `sample_kernel` builds (before any shift)."""
+    if blur.kernel == "uniform":
+        return blur.size
+    if blur.kernel == "disk":
+        assert radius is not None
+        return 2 * math.ceil(radius[1] + 0.5) + 1
+    if blur.size and blur.reference_scale:
+        return _odd_size((blur.size // 2) * factor)
+    return blur.size if blur.size else _odd_size(3 * (sigma or (0.0, 0.0))[1])
+
+
 def sample_kernel(
     blur: Blur, rng: np.random.Generator, *, scale: int = 1, shift: float = 0.0
 ) -> np.ndarray:
     """Draw one kernel for `blur` at the run's scale (ranges rescaled by reference_scale)."""
     factor = scale / blur.reference_scale if blur.reference_scale else 1.0
     sigma, radius = _scaled(blur.sigma, factor), _scaled(blur.radius, factor)
+    size = _kernel_side(blur, sigma, radius, factor)
+    if size > MAX_KERNEL:
+        raise UserError(
+            f"blur step: at scale {scale} the kernel would be {size}×{size} pixels "
+            f"(at most {MAX_KERNEL}); lower sigma, radius or size"
+        )
     if blur.kernel == "uniform":
         return box_kernel(blur.size, shift)
     if blur.kernel == "disk":
@@ -316,9 +352,6 @@ def sample_kernel(
         return disk_kernel(_draw(rng, radius), shift)
     if sigma is None:  # "gaussian" given by its size only
         sigma = (blur.size / 6, blur.size / 6)
-    size = blur.size if blur.size else _odd_size(3 * sigma[1])
-    if blur.size and blur.reference_scale:
-        size = _odd_size((blur.size // 2) * factor)
     if blur.kernel == "gaussian":
         s = _draw(rng, sigma)
         return gaussian_kernel(size, s, s, 0.0, shift)
@@ -398,8 +431,7 @@ def degrade(
     s = p.scale if scale is None else scale
     if not p.resizes and s != 1:
         raise UserError(f"preset {p.name} keeps the image size; scale must be 1, got {s}")
-    if s < 1:
-        raise UserError(f"scale must be a positive integer, got {s}")
+    _check_scale(s, "scale")
     rng = np.random.default_rng(seed)
     x = _as_float(mod_crop(hr, s), f"degrade with preset {p.name}")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -581,20 +613,11 @@ def preset_from_dict(data: Any, *, source: str = "preset") -> Preset:
 
 def load_preset(path: str | Path) -> Preset:
     """Read a preset YAML file (see `preset_to_dict` for the layout)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read preset {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"preset {path}: invalid YAML: {str(exc).splitlines()[0]}") from None
-    return preset_from_dict(data, source=str(path))
+    return preset_from_dict(read_yaml(path, "preset"), source=str(path))
 
 
 def save_preset(preset: Preset, path: str | Path) -> None:
     """Write a preset as YAML (atomic)."""
-    from twostage.ops.files import write_text_atomic
-
     write_text_atomic(
         path, yaml.safe_dump(preset_to_dict(preset), sort_keys=False, allow_unicode=True)
     )
@@ -666,38 +689,57 @@ def presets_table() -> str:
 # Files (the CLI's `twostage degrade`)
 
 
-def degrade_files(
-    inputs: Sequence[Path], *, preset: str | Preset, scale: int | None, seed: int, out: Path
-) -> list[Path]:
-    """Degrade image files into `out`; returns the written paths.
-
-    SR presets write `<stem>x<S>.png` (8-bit, DIV2K's naming); float presets (blur7/9/11) write
-    `<stem>.png` as 16-bit PNG, because their noise is finer than one 8-bit step. Each image
-    uses `derive_seed(seed, stem)`, so its output does not depend on which other files are
-    given. Alpha is dropped; 16-bit inputs are used at full precision.
-    """
-    from twostage.ops.imageio import expand_inputs, read_image, write_image
-
-    p = get_preset(preset) if isinstance(preset, str) else preset
-    s = p.scale if scale is None else scale
-    if not p.resizes and s != 1:
-        raise UserError(f"preset {p.name} keeps the image size; --scale must be 1, got {s}")
-    files = expand_inputs(list(inputs))
+def _plan(files: list[Path], out: Path, p: Preset, s: int) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: `<stem>x<S>.png` for SR presets, `<stem>.png` for float ones."""
     names: dict[str, Path] = {}
     for f in files:
         if f.stem in names:
             raise UserError(f"two inputs would write the same output: {names[f.stem]} and {f}")
         names[f.stem] = f
+    tail = "" if p.float_output else f"x{s}"
+    plan = [(f, out / f"{stem}{tail}.png") for stem, f in names.items()]
+    check_outputs(plan, out=out)
+    return plan
+
+
+def degrade_files(
+    inputs: Sequence[Path],
+    *,
+    preset: str | Preset,
+    scale: int | None,
+    seed: int,
+    out: Path,
+    overwrite: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[list[Path], int]:
+    """Degrade image files into `out`; returns the written paths and the number that failed.
+
+    SR presets write `<stem>x<S>.png` (8-bit, DIV2K's naming); float presets (blur7/9/11) write
+    `<stem>.png` as 16-bit PNG, because their noise is finer than one 8-bit step. Each image
+    uses `derive_seed(seed, stem)`, so its output does not depend on which other files are
+    given. Alpha is dropped; 16-bit inputs are used at full precision. An existing output is
+    kept unless `overwrite`; an input is never written over. A file that fails is one line on
+    stderr naming it, and the others are still degraded.
+    """
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    s = p.scale if scale is None else _check_scale(scale, "--scale")
+    if not p.resizes and s != 1:
+        raise UserError(f"preset {p.name} keeps the image size; --scale must be 1, got {s}")
     out = Path(out)
-    written = []
-    for stem, f in names.items():
-        img, _ = read_image(f)
-        lr = degrade(img, p, scale=s, seed=derive_seed(seed, stem))
-        if p.float_output:
-            target = out / f"{stem}.png"
-            write_image(target, lr, bit_depth=16)
-        else:
-            target = out / f"{stem}x{s}.png"
-            write_image(target, lr, bit_depth=8)
-        written.append(target)
-    return written
+    plan = _plan(expand_inputs(list(inputs)), out, p, s)
+    remove_stale_temps(out)
+    written, failed = [], 0
+    for f, target in plan:
+        if target.exists() and not overwrite:
+            print(f"skip {f}: {target} exists (--overwrite to replace it)", file=sys.stderr)
+            continue
+        try:
+            img, _ = read_image(f, max_pixels=max_pixels)
+            lr = degrade(img, p, scale=s, seed=derive_seed(seed, f.stem))
+            write_image(target, lr, bit_depth=16 if p.float_output else 8)
+            written.append(target)
+        except (UserError, OSError) as exc:
+            message = str(exc) if str(f) in str(exc) else f"{f}: {exc}"
+            print(f"error: {message}", file=sys.stderr)
+            failed += 1
+    return written, failed

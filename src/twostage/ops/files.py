@@ -1,28 +1,110 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one."""
+"""Safe files: atomic writes, stale temporaries, output-path guards and bounded YAML reads.
+
+- `atomic_path` writes beside the target under a temporary name and renames it into place, so a
+  reader never sees a half-written file and a crash leaves the old one. The file gets the mode
+  any other tool would give it (0666 less the umask), not `mkstemp`'s 0600.
+- A temporary name carries the writer's process id (`.<stem>.<pid>-<random>.tmp<suffix>`), so
+  `remove_stale_temps` can delete those whose writer is gone (SIGKILL) and leave live ones.
+- A failed write is an `OSError` (`WriteError`) even where the writer raised something else
+  (torch's "unexpected pos", safetensors' "I/O error"): callers handle one exception type.
+- `read_yaml` refuses aliases and files over `YAML_MAX_BYTES`: a 1 KB "billion laughs"
+  document cannot expand to gigabytes.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from twostage.errors import UserError
+
+__all__ = [
+    "WriteError",
+    "atomic_path",
+    "check_output_file",
+    "check_outputs",
+    "check_suffix",
+    "newest_complete_folder",
+    "parse_yaml",
+    "read_yaml",
+    "remove_stale_temps",
+    "temp_path",
+    "write_text_atomic",
+]
+
+YAML_MAX_BYTES = 1 << 20  # configs, recipes and presets are a few KB
+# Messages of writers that report a failed write without an OSError (torch.save, safetensors).
+WRITE_FAILURE_MARKERS = ("unexpected pos", "file write failed", "iostream error", "I/O error")
+_TEMP_NAME = re.compile(r"^\..*\.(\d+)-[0-9a-f]{8}\.tmp(\.[^.]*)?$")
+
+
+class WriteError(OSError):
+    """A write that failed (disk full, file too large, I/O error), whatever the writer raised."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """Create an empty temporary file (or folder) beside `path`, named with our pid.
+
+    Its mode is 0666 (folders 0777) less the umask, as `open`/`mkdir` would give it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
+        try:
+            if folder:
+                tmp.mkdir()
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))  # pragma: no cover
+
+
+def _as_write_error(exc: BaseException, path: Path) -> WriteError | None:
+    """`exc` as a WriteError when it reports a failed write in another writer's words."""
+    if isinstance(exc, OSError) or not isinstance(exc, Exception):
+        return None
+    detail = " ".join(str(exc).split())
+    if not any(marker in detail for marker in WRITE_FAILURE_MARKERS):
+        return None
+    found = re.search(r"os error (\d+)", detail)
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(path.parent).free < (1 << 20):
+            return WriteError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if found:
+        code = int(found.group(1))
+        return WriteError(code, os.strerror(code), str(path))
+    return WriteError(errno.EIO, f"write failed ({detail})", str(path))
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it over `path`.
 
-    On any exception (Ctrl-C included) the temporary file is removed and `path` is untouched.
-    The temporary name keeps the suffix, so writers that infer the format from it still work.
+    On any exception (Ctrl-C included) the temporary file is removed and `path` is untouched;
+    a writer's own report of a failed write is raised as `WriteError`. The temporary name keeps
+    the suffix, so writers that infer the format from it still work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = temp_path(path)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -34,8 +116,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        error = _as_write_error(exc, path)
+        if error is not None:
+            raise error from exc
         raise
 
 
@@ -43,3 +128,144 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete our temporary files and folders in `folder` whose writing process has ended.
+
+    Only names `temp_path` makes are touched, and only when their pid is not running (a writer
+    killed by SIGKILL or SIGTERM); returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            match = _TEMP_NAME.match(entry.name)
+            if match is None or _process_alive(int(match.group(1))):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def newest_complete_folder(
+    root: str | os.PathLike, *, pattern: str, required: Iterable[str]
+) -> Path | None:
+    """The sub-folder of `root` whose name fully matches `pattern` (one integer group, the
+    ordering key) with the highest number among those that hold every `required` file."""
+    regex, needed = re.compile(pattern), list(required)
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in Path(root).iterdir():
+            match = regex.fullmatch(entry.name)
+            if match and entry.is_dir() and all((entry / n).is_file() for n in needed):
+                found.append((int(match.group(1)), entry))
+    return max(found)[1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------
+# output paths
+
+
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Refuse, before any work, an output file that cannot be written: a folder, a parent that
+    is a file, or a folder we may not write to. The error names `option` and the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder; give a file name")
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: {parent} is not writable")
+    return path
+
+
+def _same(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def check_outputs(
+    plan: Iterable[tuple[Path, Path]], *, out: Path, inputs: Iterable[Path] = ()
+) -> None:
+    """Refuse a plan of (source, target) pairs where a target leaves `out` or is an input file.
+
+    No flag allows either: `--overwrite` replaces earlier outputs, never the images read.
+    """
+    pairs = list(plan)
+    root = out.resolve()
+    sources = [p for p in {*inputs, *(s for s, _ in pairs)} if p.is_file()]
+    for _, target in pairs:
+        if not target.resolve().is_relative_to(root):
+            raise UserError(f"output {target} would be written outside --out {out}")
+        clash = next((s for s in sources if _same(s, target)), None)
+        if clash is not None:
+            raise UserError(
+                f"output {target} is the input {clash}; choose another --out or --suffix"
+            )
+
+
+def check_suffix(suffix: str, option: str = "--suffix") -> str:
+    """A file-name suffix without path separators or `..` (it must not move the file)."""
+    seps = {"/", "\\", os.sep, os.altsep or "/"}
+    if any(s in suffix for s in seps) or ".." in suffix or "\0" in suffix:
+        raise UserError(f"{option} {suffix!r}: may not hold path separators or '..'")
+    return suffix
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (`*name`), the one way a small YAML grows huge."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as plain data (safe tags only, no aliases); errors name `source` and line."""
+    if len(text) > YAML_MAX_BYTES:
+        raise UserError(f"{source}: larger than {YAML_MAX_BYTES // 1024} KB; not a config")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass: safe tags only
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{source}{where}: invalid YAML: {problem}") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """Read a YAML file `what` (e.g. "config") with `parse_yaml`'s limits."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > YAML_MAX_BYTES:
+            raise UserError(f"{what} {path}: larger than {YAML_MAX_BYTES // 1024} KB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"cannot read {what} {path}: {reason}") from None
+    return parse_yaml(text, f"{what} {path}")

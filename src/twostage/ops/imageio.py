@@ -1,5 +1,10 @@
 """Reading and writing images: one float32 RGB [0, 1] representation inside, atomic writes out.
 
+Size limit: an image over `max_pixels` (default `MAX_PIXELS`, 100 MP; `--max-pixels` raises it)
+is refused from its header, before anything is decoded: a 400 KB PNG can hold 12000×12000
+pixels that decode to gigabytes. Animated GIF/WebP/PNG: the first frame is read, with an
+`InputWarning` saying so.
+
 Formats: PNG, JPEG, TIFF, BMP, WebP; 1/2/4/8/16-bit; gray, gray+alpha, RGB, RGBA, palette (with
 tRNS transparency). EXIF orientation is applied, so a phone photo comes out upright.
 
@@ -10,9 +15,12 @@ tifffile cannot decode without `imagecodecs`, such as LZW).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
-from collections.abc import Iterable
+import struct
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +29,8 @@ import tifffile
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from twostage.errors import UserError
+from twostage.errors import InputWarning, UserError
+from twostage.limits import MAX_PIXELS
 from twostage.ops.files import atomic_path
 
 __all__ = [
@@ -245,8 +254,28 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageInfo] | None:
     return _split(values, maxval, path, depth, gray, has_alpha)
 
 
+@contextlib.contextmanager
+def _own_size_limit() -> Iterator[None]:
+    """Pillow without its own pixel limit: `read_image` applies `max_pixels` itself."""
+    limit = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def _read_pillow(path: Path) -> tuple[np.ndarray, ImageInfo]:
-    with Image.open(path) as opened:
+    with _own_size_limit(), Image.open(path) as opened:
+        frames = int(getattr(opened, "n_frames", 1))
+        if frames > 1:
+            warnings.warn(
+                f"{path} is animated ({frames} frames); only the first is used",
+                InputWarning,
+                stacklevel=4,
+            )
         opened.load()
         im = ImageOps.exif_transpose(opened)
     mode = im.mode
@@ -265,16 +294,41 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, ImageInfo]:
     return _split(np.asarray(im), 255.0, path, 8, gray, has_alpha)
 
 
+def _header_size(path: Path, head: bytes) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding any pixels."""
+    if head.startswith(_PNG_SIGNATURE) and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head[:4] in _TIFF_SIGNATURES:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            return int(page.imagewidth), int(page.imagelength)
+    with _own_size_limit(), Image.open(path) as im:
+        return im.size
+
+
+def _check_size(path: Path, head: bytes, max_pixels: int) -> None:
+    width, height = _header_size(path, head)
+    if width * height > max_pixels:
+        raise ImageReadError(
+            path,
+            f"{width}×{height} is {width * height / 1e6:.0f} MP, over the limit of "
+            f"{max_pixels / 1e6:g} MP (--max-pixels raises it)",
+        )
+
+
 def _sniff(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(32)
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
+def read_image(
+    path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, ImageInfo]:
     """Read an image as float32 RGB H×W×3 in [0, 1], EXIF orientation applied.
 
     16-bit PNG and TIFF keep their 16-bit precision. Any problem (missing, empty, truncated,
-    corrupt, not an image) raises ImageReadError: "cannot read image FILE: CAUSE".
+    corrupt, not an image, over `max_pixels` pixels) raises ImageReadError: "cannot read image
+    FILE: CAUSE".
     """
     path = Path(path)
     if not path.exists():
@@ -288,6 +342,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     if not head:
         raise ImageReadError(path, "empty file")
     try:
+        _check_size(path, head, max_pixels)
         if head.startswith(_PNG_SIGNATURE) and len(head) >= 25 and head[24] == 16:
             return _read_png16(path)
         if head[:4] in _TIFF_SIGNATURES:
@@ -299,8 +354,6 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
         raise
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image in a supported format") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, str(exc)) from None
     except Exception as exc:  # decoders raise many types on corrupt data; all are bad input
         cause = " ".join(str(exc).split()) or type(exc).__name__
         if "truncated" not in cause.lower() and isinstance(exc, EOFError):

@@ -1,0 +1,13 @@
+"""Bounds on inputs: the one table of sizes past which a value is a mistake, not a request.
+
+Each keeps a typo or a hostile file from allocating terabytes or running for hours; each error
+that applies one names the option or field. Plain constants, so the CLI can show them in its
+help without importing anything heavy.
+"""
+
+MAX_PIXELS = 100_000_000  # width × height of an input image, read from its header (--max-pixels)
+MIN_TILE = 8  # input pixels on a tile's side; smaller tiles are nearly all padding (--tile)
+MAX_KERNEL = 255  # pixels on a blur kernel's side; any real blur is far smaller
+MAX_SCALE = 16  # a degradation's or a pipeline's total scale factor
+MAX_STAGE2_REPEATS = 4  # a bundle's stage-2 repeats (the paper's x2x2 uses 2)
+SEED_MAX = 2**32 - 1  # numpy.random.seed's range (run.seed)
