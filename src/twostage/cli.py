@@ -194,7 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=DEVICES, default="auto", help="where to run (default: cuda if any)"
     )
     p.add_argument("--suffix", default="", help="appended to each output stem (no / or ..)")
-    p.add_argument("--ext", choices=("png", "tif", "tiff", "webp", "jpg", "bmp"), default="png")
+    p.add_argument(
+        "--ext",
+        choices=("png", "tif", "tiff", "webp", "jpg", "bmp"),
+        default="png",
+        help="output format (default png; 16-bit input stays 16-bit in png and tif)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _max_pixels_arg(p)
 

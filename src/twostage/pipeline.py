@@ -433,9 +433,12 @@ def _meta_field(
     except ValueError:
         value = raw
     if type(value) not in {type(a) for a in allowed} or value not in allowed:
-        shown = f"{allowed[0]}..{allowed[-1]}" if isinstance(allowed, range) else allowed
+        shown = " or ".join(map(json.dumps, allowed))
+        if isinstance(allowed, range):
+            shown = f"{allowed[0]} to {allowed[-1]}"
         raise CheckpointError(
-            f"{path}: bundle metadata {key}={short(raw)} is out of range (expected {shown})"
+            f"{path}: bundle metadata {key}={short(raw, quote=False)} is out of range "
+            f"(expected {shown})"
         )
     return value
 

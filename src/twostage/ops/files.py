@@ -60,7 +60,8 @@ def _umask() -> int:
 def temp_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
     """Create an empty temporary file (or folder) beside `path`, named with our pid.
 
-    Its mode is 0666 (folders 0777) less the umask, as `open`/`mkdir` would give it.
+    Its mode is 0666 (folders 0777) less the umask, as `open`/`mkdir` give it (not `mkstemp`'s
+    0600 and `mkdtemp`'s 0700).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,6 @@ def temp_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
                 os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except FileExistsError:
             continue
-        os.chmod(tmp, (0o777 if folder else 0o666) & ~_umask())
         return tmp
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))  # pragma: no cover
 
@@ -107,6 +107,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = temp_path(path)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # writers such as safetensors make it 0600
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
