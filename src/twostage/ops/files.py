@@ -195,27 +195,27 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
     return path
 
 
-def _same(a: Path, b: Path) -> bool:
+def _file_id(path: Path) -> tuple[int, int] | None:
     with contextlib.suppress(OSError):
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    return None
 
 
-def check_outputs(
-    plan: Iterable[tuple[Path, Path]], *, out: Path, inputs: Iterable[Path] = ()
-) -> None:
-    """Refuse a plan of (source, target) pairs where a target leaves `out` or is an input file.
+def check_outputs(plan: Iterable[tuple[Path, Path]], *, out: Path) -> None:
+    """Refuse a plan of (source, target) pairs where a target leaves `out` or is an input file
+    (the same file, however named: links and `..` included).
 
     No flag allows either: `--overwrite` replaces earlier outputs, never the images read.
     """
     pairs = list(plan)
     root = out.resolve()
-    sources = [p for p in {*inputs, *(s for s, _ in pairs)} if p.is_file()]
+    sources = {_file_id(source): source for source, _ in pairs}
+    sources.pop(None, None)
     for _, target in pairs:
         if not target.resolve().is_relative_to(root):
             raise UserError(f"output {target} would be written outside --out {out}")
-        clash = next((s for s in sources if _same(s, target)), None)
+        clash = sources.get(_file_id(target))
         if clash is not None:
             raise UserError(
                 f"output {target} is the input {clash}; choose another --out or --suffix"
