@@ -65,6 +65,11 @@ def _lpips_nets(text: str) -> list[str]:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf32", "bf16")  # models.inference.PRECISIONS (kept light here)
+PRECISION_HELP = (
+    "auto: bf16 where the CPU (AMX, AVX512-BF16) or GPU runs it natively, else fp32; "
+    "bf32: fp32 with bf16 conv math (CPU); the last conv and the output stay fp32"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=_tile, default=None, metavar="N|auto")
     p.add_argument("--tile-pad", type=_non_negative_int, default=16)
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--suffix", default="", help="appended to each output stem")
     p.add_argument("--ext", choices=("png", "tif", "tiff", "webp", "jpg", "bmp"), default="png")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -239,6 +245,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             tile=args.tile,
             tile_pad=args.tile_pad,
             device=args.device,
+            precision=args.precision,
             suffix=args.suffix,
             ext=args.ext,
             overwrite=args.overwrite,
