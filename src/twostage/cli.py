@@ -67,8 +67,9 @@ def _lpips_nets(text: str) -> list[str]:
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf32", "bf16")  # models.inference.PRECISIONS (kept light here)
 PRECISION_HELP = (
-    "auto: bf16 where the CPU (AMX, AVX512-BF16) or GPU runs it natively, else fp32; "
-    "bf32: fp32 with bf16 conv math (CPU); the last conv and the output stay fp32"
+    "auto (default): bf16 where the CPU (AMX, AVX512-BF16) or GPU runs it natively, else "
+    "fp32; bf32: fp32 tensors, bf16 conv math (CPU). The last conv and the output stay fp32; "
+    "bf16 may move an output by an 8-bit level or so: fp32 for exact or 16-bit results"
 )
 
 
