@@ -998,9 +998,10 @@ def _section_head(sec: dict[str, Any]) -> list[str]:
         if sec.get("gemm_gflops")
         else ""
     )
+    cpu = f" CPU: {sec['cpu']}." if sec.get("cpu") else ""
     return [
         f"Command: `{sec['command']}` — {sec['when']}, load average "
-        f"{', '.join(map(str, load.get('loadavg', [])))}{busy}.{gemm}",
+        f"{', '.join(map(str, load.get('loadavg', [])))}{busy}.{gemm}{cpu}",
         "",
     ]
 
@@ -1635,11 +1636,13 @@ def main() -> int:
     results.setdefault("sections", {})
     command = "python benchmarks/run.py " + shlex.join(sys.argv[1:])
     ctx = Context(args=args)
+    here = machine()
+    if chosen and (not args.only or "machine" not in results):
+        # A partial run keeps the header's machine; its sections name their own (below).
+        results["machine"] = here
     if chosen:
-        results["machine"] = machine()
         print(
-            f"{results['machine']['cpu']}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads",
+            f"{here['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} threads",
             flush=True,
         )
     deadline = time.monotonic() + args.wait_quiet
@@ -1651,6 +1654,7 @@ def main() -> int:
             "command": command + ("" if args.only else f"  (section {name})"),
             "when": dt.datetime.now().isoformat(timespec="minutes"),
             "load_before": load_snapshot(),
+            "cpu": f"{here['cpu']} ({', '.join(here['flags'])})",
         }
         start = time.perf_counter()
         try:
