@@ -66,6 +66,7 @@ SECTIONS = (
     "variants",
     "infer",
     "pipeline",
+    "precision",
     "compile",
     "data",
     "tiled",
@@ -558,6 +559,104 @@ def section_pipeline(ctx: Context) -> list[dict[str, Any]]:
     return rows
 
 
+PRECISION_MODES = ("fp32", "bf32", "bf16")
+
+
+def _precision_speed(ctx: Context, preset: str) -> list[dict[str, Any]]:
+    """`Pipeline.restore` of one image in each mode (as `twostage restore --precision` runs
+    it: a loaded bundle, channels_last) against the fp32 reference RCAN on the same image."""
+    from twostage.models.inference import resolve_precision
+    from twostage.pipeline import Pipeline, load_pipeline
+
+    size = ctx.args.infer_size
+    spec = spec_of(preset, 2)
+    auto = resolve_precision("auto", "cpu")
+    rng = np.random.default_rng(0)
+    img = np.kron(rng.random((size // 8, size // 8, 3)), np.ones((8, 8, 1))).astype(np.float32)
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
+    ref = build(spec, reference=True, seed=1).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        Pipeline(None, build(spec, reference=False, seed=1)).save_bundle(
+            Path(tmp) / "b.safetensors"
+        )
+        pipe = load_pipeline(Path(tmp) / "b.safetensors", precision="fp32")
+
+    def ours(mode: str) -> Step:
+        return lambda: pipe.restore(img, precision=mode)
+
+    def reference() -> None:
+        with torch.inference_mode():
+            ref(x)
+
+    fns: dict[str, Step] = {"reference: fp32": reference}
+    fns.update({f"ours: restore --precision {m}": ours(m) for m in PRECISION_MODES})
+    print(f"  precision {preset} ×2 {size}²: {', '.join(fns)}", flush=True)
+    times = median_times(fns, warmup=1, repeats=ctx.args.repeats)
+    base = statistics.median(times["reference: fp32"])
+    fp32 = statistics.median(times["ours: restore --precision fp32"])
+    return [
+        {
+            "kind": "speed",
+            "preset": preset,
+            "size": size,
+            "setup": label,
+            "auto": label.endswith(f" {auto.mode}"),
+            "auto_reason": str(auto),
+            "seconds": statistics.median(t),
+            "times": t,
+            "vs_reference": base / statistics.median(t),
+            "vs_fp32": fp32 / statistics.median(t),
+            "repeats": ctx.args.repeats,
+        }
+        for label, t in times.items()
+    ]
+
+
+def _precision_quality(bundles: Path) -> list[dict[str, Any]]:
+    """Each bundle in `bundles` (the demo's), on the demo's test photos: PSNR against GT of
+    the fp32 and the `auto` outputs, and PSNR of the `auto` output against the fp32 one."""
+    from twostage.experiments import demo_recipe, get_profile, plan_data
+    from twostage.ops.metrics import psnr
+    from twostage.pipeline import Pipeline, load_pipeline
+
+    recipe = demo_recipe()
+    _, test_sets = plan_data(recipe, {}, get_profile("cpu"))
+    rows = []
+    for path in sorted(bundles.glob("*.safetensors")):
+        pipe = load_pipeline(path, precision="auto")
+        assert isinstance(pipe, Pipeline)
+        print(f"  quality {path.stem}: {pipe.precision}", flush=True)
+        for test in test_sets:
+            inputs = test.split.inputs(test.degradation, scale=recipe.scale)
+            for name, x, hr in zip(test.split.names, inputs, test.split.hr):
+                exact = pipe.restore(x, precision="fp32")
+                fast = pipe.restore(x)
+                crop = recipe.scale
+                rows.append(
+                    {
+                        "kind": "quality",
+                        "bundle": path.stem,
+                        "test_set": test.name,
+                        "image": name,
+                        "mode": pipe.precision.mode,
+                        "psnr_fp32": psnr(exact, hr, crop_border=crop),
+                        "psnr_auto": psnr(fast, hr, crop_border=crop),
+                        "psnr_auto_vs_fp32": psnr(fast, exact, crop_border=crop),
+                    }
+                )
+    return rows
+
+
+def section_precision(ctx: Context) -> list[dict[str, Any]]:
+    """Issue 15: `--precision` speed (rcan-paper and rcan-cpu ×2) and quality (demo bundles)."""
+    rows = _precision_speed(ctx, "rcan-paper") + _precision_speed(ctx, "rcan-cpu")
+    bundles = ctx.args.bundles
+    if not list(bundles.glob("*.safetensors")):
+        print(f"  no bundles in {bundles}: quality not measured (run `make demo`)", flush=True)
+        return rows
+    return rows + _precision_quality(bundles)
+
+
 def section_compile(ctx: Context) -> list[dict[str, Any]]:
     """torch.compile for inference (rcan-paper ×2): compile time and steady-state speed."""
     size = ctx.args.infer_size
@@ -859,6 +958,7 @@ RUNNERS: dict[str, Callable[[Context], list[dict[str, Any]]]] = {
     "variants": section_variants,
     "infer": section_infer,
     "pipeline": section_pipeline,
+    "precision": section_precision,
     "compile": section_compile,
     "data": section_data,
     "tiled": section_tiled,
@@ -898,9 +998,10 @@ def _section_head(sec: dict[str, Any]) -> list[str]:
         if sec.get("gemm_gflops")
         else ""
     )
+    cpu = f" CPU: {sec['cpu']}." if sec.get("cpu") else ""
     return [
         f"Command: `{sec['command']}` — {sec['when']}, load average "
-        f"{', '.join(map(str, load.get('loadavg', [])))}{busy}.{gemm}",
+        f"{', '.join(map(str, load.get('loadavg', [])))}{busy}.{gemm}{cpu}",
         "",
     ]
 
@@ -945,6 +1046,7 @@ def render(results: dict[str, Any]) -> str:
         ("variants", "Training step: memory format, bf16, compile", _render_variants),
         ("infer", "Inference, rcan-paper ×2", _render_infer),
         ("pipeline", "Inference, map2 + ×2 pipeline", _render_pipeline),
+        ("precision", "Inference precision: restore --precision", _render_precision),
         ("compile", "Inference with torch.compile", _render_compile),
         ("data", "Data loading vs step time (cpu profile)", _render_data),
         ("tiled", "Tiled restore: wall time and peak memory", _render_tiled),
@@ -967,6 +1069,10 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def _verdict(ok: bool | None) -> str:
+    return "–" if ok is None else ("**met**" if ok else "**not met**")
+
+
 def _render_targets(s: dict[str, Any]) -> list[str]:
     rows = []
 
@@ -976,9 +1082,6 @@ def _render_targets(s: dict[str, Any]) -> list[str]:
                 return r
         return None
 
-    def verdict(ok: bool | None) -> str:
-        return "–" if ok is None else ("**met**" if ok else "**not met**")
-
     for case in ("rcan-paper", "rcan-cpu"):
         r = find("train", lambda r, c=case: r["preset"] == c and r["scale"] == 2)
         if r:
@@ -986,14 +1089,14 @@ def _render_targets(s: dict[str, Any]) -> list[str]:
                 [
                     f"CPU train step {case} ×2 ≥ 1.0× reference",
                     fmt(r.get("speedup"), ".2f", "×"),
-                    verdict(r.get("speedup") and r["speedup"] >= 1.0),
+                    _verdict(r.get("speedup") and r["speedup"] >= 1.0),
                 ]
             )
             rows.append(
                 [
                     f"CPU train step {case} ×2 ≥ 90 % of GEMM peak",
                     pct(r.get("of_gemm")),
-                    verdict(r.get("of_gemm") and r["of_gemm"] >= 0.9),
+                    _verdict(r.get("of_gemm") and r["of_gemm"] >= 0.9),
                 ]
             )
     best = max(
@@ -1011,16 +1114,18 @@ def _render_targets(s: dict[str, Any]) -> list[str]:
             [
                 f"CPU inference ≥ 1.25× reference (eager), fp32 ({best['setup']})",
                 fmt(best["vs_reference_eager"], ".2f", "×"),
-                verdict(best["vs_reference_eager"] >= 1.25),
+                _verdict(best["vs_reference_eager"] >= 1.25),
             ]
         )
         rows.append(
             [
                 "CPU inference ≥ 90 % of GEMM peak, fp32",
                 pct(best.get("of_gemm")),
-                verdict(best.get("of_gemm") and best["of_gemm"] >= 0.9),
+                _verdict(best.get("of_gemm") and best["of_gemm"] >= 0.9),
             ]
         )
+    if s.get("precision", {}).get("rows"):
+        rows += _precision_targets(s["precision"]["rows"])
     gpu = _gpu_results()
     if gpu:
         mfu = max((r.get("mfu_datasheet") or 0 for r in gpu[-1][1].get("train", [])), default=0)
@@ -1028,12 +1133,12 @@ def _render_targets(s: dict[str, Any]) -> list[str]:
             [
                 f"GPU ≥ 40 % MFU (bf16 dense datasheet peak; best row of {gpu[-1][0]})",
                 f"{100 * mfu:.1f} %",
-                verdict(mfu >= 0.4),
+                _verdict(mfu >= 0.4),
             ]
         )
     if not rows:
         return []
-    return ["## Targets (issue 9)", "", *_table(["target", "measured", ""], rows), ""]
+    return ["## Targets (issues 9 and 15)", "", *_table(["target", "measured", ""], rows), ""]
 
 
 def _render_gemm(rows: list[dict[str, Any]]) -> list[str]:
@@ -1141,6 +1246,113 @@ def _render_pipeline(rows: list[dict[str, Any]]) -> list[str]:
         "",
         *_inference_table(rows),
     ]
+
+
+def _render_precision(rows: list[dict[str, Any]]) -> list[str]:
+    speed = [r for r in rows if r["kind"] == "speed"]
+    out = [
+        f"`Pipeline.restore` of one {speed[0]['size']}² image (a loaded bundle, channels_last, "
+        "as `twostage restore --precision MODE` runs it) against the fp32 reference RCAN "
+        f"(contiguous, eager) on the same image. `auto` here: {speed[0]['auto_reason']} "
+        "(marked ◀).",
+        "",
+        *_table(
+            ["network", "set-up", "s/image", "vs reference fp32", "vs ours fp32", "runs"],
+            [
+                [
+                    f"{r['preset']} ×2",
+                    r["setup"] + (" ◀ auto" if r["auto"] else ""),
+                    fmt(r["seconds"], ".3f"),
+                    fmt(r["vs_reference"], ".2f", "×"),
+                    fmt(r["vs_fp32"], ".2f", "×"),
+                    str(r["repeats"]),
+                ]
+                for r in speed
+            ],
+        ),
+    ]
+    quality = [r for r in rows if r["kind"] == "quality"]
+    if not quality:
+        return [*out, "", "Quality not measured: no demo bundles (`--bundles DIR`)."]
+    groups = _precision_groups(quality)
+    out += [
+        "",
+        "Quality on the demo's bundles and test photos: PSNR (RGB, crop = scale) against GT, "
+        "mean over the images, and the lowest PSNR of an `auto` output against the fp32 one.",
+        "",
+        *_table(
+            ["bundle", "test set", "mode", "fp32 dB", "auto dB", "Δ dB", "auto vs fp32 (min)"],
+            [
+                [
+                    bundle,
+                    test_set,
+                    g[0]["mode"],
+                    fmt(statistics.mean(r["psnr_fp32"] for r in g), ".3f"),
+                    fmt(statistics.mean(r["psnr_auto"] for r in g), ".3f"),
+                    fmt(_precision_delta(g), "+.3f"),
+                    fmt(min(r["psnr_auto_vs_fp32"] for r in g), ".1f", " dB"),
+                ]
+                for (bundle, test_set), g in groups.items()
+            ],
+        ),
+    ]
+    return out
+
+
+def _precision_groups(quality: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict]]:
+    """Quality rows by (bundle, test set)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in quality:
+        groups.setdefault((r["bundle"], r["test_set"]), []).append(r)
+    return groups
+
+
+def _precision_delta(rows: list[dict[str, Any]]) -> float:
+    """Mean PSNR against GT of the auto outputs minus that of the fp32 outputs."""
+    return statistics.mean(r["psnr_auto"] - r["psnr_fp32"] for r in rows)
+
+
+def _precision_targets(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Issue 15's rows of the targets table."""
+
+    auto = [r for r in rows if r["kind"] == "speed" and r["auto"]]
+    paper = [r for r in auto if r["preset"] == "rcan-paper"]
+    out = []
+    if paper:
+        out.append(
+            [
+                "CPU restore --precision auto ≥ 3× the fp32 reference (rcan-paper ×2)",
+                fmt(paper[0]["vs_reference"], ".2f", "×"),
+                _verdict(paper[0]["vs_reference"] >= 3.0),
+            ]
+        )
+    if auto:
+        slowest = min(r["vs_fp32"] for r in auto)
+        out.append(
+            [
+                "restore --precision auto ≥ 1.0× fp32 (every network)",
+                fmt(slowest, ".2f", "×"),
+                _verdict(slowest >= 1.0),
+            ]
+        )
+    quality = [r for r in rows if r["kind"] == "quality"]
+    if quality:
+        groups = _precision_groups(quality)
+        worst = max(abs(_precision_delta(g)) for g in groups.values())
+        lowest = min(r["psnr_auto_vs_fp32"] for r in quality)
+        out += [
+            [
+                "auto within 0.05 dB of fp32 against GT (demo bundles)",
+                fmt(worst, ".3f", " dB"),
+                _verdict(worst <= 0.05),
+            ],
+            [
+                "auto ≥ 45 dB PSNR against the fp32 output",
+                fmt(lowest, ".1f", " dB"),
+                _verdict(lowest >= 45.0),
+            ],
+        ]
+    return out
 
 
 def _render_compile(rows: list[dict[str, Any]]) -> list[str]:
@@ -1359,6 +1571,12 @@ def main() -> int:
     )
     parser.add_argument("--big", action="store_true", help="tiled: also 4080×2712 output")
     parser.add_argument(
+        "--bundles",
+        type=Path,
+        default=ROOT / "runs" / "demo" / "bundles",
+        help="precision: the demo's bundles whose quality is compared (default runs/demo/bundles)",
+    )
+    parser.add_argument(
         "--demo-runs",
         default="quick,full",
         help="which demos the demo section times: quick, full or both",
@@ -1418,11 +1636,13 @@ def main() -> int:
     results.setdefault("sections", {})
     command = "python benchmarks/run.py " + shlex.join(sys.argv[1:])
     ctx = Context(args=args)
+    here = machine()
+    if chosen and (not args.only or "machine" not in results):
+        # A partial run keeps the header's machine; its sections name their own (below).
+        results["machine"] = here
     if chosen:
-        results["machine"] = machine()
         print(
-            f"{results['machine']['cpu']}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads",
+            f"{here['cpu']}, torch {torch.__version__}, {torch.get_num_threads()} threads",
             flush=True,
         )
     deadline = time.monotonic() + args.wait_quiet
@@ -1434,6 +1654,7 @@ def main() -> int:
             "command": command + ("" if args.only else f"  (section {name})"),
             "when": dt.datetime.now().isoformat(timespec="minutes"),
             "load_before": load_snapshot(),
+            "cpu": f"{here['cpu']} ({', '.join(here['flags'])})",
         }
         start = time.perf_counter()
         try:

@@ -208,3 +208,68 @@ def test_gpu_script_dry_run(tmp_path: Path) -> None:
     assert rows["fp32"]["step_ms"] > 0 and rows["bf16-b32"]["batch"] == 32
     assert "CUDA" in rows["fp32-graph"]["error"]  # graph rows need a GPU; reported, not fatal
     assert result["inference_x2_mps"] > 0
+
+
+def test_precision_section_smoke_and_targets(tmp_path: Path) -> None:
+    from twostage.models import preset_spec
+    from twostage.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    Pipeline(None, build_model(preset_spec("rcan-tiny", scale=4))).save_bundle(
+        tmp_path / "tiny-x4.safetensors"
+    )
+    out_json, out_md = tmp_path / "cpu.json", tmp_path / "B.md"
+    args = ["--smoke", "--only", "precision", "--bundles", str(tmp_path), "--json", str(out_json)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), *args, "--write", str(out_md)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    section = json.loads(out_json.read_text())["sections"]["precision"]
+    assert "error" not in section, section
+    rows = section["rows"]
+    speed = [r for r in rows if r["kind"] == "speed"]
+    assert {r["preset"] for r in speed} == {"rcan-paper", "rcan-cpu"}
+    assert sum(r["auto"] for r in speed) == 2  # one mode per network is what auto picks
+    quality = [r for r in rows if r["kind"] == "quality"]
+    assert {r["test_set"] for r in quality} == {"samples-gaussian-aniso", "samples-camera"}
+    assert all(r["psnr_auto_vs_fp32"] >= 45 for r in quality)  # tiny net: bf16 ≈ 62 dB
+    text = out_md.read_text()
+    assert "## Inference precision: restore --precision" in text
+    assert "| auto ≥ 45 dB PSNR against the fp32 output |" in text
+
+    # The verdicts come from the numbers: 3.2× met, a 0.06 dB loss not.
+    fake = [
+        {
+            "kind": "speed",
+            "preset": "rcan-paper",
+            "auto": True,
+            "vs_reference": 3.2,
+            "vs_fp32": 2.9,
+        },
+        {"kind": "speed", "preset": "rcan-cpu", "auto": True, "vs_reference": 1.5, "vs_fp32": 0.9},
+        *[
+            {
+                "kind": "quality",
+                "bundle": "b",
+                "test_set": "t",
+                "psnr_fp32": 30.0,
+                "psnr_auto": 30.0 - d,
+                "psnr_auto_vs_fp32": 50.0,
+            }
+            for d in (0.05, 0.07)
+        ],
+    ]
+    targets = {row[0]: (row[1], row[2]) for row in run._precision_targets(fake)}
+    assert targets["CPU restore --precision auto ≥ 3× the fp32 reference (rcan-paper ×2)"] == (
+        "3.20×",
+        "**met**",
+    )
+    assert targets["restore --precision auto ≥ 1.0× fp32 (every network)"][1] == "**not met**"
+    assert targets["auto within 0.05 dB of fp32 against GT (demo bundles)"] == (
+        "0.060 dB",
+        "**not met**",
+    )

@@ -19,7 +19,7 @@ from twostage.models import (
     presets_table,
 )
 from twostage.models.common import MeanShift
-from twostage.models.inference import autocast, pick_device, prepare_for_inference
+from twostage.models.inference import pick_device, precision_context, prepare_for_inference
 
 SCALES = (1, 2, 3, 4)
 
@@ -249,7 +249,7 @@ def test_prepare_for_inference_runs_fp32_on_cpu(channels_last: bool) -> None:
     model.train()
     ready = prepare_for_inference(model, "cpu", channels_last=channels_last)
     assert not ready.training
-    with torch.inference_mode(), autocast("cpu"):
+    with torch.inference_mode(), precision_context("fp32", "cpu"):
         y = ready(x)
     assert y.dtype == torch.float32
     assert (y - expected).abs().max().item() <= 1e-5

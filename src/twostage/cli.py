@@ -82,6 +82,12 @@ def _lpips_nets(text: str) -> list[str]:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf32", "bf16")  # models.inference.PRECISIONS (kept light here)
+PRECISION_HELP = (
+    "auto (default): bf16 where the CPU (AMX, AVX512-BF16) or GPU runs it natively, else "
+    "fp32; bf32: fp32 tensors, bf16 conv math (CPU). The last conv and the output stay fp32; "
+    "bf16 may move an output by an 8-bit level or so: fp32 for exact or 16-bit results"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", choices=DEVICES, default="auto", help="where to run (default: cuda if any)"
     )
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--suffix", default="", help="appended to each output stem (no / or ..)")
     p.add_argument(
         "--ext",
@@ -294,6 +301,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             tile=args.tile,
             tile_pad=args.tile_pad,
             device=args.device,
+            precision=args.precision,
             suffix=args.suffix,
             ext=args.ext,
             overwrite=args.overwrite,

@@ -27,6 +27,11 @@ memory (psutil's available memory on CPU, capped at 1 GiB since bigger tiles are
 there; `torch.cuda.mem_get_info` on GPU). An image that fits whole is not tiled. Measured on
 CPU, the estimate is within ±25 % of the peak RSS growth of rcan-paper/edsr-paper tiles of
 96–256 pixels; the factor 2 of head-room covers the rest.
+
+**Precision** (`models.inference`): `load_pipeline(..., precision="auto"|"fp32"|"bf32"|"bf16")`
+resolves the mode for the load device and keeps it in `pipe.precision` (default fp32, so
+tables stay reproducible across machines); `restore(precision=...)` overrides it for one call.
+`auto` picks fp32 when a stage is not a twostage network: only ours keep their last conv in fp32.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from twostage.errors import UserError, short
 from twostage.limits import MAX_SCALE, MAX_STAGE2_REPEATS, MIN_TILE
 from twostage.models import ModelSpec
 from twostage.models.checkpoints import CheckpointError, model_from_state
+from twostage.models.inference import Precision, precision_context, resolve_precision
 from twostage.ops.files import atomic_path
 
 __all__ = [
@@ -242,6 +248,7 @@ class Pipeline(nn.Module):
         self.quantize_intermediate = quantize_intermediate
         self.intermediate_bit_depth = intermediate_bit_depth
         self.scale = s1 * _scale_of(stage2) ** stage2_repeats
+        self.precision = Precision("fp32", "default")
 
     def _intermediate(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantize_intermediate:
@@ -278,12 +285,15 @@ class Pipeline(nn.Module):
         tile_pad: int = 16,
         device: str | torch.device | None = None,
         progress: bool = False,
+        precision: str | None = None,
     ) -> np.ndarray:
         """Restore one float image H×W×3 of any size → (H·s)×(W·s)×3 float32 in [0, 1].
 
         `device`: where to run (moves the pipeline there); None keeps its current device.
+        `precision`: auto, fp32, bf32 or bf16 for this call; None keeps `self.precision`.
         """
         dev = self.device() if device is None else resolve_device(device)
+        mode = self.precision.mode if precision is None else resolve_precision(precision, dev).mode
         self.to(dev).eval()
         if tile == "auto":
             tile = auto_tile(
@@ -295,7 +305,7 @@ class Pipeline(nn.Module):
             )
 
         def run(patch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
+            with torch.inference_mode(), precision_context(mode, dev):
                 y = self(torch.from_numpy(patch).to(dev))
             return y.float().cpu().numpy()
 
@@ -460,6 +470,7 @@ class OnnxPipeline:
             raise UserError(f"cannot load ONNX model {self.path}: {exc}") from None
         _check_onnx_rgb(self.path, self.session)
         self.input_name = self.session.get_inputs()[0].name
+        self.precision = Precision("fp32", "ONNX models run in fp32")
         props = self.session.get_modelmeta().custom_metadata_map
         self.name = props.get("name", self.path.stem)
         self.scale = int(props["scale"]) if "scale" in props else self._probe_scale()
@@ -537,18 +548,30 @@ def _onnx_device(device: str | torch.device | None) -> str:
     return name
 
 
+def _pipeline_precision(pipe: Pipeline, requested: str, device: torch.device) -> Precision:
+    """`resolve_precision`, except that `auto` keeps fp32 for a network that is not ours."""
+    chosen = resolve_precision(requested, device)
+    foreign = [type(m).__name__ for m in pipe.stages() if getattr(m, "spec", None) is None]
+    if requested == "auto" and chosen.mode != "fp32" and foreign:
+        return Precision("fp32", f"auto: {foreign[0]} may not keep its output layer in fp32")
+    return chosen
+
+
 def load_pipeline(
-    path: str | Path, *, device: str | torch.device | None = "cpu"
+    path: str | Path, *, device: str | torch.device | None = "cpu", precision: str = "fp32"
 ) -> Pipeline | OnnxPipeline:
     """Load what `--model` names: a bundle, any checkpoint `load_model` reads, or an `.onnx`.
 
     A single checkpoint becomes `Pipeline(None, model)`. Nothing here executes code from the
-    file (safetensors, `torch.load(weights_only=True)`, or an ONNX graph).
+    file (safetensors, `torch.load(weights_only=True)`, or an ONNX graph). `precision`: see
+    the module docstring; an `.onnx` file runs in fp32 (auto or fp32 only).
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
     if path.suffix.lower() == ".onnx":
+        if precision not in ("auto", "fp32"):
+            raise UserError(f"--precision {precision}: {path} is ONNX, which runs in fp32 here")
         return OnnxPipeline(path, device=device)
     dev = resolve_device(device)
     if is_bundle(path):
@@ -557,6 +580,7 @@ def load_pipeline(
         from twostage.models.checkpoints import load_model
 
         pipe = Pipeline(None, load_model(path, device=dev), name=path.stem).to(dev).eval()
+    pipe.precision = _pipeline_precision(pipe, precision, dev)
     # NHWC weights make every conv run NHWC (oneDNN and cuDNN): 1.1–1.4× faster inference
     # here, the same results up to float rounding (BENCHMARKS.md).
     return pipe.to(memory_format=torch.channels_last)

@@ -81,19 +81,25 @@ def restore_files(
     tile: Tile = "auto",
     tile_pad: int = 16,
     device: str = "auto",
+    precision: str = "auto",
     suffix: str = "",
     ext: str = "png",
     overwrite: bool = False,
     quiet: bool = False,
     max_pixels: int = MAX_PIXELS,
 ) -> int:
-    """Restore every input image into `out`; returns the number of files that failed."""
+    """Restore every input image into `out`; returns the number of files that failed.
+
+    `precision`: auto (bf16 where the hardware runs it natively), fp32, bf32 or bf16; the
+    chosen mode is printed once.
+    """
     ext = ext.lower().lstrip(".")
     out = Path(out)
     plan = plan_outputs([Path(p) for p in inputs], out=out, suffix=suffix, ext=ext)
-    pipe = load_pipeline(model, device=device)
+    pipe = load_pipeline(model, device=device, precision=precision)
     for folder in {target.parent for _, target in plan}:
         remove_stale_temps(folder)
+    _note(f"precision: {pipe.precision}")
     written = skipped = failed = 0
     for source, target in tqdm(plan, desc="images", unit="img", disable=quiet):
         if target.exists() and not overwrite:
