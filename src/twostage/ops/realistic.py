@@ -121,10 +121,12 @@ class Realistic:
         lo, hi = self.kernel_size
         if lo % 2 == 0 or hi % 2 == 0:
             raise UserError(f"realistic step: kernel_size must be odd sizes, got {lo, hi}")
-        if max(self.jpeg_range[1], self.jpeg_range2[1]) > 100:
-            raise UserError("realistic step: JPEG qualities must be at most 100")
-        if min(self.resize_range[0], self.resize_range2[0]) <= 0:
-            raise UserError("realistic step: resize ranges must be > 0")
+        for name in ("jpeg_range", "jpeg_range2"):
+            if getattr(self, name)[1] > 100:
+                raise UserError(f"realistic step: {name}: JPEG qualities are at most 100")
+        for name in ("resize_range", "resize_range2"):
+            if getattr(self, name)[0] <= 0:
+                raise UserError(f"realistic step: {name}: resize factors must be > 0")
 
 
 def _checked(name: str, value: object, default: object) -> object:
