@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from scipy.signal import fftconvolve
+from scipy import fft as sp_fft
 from scipy.special import j1
 
 from twostage.errors import UserError
@@ -189,6 +189,15 @@ def _rounds(family: Realistic) -> tuple[_Round, _Round]:
 # Kernels
 
 
+@functools.lru_cache(maxsize=32)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets from the centre of a size×size kernel (read-only)."""
+    c = size // 2
+    yy, xx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
 def shaped_kernel(
     size: int,
     sigma_x: float,
@@ -202,8 +211,7 @@ def shaped_kernel(
 
     profile "gaussian": exp(−q/2); "generalized": exp(−q^β/2); "plateau": 1/(1 + q^β).
     """
-    c = size // 2
-    yy, xx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64)
+    yy, xx = _grid(size)
     cos, sin = math.cos(theta), math.sin(theta)
     q = ((cos * xx + sin * yy) / sigma_x) ** 2 + ((-sin * xx + cos * yy) / sigma_y) ** 2
     if profile == "gaussian":
@@ -218,7 +226,7 @@ def shaped_kernel(
 def sinc_kernel(size: int, cutoff: float) -> np.ndarray:
     """size×size circular low-pass (2-D sinc, cutoff in radians per pixel), sum 1."""
     c = size // 2
-    yy, xx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64)
+    yy, xx = _grid(size)
     r = np.hypot(xx, yy)
     r[c, c] = 1.0  # placeholder: the centre's limit is set below
     k = cutoff * j1(cutoff * r) / (2 * math.pi * r)
@@ -320,11 +328,19 @@ def _draw_plan(rng: np.random.Generator, family: Realistic) -> _Plan:
 
 
 def _filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Correlate with a kernel, reflected borders (repeatedly where the image is smaller)."""
+    """Correlate with a kernel, reflected borders (repeatedly where the image is smaller).
+
+    By FFT at the padded size: the circular wrap-around only reaches the border that `valid`
+    drops, so no larger transform is needed.
+    """
     p = kernel.shape[0] // 2
+    _, h, w = x.shape
     padded = np.pad(x, ((0, 0), (p, p), (p, p)), mode="reflect")
-    k = kernel[None].astype(np.float32)
-    return fftconvolve(padded, k[:, ::-1, ::-1], mode="valid", axes=(1, 2)).astype(np.float32)
+    size = (sp_fft.next_fast_len(h + 2 * p, True), sp_fft.next_fast_len(w + 2 * p, True))
+    spectrum = sp_fft.rfft2(padded, size) * sp_fft.rfft2(
+        kernel[::-1, ::-1].astype(np.float32), size
+    )
+    return sp_fft.irfft2(spectrum, size)[:, 2 * p : 2 * p + h, 2 * p : 2 * p + w]
 
 
 def _cubic(t: np.ndarray) -> np.ndarray:
@@ -455,7 +471,10 @@ def degrade_batch(
         rng = np.random.default_rng([seed, iteration, first_index + i])
         return _one(x[i], _draw_plan(rng, family), rng, scale=scale)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(n, torch.get_num_threads()))) as pool:
+    workers = min(n, torch.get_num_threads())
+    if workers <= 1:
+        return torch.from_numpy(np.stack([one(i) for i in range(n)]))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # numpy, FFT and PIL release the GIL
         return torch.from_numpy(np.stack(list(pool.map(one, range(n)))))
 
 
