@@ -682,7 +682,7 @@ def section_degrade(ctx: Context) -> list[dict[str, Any]]:
         variant=Variant(channels_last=True),
     )
     fns = {"realistic": realistic, "camera": camera, "step": step}
-    times = median_times(fns, warmup=2, repeats=max(ctx.args.repeats, 10))
+    times = median_times(fns, warmup=2, repeats=2 * ctx.args.repeats)
     sec = statistics.median(times["step"])
     return [
         {
