@@ -687,7 +687,9 @@ def section_degrade(ctx: Context) -> list[dict[str, Any]]:
     return [
         {
             "degradation": name,
-            "how": "batched torch" if name == "realistic" else "numpy, per patch",
+            "how": "per patch: numpy, scipy FFT, PIL"
+            if name == "realistic"
+            else "numpy, per patch",
             "batch": 8,
             "hr": 128,
             "scale": 4,

@@ -2,7 +2,7 @@
 
 `Realistic` is the family's table of ranges: the numbers of Real-ESRGAN's
 `train_realesrgan_x4plus.yml` (Wang et al., ICCVW 2021), under its option names (a `2` suffix
-for the second round). `degrade_batch` applies it to a batch of HR patches in torch on the CPU:
+for the second round). `degrade_batch` applies it to a batch of HR patches:
 
     round 1: blur (one of six kernels, or sinc) → resize up/down/keep (area, bilinear or
              bicubic) → Gaussian or Poisson noise (colour or gray) → JPEG
@@ -13,12 +13,13 @@ for the second round). `degrade_batch` applies it to a batch of HR patches in to
 
 Every random choice of sample i comes from `np.random.default_rng([seed, iteration, index])`
 (index = `first_index + i`), so a sample's output depends only on its own patch and those three
-numbers: not on the batch it is in, its size, or the thread count. The first blur and the
-final sinc run as one grouped convolution over the batch (kernels zero-padded to the largest
-size, as Real-ESRGAN does on the GPU); the steps between change each sample's size and run per
-sample. JPEG is PIL's (4:2:0), per sample. Convolutions are correlations with reflected
-borders (replicated where the image is smaller than the kernel's half-width); every kernel is
-symmetric under a half-turn, so correlation and convolution agree.
+numbers: not on the batch it is in, its size, or the thread count. Each sample runs on its own,
+single-threaded, as float32 numpy: its sizes change from step to step, and on a 2-core CPU a
+per-sample FFT convolution costs less than Real-ESRGAN's grouped convolution over the batch
+with kernels padded to 21×21 (measured: BENCHMARKS.md). Convolutions are correlations with
+reflected borders; every kernel is symmetric under a half-turn, so correlation and
+convolution agree. Resizes reproduce torch's `interpolate` (what Real-ESRGAN calls); JPEG is
+PIL's (4:2:0).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import dataclasses
 import functools
 import io
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -466,16 +466,11 @@ def degrade_batch(
     if min(seed, iteration, first_index) < 0:
         raise UserError("realistic: seed, iteration and index must be >= 0")
     x = hr.detach().to(torch.float32).cpu().numpy()
-
-    def one(i: int) -> np.ndarray:
+    out = []
+    for i in range(n):
         rng = np.random.default_rng([seed, iteration, first_index + i])
-        return _one(x[i], _draw_plan(rng, family), rng, scale=scale)
-
-    workers = min(n, torch.get_num_threads())
-    if workers <= 1:
-        return torch.from_numpy(np.stack([one(i) for i in range(n)]))
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # numpy, FFT and PIL release the GIL
-        return torch.from_numpy(np.stack(list(pool.map(one, range(n)))))
+        out.append(_one(x[i], _draw_plan(rng, family), rng, scale=scale))
+    return torch.from_numpy(np.stack(out))
 
 
 def degrade_array(img: np.ndarray, family: Realistic, *, scale: int, seed: int) -> np.ndarray:
