@@ -170,7 +170,7 @@ def test_run_smoke_writes_results_and_report(tmp_path: Path) -> None:
             str(BENCH / "run.py"),
             "--smoke",
             "--only",
-            "train,infer,data",
+            "train,infer,data,degrade",
             "--json",
             str(out_json),
             "--write",
@@ -183,14 +183,19 @@ def test_run_smoke_writes_results_and_report(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out_json.read_text())
-    assert set(results["sections"]) == {"gemm", "train", "infer", "data"}
-    for name in ("train", "infer", "data"):
+    assert set(results["sections"]) == {"gemm", "train", "infer", "data", "degrade"}
+    for name in ("train", "infer", "data", "degrade"):
         assert "error" not in results["sections"][name], results["sections"][name]
     train = results["sections"]["train"]["rows"]
     assert {r["preset"] for r in train} == {"rcan-paper", "rcan-cpu", "edsr-cpu"}
     assert all(r["seconds"] > 0 for r in train)
     assert all("speedup" in r for r in train if r["preset"].startswith("rcan"))
     assert "## Training step, ours vs the reference RCAN" in out_md.read_text()
+    degrade = results["sections"]["degrade"]["rows"]
+    assert [r["degradation"] for r in degrade] == ["realistic", "camera"]
+    for r in degrade:
+        assert r["degrade_ms"] > 0 and r["ratio"] == pytest.approx(r["degrade_ms"] / r["step_ms"])
+    assert "`realistic` degraded on the fly ≤ 10 %" in out_md.read_text()
 
 
 def test_gpu_script_dry_run(tmp_path: Path) -> None:

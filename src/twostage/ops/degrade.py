@@ -47,16 +47,20 @@ from twostage.errors import UserError, short
 from twostage.limits import MAX_KERNEL, MAX_PIXELS, MAX_SCALE
 from twostage.ops.files import check_outputs, read_yaml, remove_stale_temps, write_text_atomic
 from twostage.ops.imageio import expand_inputs, read_image, write_image
+from twostage.ops.realistic import Realistic, degrade_array
 from twostage.ops.resize import imresize
 
 __all__ = [
     "DOMAINS",
     "PRESETS",
+    "SUITE",
     "Blur",
     "Jpeg",
     "Noise",
     "Preset",
+    "Realistic",
     "Resize",
+    "Webp",
     "box_kernel",
     "degrade",
     "degrade_files",
@@ -67,6 +71,7 @@ __all__ = [
     "intermediate",
     "load_preset",
     "mod_crop",
+    "motion_kernel",
     "preset_from_dict",
     "preset_to_dict",
     "presets_table",
@@ -76,7 +81,7 @@ __all__ = [
 
 Range = tuple[float, float]
 
-BLUR_KERNELS = ("gaussian-aniso", "gaussian", "uniform", "disk")
+BLUR_KERNELS = ("gaussian-aniso", "gaussian", "uniform", "disk", "motion")
 RESIZE_METHODS = ("bicubic", "decimate")
 NOISE_KINDS = ("gaussian", "bsnr", "poisson-gaussian")
 
@@ -123,9 +128,10 @@ class Blur:
     kernel: "gaussian-aniso" (σ1, σ2 drawn independently from `sigma`, rotated by `angle`
     radians, measured from the +x (column) axis towards +y (rows)), "gaussian" (isotropic σ
     from `sigma`), "uniform" (size×size box), "disk" (defocus: a uniform disk of radius
-    `radius`, area-sampled). size: odd kernel side in pixels; 0 = 2·ceil(3·σ_max)+1 for
-    Gaussians (for "uniform" it is required; unused for "disk"). A "gaussian" with a size but no
-    sigma uses σ = size/6 (the window spans ±3σ). reference_scale: if set, the ranges (and a
+    `radius`, area-sampled), "motion" (linear motion: a uniform line segment of `length`
+    pixels at `angle`). size: odd kernel side in pixels; 0 = 2·ceil(3·σ_max)+1 for Gaussians
+    (for "uniform" it is required; unused for "disk" and "motion"). A "gaussian" with a size but
+    no sigma uses σ = size/6 (the window spans ±3σ). reference_scale: if set, the ranges (and a
     Gaussian's size) were chosen for that scale and are multiplied by s/reference_scale.
     """
 
@@ -135,6 +141,7 @@ class Blur:
     angle: Range = (0.0, math.pi)
     radius: Range | None = None
     reference_scale: int | None = None
+    length: Range | None = None
 
     def __post_init__(self) -> None:
         owner = "blur step"
@@ -154,6 +161,9 @@ class Blur:
         if self.radius is not None:
             radius = _check_range(owner, "radius", self.radius, high=MAX_KERNEL / 2)
             object.__setattr__(self, "radius", radius)
+        if self.length is not None:
+            length = _check_range(owner, "length", self.length, high=MAX_KERNEL)
+            object.__setattr__(self, "length", length)
         object.__setattr__(self, "angle", _check_range(owner, "angle", self.angle, low=-math.inf))
         if self.kernel in ("gaussian-aniso", "gaussian"):
             if self.sigma is None and not (self.kernel == "gaussian" and self.size):
@@ -164,6 +174,8 @@ class Blur:
             raise UserError(f"{owner}: kernel uniform needs an odd size")
         if self.kernel == "disk" and (self.radius is None or self.radius[0] <= 0):
             raise UserError(f"{owner}: kernel disk needs radius > 0")
+        if self.kernel == "motion" and (self.length is None or self.length[0] <= 0):
+            raise UserError(f"{owner}: kernel motion needs length > 0")
         if self.reference_scale is not None and (
             not isinstance(self.reference_scale, int) or self.reference_scale < 1
         ):
@@ -233,13 +245,27 @@ class Jpeg:
             ok = False
         if not ok:
             raise UserError(
-                f"jpeg step: quality must be integers 1 <= low <= high <= 100, got {self.quality!r}"
+                f"{type(self).__name__.lower()} step: quality must be integers "
+                f"1 <= low <= high <= 100, got {self.quality!r}"
             )
         object.__setattr__(self, "quality", (lo, hi))
 
 
-Step = Blur | Resize | Noise | Jpeg
-STEP_TYPES: dict[str, type] = {"blur": Blur, "resize": Resize, "noise": Noise, "jpeg": Jpeg}
+@dataclass(frozen=True)
+class Webp(Jpeg):
+    """WebP-compress in memory (PIL, lossy), quality drawn uniformly from the integer range."""
+
+
+Step = Blur | Resize | Noise | Jpeg | Realistic
+STEP_TYPES: dict[str, type] = {
+    "blur": Blur,
+    "resize": Resize,
+    "noise": Noise,
+    "jpeg": Jpeg,
+    "webp": Webp,
+    "realistic": Realistic,  # Real-ESRGAN's second-order family, resizing by s itself
+}
+CODECS: dict[type, str] = {Jpeg: "JPEG", Webp: "WEBP"}  # PIL format of each compression step
 
 
 @dataclass(frozen=True)
@@ -255,10 +281,10 @@ class Preset:
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
         for step in self.steps:
-            if not isinstance(step, Blur | Resize | Noise | Jpeg):
+            if not isinstance(step, Blur | Resize | Noise | Jpeg | Realistic):
                 raise UserError(f"preset {self.name}: unknown step {step!r}")
         _check_scale(self.scale, f"preset {self.name}: scale")
-        resizes = sum(isinstance(s, Resize) for s in self.steps)
+        resizes = sum(isinstance(s, Resize | Realistic) for s in self.steps)
         if resizes > 1:
             raise UserError(f"preset {self.name}: at most one resize step")
         if resizes == 0 and self.scale != 1:
@@ -266,7 +292,7 @@ class Preset:
 
     @property
     def resizes(self) -> bool:
-        return any(isinstance(s, Resize) for s in self.steps)
+        return any(isinstance(s, Resize | Realistic) for s in self.steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,6 +343,26 @@ def disk_kernel(radius: float, shift: float = 0.0, *, supersample: int = 16) -> 
     return k / k.sum()
 
 
+def motion_kernel(
+    length: float, angle: float, shift: float = 0.0, *, supersample: int = 16
+) -> np.ndarray:
+    """Linear motion blur: a uniform line segment of `length` px through the centre (+shift)
+    at `angle` (radians from +x towards +y), bilinearly splatted from `supersample` points
+    per pixel of length, sum 1."""
+    c = math.ceil(length / 2 + abs(shift) + 1)
+    n = max(2, math.ceil(length * supersample))
+    t = (np.arange(n) + 0.5) / n - 0.5  # midpoints along the segment, in units of length
+    xs = c + shift + t * length * math.cos(angle)
+    ys = c + shift + t * length * math.sin(angle)
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    fx, fy = xs - x0, ys - y0
+    k = np.zeros((2 * c + 1, 2 * c + 1))
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            np.add.at(k, (y0 + dy, x0 + dx), wy * wx)
+    return k / k.sum()
+
+
 def _scaled(r: Range | None, factor: float) -> Range | None:
     return None if r is None else (r[0] * factor, r[1] * factor)
 
@@ -347,6 +393,10 @@ def sample_kernel(
         )
     if blur.kernel == "uniform":
         return box_kernel(blur.size, shift)
+    if blur.kernel == "motion":
+        length = _scaled(blur.length, factor)
+        assert length is not None
+        return motion_kernel(_draw(rng, length), _draw(rng, blur.angle), shift)
     if blur.kernel == "disk":
         assert radius is not None
         return disk_kernel(_draw(rng, radius), shift)
@@ -412,7 +462,7 @@ def _jpeg(x: np.ndarray, jpeg: Jpeg, rng: np.random.Generator) -> np.ndarray:
     quality = int(rng.integers(jpeg.quality[0], jpeg.quality[1] + 1))
     buf = io.BytesIO()
     Image.fromarray((_quantise(x) * 255).round().astype(np.uint8)).save(
-        buf, format="JPEG", quality=quality
+        buf, format=CODECS[type(jpeg)], quality=quality
     )
     buf.seek(0)
     with Image.open(buf) as im:
@@ -451,6 +501,8 @@ def degrade(
                 x = imresize(x, 1.0 / s) if step.method == "bicubic" else x[phase::s, phase::s]
         elif isinstance(step, Noise):
             x = _add_noise(x, step, rng)
+        elif isinstance(step, Realistic):
+            x = degrade_array(x, step, scale=s, seed=int(rng.integers(2**63)))
         else:
             x = _jpeg(x, step, rng)
     x = np.clip(x, 0.0, 1.0)
@@ -522,6 +574,65 @@ PRESETS: dict[str, Preset] = {
         "(a RealSR-like family, for generalisation tests)",
     ),
 }
+PRESETS["realistic"] = Preset(
+    name="realistic",
+    steps=(Realistic(),),
+    scale=4,
+    description="Real-ESRGAN's second-order family, drawn afresh per image "
+    "(per patch in training): the wide training family",
+)
+# The held-out generalization suite (with `bicubic` and `camera` above). Lengths are for ×4
+# and scale with s (reference_scale 4); blurs before a decimation are sampled on the
+# bicubic grid, like `gaussian-aniso`.
+_ANISO = PRESETS["gaussian-aniso"].steps[0]
+for _name, _steps, _what in (
+    ("gauss2", (Blur(kernel="gaussian", sigma=2.0, reference_scale=4),), "Gaussian σ 2"),
+    ("defocus", (Blur(kernel="disk", radius=2.0, reference_scale=4),), "defocus disk r 2"),
+    (
+        "motion",
+        (Blur(kernel="motion", length=9.0, angle=(0.0, math.pi), reference_scale=4),),
+        "linear motion blur, 9 px at a random angle",
+    ),
+):
+    PRESETS[_name] = Preset(
+        name=_name, steps=(*_steps, Resize("decimate")), scale=4, description=f"{_what}, ↓s"
+    )
+for _name, _step, _what in (
+    ("noise20", Noise(kind="gaussian", sigma=20 / 255), "white Gaussian noise σ 20/255"),
+    ("jpeg40", Jpeg(quality=40), "JPEG quality 40"),
+    ("webp40", Webp(quality=40), "WebP quality 40"),
+):
+    PRESETS[_name] = Preset(
+        name=_name, steps=(Resize("bicubic"), _step), scale=4, description=f"bicubic ↓s, {_what}"
+    )
+PRESETS["aniso-noise-jpeg"] = Preset(
+    name="aniso-noise-jpeg",
+    steps=(_ANISO, Resize("decimate"), Noise(kind="gaussian", sigma=10 / 255), Jpeg(quality=50)),
+    scale=4,
+    description="gaussian-aniso's blur and decimation, then noise σ 10/255 and JPEG 50",
+)
+
+# The generalization suite: each preset and what makes it unseen relative to `realistic`.
+SUITE: dict[str, str] = {
+    "bicubic": "clean: realistic always adds noise and JPEG, and never uses MATLAB's "
+    "antialiased bicubic",
+    "gauss2": "σ 2 is inside realistic's blur range, but alone (no noise, no JPEG) and "
+    "decimated: realistic always resizes by interpolation",
+    "defocus": "a hard-edged uniform disk: realistic's nearest kernels, plateaus with β ≤ 2, "
+    "have soft shoulders",
+    "motion": "a kernel shape never trained on: a uniform line, where realistic's thinnest "
+    "kernels are Gaussian-profiled ellipses",
+    "noise20": "white noise last, at the LR resolution, uncompressed: realistic's noise is "
+    "always followed by JPEG or a resize",
+    "camera": "Poisson and Gaussian read noise together (realistic draws one or the other) "
+    "under a hard disk blur",
+    "jpeg40": "JPEG of a clean image: realistic compresses only images it has made noisy",
+    "webp40": "a codec never trained on: WebP's block prediction and deblocking are not "
+    "JPEG's 8×8 DCT",
+    "aniso-noise-jpeg": "the paper's training blur (σ up to 4, decimated: outside realistic's "
+    "σ ≤ 3 and interpolating resizes) under noise and JPEG",
+}
+
 for _k in (7, 9, 11):
     PRESETS[f"blur{_k}"] = Preset(
         name=f"blur{_k}",
@@ -537,7 +648,7 @@ for _k in (7, 9, 11):
 
 
 def _step_to_dict(step: Step) -> dict[str, Any]:
-    key = next(k for k, t in STEP_TYPES.items() if isinstance(step, t))
+    key = next(k for k, t in STEP_TYPES.items() if type(step) is t)
     fields = {}
     for f in dataclasses.fields(step):
         v = getattr(step, f.name)
@@ -598,7 +709,7 @@ def preset_from_dict(data: Any, *, source: str = "preset") -> Preset:
         except UserError as exc:
             raise UserError(f"{source}: step {i}: {exc}") from None
     name = data.get("name", Path(source).stem)
-    scale = data.get("scale", 4 if any(isinstance(s, Resize) for s in steps) else 1)
+    scale = data.get("scale", 4 if any(isinstance(s, Resize | Realistic) for s in steps) else 1)
     float_output = data.get("float_output", False)
     if not isinstance(float_output, bool):
         raise UserError(f"{source}: float_output must be true or false")
@@ -652,6 +763,9 @@ def _describe_step(step: Step) -> str:
             return f"uniform {step.size}×{step.size} blur"
         if step.kernel == "disk":
             return f"disk blur, radius {_fmt_range(step.radius)} px{ref}"
+        if step.kernel == "motion":
+            angle = f"[{step.angle[0] / math.pi:g}π, {step.angle[1] / math.pi:g}π)"
+            return f"motion blur, length {_fmt_range(step.length)} px, angle ∈ {angle}{ref}"
         size = f"{step.size}×{step.size}" if step.size else "2⌈3σ⌉+1"
         if step.kernel == "gaussian":
             return f"Gaussian blur {size}, σ {_fmt_range(step.sigma)}{ref}"
@@ -666,12 +780,19 @@ def _describe_step(step: Step) -> str:
         if step.kind == "bsnr":
             return f"AWGN at BSNR {step.bsnr:g} dB"
         if step.kind == "gaussian":
-            return f"AWGN σ {_fmt_range(step.sigma)}"
+            return f"AWGN σ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255"
         return (
             f"Poisson-Gaussian, gain a ∈ {_fmt_range(step.gain)}, "
             f"read σ ∈ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255"
         )
-    return f"JPEG quality {_fmt_range(step.quality)}"
+    if isinstance(step, Realistic):
+        return (
+            "Real-ESRGAN second-order: blur (6 kernels or sinc, "
+            f"{step.kernel_size[0]}–{step.kernel_size[1]} px), resize, Gaussian/Poisson noise, "
+            f"JPEG {_fmt_range(step.jpeg_range)}, twice; final resize + sinc and JPEG "
+            "(README: every range)"
+        )
+    return f"{'WebP' if isinstance(step, Webp) else 'JPEG'} quality {_fmt_range(step.quality)}"
 
 
 def presets_table() -> str:
