@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_runner_pins import TINY, _test_images
 
-from twostage import experiments
+from twostage import config
 from twostage.cli import main
 from twostage.ops.metrics import psnr
 from twostage.ops.resize import imresize
@@ -18,7 +18,7 @@ from twostage.pipeline import load_pipeline
 
 
 def test_demo_quick_writes_the_report_and_prints_the_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(experiments, "QUICK", TINY)
+    monkeypatch.setattr(config, "QUICK", TINY)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

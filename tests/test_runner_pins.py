@@ -8,17 +8,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 import twostage.train as train_module
+from twostage.config import PROFILES
 from twostage.data.samples import load_samples
-from twostage.experiments import PROFILES, run_recipe, sr_x4
 from twostage.models.checkpoints import load_model
 from twostage.ops.degrade import PRESETS, degrade, derive_seed, get_preset, save_preset
 from twostage.ops.metrics import psnr
 from twostage.ops.resize import imresize
 from twostage.pipeline import load_pipeline
+from twostage.recipes import sr_x4
+from twostage.runner import run_recipe
 
 TINY = dataclasses.replace(
     PROFILES["tiny"], iterations=2, hr_crop=32, train_images=2, test_images=1

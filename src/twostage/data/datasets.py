@@ -38,6 +38,8 @@ import torch
 
 from twostage.errors import UserError
 from twostage.ops.degrade import (
+    DOMAINS,
+    Domain,
     Preset,
     degrade,
     derive_seed,
@@ -63,7 +65,6 @@ __all__ = [
 ]
 
 KINDS = ("samples", "folders", "div2k", "realsr", "synthetic")
-DOMAIN_FACTOR = {"bicubic-x4": 4, "bicubic-x2": 2, "blur9": 1}
 
 _SUFFIX = re.compile(r"(?:_?x\d+|_(?:LR|HR|SR|lr|hr|sr)\d*)$")
 
@@ -314,14 +315,16 @@ _REALSR_V12 = (
 # Synthetic pairs
 
 
+def _domain(name: str) -> Domain:
+    if name not in DOMAINS:
+        raise UserError(f"unknown target domain {name!r}; choose one of {', '.join(DOMAINS)}")
+    return DOMAINS[name]
+
+
 def _pair_scale(preset: Preset, scale: int, target_domain: str | None) -> int:
     if target_domain is None:
         return scale
-    if target_domain not in DOMAIN_FACTOR:
-        raise UserError(
-            f"unknown target domain {target_domain!r}; choose one of {', '.join(DOMAIN_FACTOR)}"
-        )
-    factor = DOMAIN_FACTOR[target_domain]
+    factor = _domain(target_domain).factor
     if scale % factor:
         raise UserError(
             f"target domain {target_domain} (↓{factor}) does not fit preset "
@@ -391,7 +394,7 @@ def synthetic(
             target = hr if hr.dtype == np.uint8 else np.asarray(hr, dtype=np.float32)
         else:
             t = intermediate(target_domain, hr, seed=derive_seed(seed, img_name + "/target"))
-            target = _stored(t, target_domain == "blur9")
+            target = _stored(t, _domain(target_domain).bit_depth == 16)
         if paths is not None:
             write_image(paths[0], lr, bit_depth=8 if lr.dtype == np.uint8 else 16)
             write_image(paths[1], target, bit_depth=8 if target.dtype == np.uint8 else 16)
@@ -404,11 +407,7 @@ def retarget(pairs: PairSet, target_domain: str, *, seed: int = 0) -> PairSet:
 
     E.g. DIV2K unknown ×4 (input, HR) → (input, MATLAB-bicubic ↓4 of HR) for the ×1 mapping.
     """
-    if target_domain not in DOMAIN_FACTOR:
-        raise UserError(
-            f"unknown target domain {target_domain!r}; choose one of {', '.join(DOMAIN_FACTOR)}"
-        )
-    factor = DOMAIN_FACTOR[target_domain]
+    factor = _domain(target_domain).factor
     if pairs.scale % factor:
         raise UserError(
             f"target domain {target_domain} (↓{factor}) does not fit dataset "
@@ -417,7 +416,7 @@ def retarget(pairs: PairSet, target_domain: str, *, seed: int = 0) -> PairSet:
     out = []
     for p in pairs:
         t = intermediate(target_domain, p.target, seed=derive_seed(seed, p.name + "/target"))
-        out.append(Pair(p.name, p.input, _stored(t, target_domain == "blur9")))
+        out.append(Pair(p.name, p.input, _stored(t, _domain(target_domain).bit_depth == 16)))
     return PairSet(out, scale=pairs.scale // factor, name=f"{pairs.name}-to-{target_domain}")
 
 
