@@ -40,12 +40,13 @@ from twostage.data.splits import Split, TestSet, plan_data, short_name
 from twostage.errors import UserError
 from twostage.evaluate import evaluate_arrays
 from twostage.models.checkpoints import load_model
+from twostage.models.inference import resolve_device
 from twostage.ops.degrade import DOMAINS, get_preset, preset_to_dict
 from twostage.ops.files import write_text_atomic
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.metrics import Lpips
 from twostage.ops.resize import imresize
-from twostage.pipeline import Pipeline, quantize, resolve_device
+from twostage.pipeline import Pipeline, quantize
 from twostage.recipes import (
     BranchDef,
     Images,
@@ -514,13 +515,8 @@ def run_recipe(
     std over seeds; bundles and figures come from seed 0. `offshelf`: network name → checkpoint
     for off-the-shelf networks to load instead of train (e.g. {"offshelf-x2": EDSR_x2.pt}).
     """
-    rec = load_recipe(recipe)
-    if branches:
-        rec = rec.with_branches(list(branches))
-    if offshelf:
-        rec = rec.with_given(dict(offshelf))
     data = dict(data or {})
-    rec = retarget(rec, data)
+    rec = _chosen(recipe, branches, offshelf, data)
     prof = get_profile(profile)
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
@@ -549,6 +545,39 @@ def run_recipe(
                 curves = {inst.label: inst.folder / "metrics.csv" for inst in run.trained.values()}
     finally:
         progress.close()
+    seconds = round(time.perf_counter() - start, 1)
+    results = _results(rec, prof, tests, rows, seeds=seeds, trained=trained_now, seconds=seconds)
+    results["lpips"] = sorted(lpips)
+    write_report(results, out, comparisons=comparisons, curves=curves, reading=describe(results))
+    return results
+
+
+def _chosen(
+    recipe: str | Path | Recipe,
+    branches: Sequence[str] | None,
+    offshelf: dict[str, Path] | None,
+    data: dict[str, Path],
+) -> Recipe:
+    """The recipe with the chosen branches, the given networks and the data's degradation."""
+    rec = load_recipe(recipe)
+    if branches:
+        rec = rec.with_branches(list(branches))
+    if offshelf:
+        rec = rec.with_given(dict(offshelf))
+    return retarget(rec, data)
+
+
+def _results(
+    rec: Recipe,
+    prof: Profile,
+    tests: list[TestSet],
+    rows: list[dict],
+    *,
+    seeds: int,
+    trained: list[str],
+    seconds: float,
+) -> dict:
+    """results.json's dict (DESIGN.md §3)."""
     results = {
         "recipe": rec.name,
         "profile": prof.name,
@@ -561,8 +590,6 @@ def run_recipe(
     }
     if seeds > 1:
         results["seeds"] = list(range(seeds))
-    results["networks_trained"] = trained_now
-    results["seconds"] = round(time.perf_counter() - start, 1)
-    results["lpips"] = sorted(lpips)
-    write_report(results, out, comparisons=comparisons, curves=curves, reading=describe(results))
+    results["networks_trained"] = trained
+    results["seconds"] = seconds
     return results

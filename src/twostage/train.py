@@ -58,7 +58,7 @@ from twostage.data.datasets import PairSet, open_dataset, random_batch
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model, preset_spec
 from twostage.models.checkpoints import load_model, read_state, save_model
-from twostage.models.inference import pick_device
+from twostage.models.inference import resolve_device
 from twostage.ops.files import atomic_path, write_text_atomic
 from twostage.ops.metrics import psnr, ssim
 
@@ -429,7 +429,7 @@ def _barrier(d: _Dist, device: torch.device) -> None:
 
 
 def _device_for(name: str, d: _Dist) -> torch.device:
-    device = pick_device(name)
+    device = resolve_device(name)
     if device.type == "cuda":
         device = torch.device("cuda", d.local_rank if d.enabled else (device.index or 0))
     return device
