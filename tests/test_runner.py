@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from twostage.config import PROFILES
 from twostage.data.splits import Split, plan_data
@@ -466,3 +467,33 @@ def test_the_demo_reading_says_who_won_and_by_how_much():
     assert "direct-rcan is less than 0.5 dB above it" in text
     assert "0.50 dB below bicubic interpolation; no learned branch beats bicubic here" in text
     assert "+0.60 dB on in, +0.50 dB on out, so the claim holds on every test set" in text
+
+
+def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path):
+    """networks/<name>/config.yaml names the real data (kind split: the embedded photos, the
+    crop, the degradation or the mapped set it reads), so `twostage train` repeats the run."""
+    from safetensors.torch import load_file
+
+    from twostage.cli import main
+    from twostage.config import load_config
+
+    out = tmp_path / "run"
+    recipe = sr_x4().with_branches(["map2-specialized-x2"])
+    run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    folders = {p.name.rsplit("-", 1)[0]: p for p in (out / "networks").iterdir()}
+    assert sorted(folders) == [
+        "map2-gaussian-aniso",
+        "offshelf-x2",
+        "specialized-x2-gaussian-aniso",
+    ]
+    for name, folder in folders.items():
+        cfg = load_config(folder / "config.yaml")
+        assert cfg.data.train.kind == "split" and cfg.data.train.crop == TINY.hr_crop
+        again = tmp_path / "again" / name
+        assert main(["train", str(folder / "config.yaml"), "--out", str(again), "--quiet"]) == 0
+        want = load_file(str(folder / "model.safetensors"))
+        got = load_file(str(again / "model.safetensors"))
+        assert want.keys() == got.keys()
+        assert all(torch.equal(want[k], got[k]) for k in want), name
+    special = load_config(folders["specialized-x2-gaussian-aniso"] / "config.yaml")
+    assert Path(special.data.train.input_dir).parent.parent == out / "mapped"

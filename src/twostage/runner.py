@@ -104,18 +104,20 @@ def _train_config(
     init: Path | None,
     label: str,
     init_given: bool = False,
+    train_data: DatasetSpec | None = None,
 ) -> TrainConfig:
     """The TrainConfig of one network: the profile's, with this network's model and sizes.
 
     `init_given`: `init` is a given off-the-shelf checkpoint, whose architecture this network
     takes (so a specialized stage fine-tunes exactly the network the user supplied).
+    `train_data`: the spec of the pairs it learns from (kind split; None: a placeholder, for
+    real data, whose pairs the runner passes in memory).
     """
     base = profile_defaults(profile)
     preset = (recipe.rcan or profile.rcan) if net.arch == "rcan" else (recipe.edsr or profile.edsr)
     optim = dataclasses.replace(base.optim, iterations=profile.iterations_for(net.role))
-    data = dataclasses.replace(
-        base.data, train=DatasetSpec(kind="synthetic", scale=net.scale), val=None
-    )
+    train = train_data or DatasetSpec(kind="synthetic", scale=net.scale)
+    data = dataclasses.replace(base.data, train=train, val=None)
     log = dataclasses.replace(
         base.log,
         checkpoint_every=min(base.log.checkpoint_every, max(1, optim.iterations // 4)),
@@ -139,6 +141,7 @@ def _what_it_learns(cfg: TrainConfig) -> dict:
         description["run"].pop(key, None)
     description.pop("log", None)
     description["model"]["init"] = None  # identified by the upstream network's key instead
+    description["data"]["train"]["input_dir"] = None  # likewise (and where `out` is)
     description["name"] = None
     return description
 
@@ -226,6 +229,7 @@ class _Run:
             init=init,
             label=label,
             init_given=init_given,
+            train_data=self._data_spec(net, degradation),
         )
         digest = _hash(
             {
@@ -243,6 +247,30 @@ class _Run:
             self._train(inst, cfg)
         self.progress(float(cfg.optim.iterations), f"{label} ready")
         return inst
+
+    def _data_spec(self, net: NetworkDef, degradation: str) -> DatasetSpec | None:
+        """The pairs `net` learns, as a config names them (the embedded photos only)."""
+        if self.train.source != "samples" or net.target.kind not in ("hr", "domain"):
+            return None
+        prof = self.profile
+        spec = DatasetSpec(
+            kind="split",
+            split="train",
+            scale=self.recipe.scale,
+            seed=self.train.data_seed,
+            limit=prof.train_images,
+            crop=prof.train_crop or prof.hr_crop,
+            target_domain=net.target.domain or None,
+        )
+        if net.input.kind == "degraded":
+            return dataclasses.replace(spec, preset=degradation)
+        if net.input.kind == "domain":
+            return dataclasses.replace(spec, input_domain=net.input.domain)
+        if net.input.kind == "mapped":
+            mapper = self.instance(self.recipe.network(net.input.network), degradation)
+            folder = self._mapped_folder(mapper, degradation, "train")
+            return dataclasses.replace(spec, input_dir=folder)
+        return None
 
     def _given(self, net: NetworkDef, path: Path) -> TrainedNetwork:
         """An off-the-shelf network supplied as a checkpoint: checked, never trained."""
@@ -302,12 +330,15 @@ class _Run:
         return self.models[inst.weights]
 
     # ---------------------------------------------------------------- mapped sets
+    def _mapped_folder(self, inst: TrainedNetwork, degradation: str, set_name: str) -> Path:
+        label = inst.label if inst.degradation else f"{inst.label}-{short_name(degradation)}"
+        return self.out / "mapped" / f"{label}-{inst.key}" / set_name
+
     def mapped(
         self, inst: TrainedNetwork, split: Split, degradation: str, *, set_name: str
     ) -> list[np.ndarray]:
         """Stage-1 outputs of `inst` on `split`'s inputs, written to mapped/ once and reused."""
-        label = inst.label if inst.degradation else f"{inst.label}-{short_name(degradation)}"
-        folder = self.out / "mapped" / f"{label}-{inst.key}" / set_name
+        folder = self._mapped_folder(inst, degradation, set_name)
         marker = folder / "complete.json"
         bits = bit_depth(inst.definition.target)
         if marker.is_file() and json.loads(marker.read_text()).get("images") == split.names:

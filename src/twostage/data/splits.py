@@ -15,10 +15,16 @@ from typing import Protocol
 
 import numpy as np
 
-from twostage.data.datasets import PairSet, div2k, realsr
+from twostage.data.datasets import (
+    PairSet,
+    centre_crop,
+    degraded_image,
+    div2k,
+    domain_image,
+    realsr,
+)
 from twostage.data.samples import load_samples
 from twostage.errors import UserError
-from twostage.ops.degrade import degrade, derive_seed, get_preset, intermediate
 from twostage.ops.imageio import to_float, to_uint8
 
 EMBEDDED = "embedded"  # `--data samples=embedded`: the photos bundled with scikit-image
@@ -69,14 +75,8 @@ class Split:
             return self.given[degradation]
         key = ("degraded", degradation)
         if key not in self._cache:
-            preset = get_preset(degradation)
             self._cache[key] = [
-                degrade(
-                    img,
-                    preset,
-                    scale=scale if preset.resizes else 1,
-                    seed=derive_seed(self.data_seed, f"{degradation}:{name}"),
-                )
+                degraded_image(img, degradation, name=name, scale=scale, seed=self.data_seed)
                 for name, img in zip(self.names, self.hr)
             ]
         return self._cache[key]
@@ -85,7 +85,7 @@ class Split:
         key = ("domain", domain)
         if key not in self._cache:
             self._cache[key] = [
-                intermediate(domain, img, seed=derive_seed(self.data_seed, f"{domain}:{name}"))
+                domain_image(img, domain, name=name, seed=self.data_seed)
                 for name, img in zip(self.names, self.hr)
             ]
         return self._cache[key]
@@ -114,17 +114,6 @@ class TestSet:
     networks_of: str  # the training degradation whose networks serve it
 
 
-def _prepare(img: np.ndarray, *, scale: int, crop: int | None) -> np.ndarray:
-    """Centre-crop to at most `crop` (if given), then mod-crop to a multiple of `scale`."""
-    h, w = img.shape[:2]
-    if crop is not None:
-        ch, cw = min(h, crop), min(w, crop)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        img = img[top : top + ch, left : left + cw]
-        h, w = ch, cw
-    return np.ascontiguousarray(img[: h - h % scale, : w - w % scale])
-
-
 def _embedded(split: str, budget: ImageBudget, scale: int) -> Split:
     items = load_samples(split)
     limit = budget.train_images if split == "train" else budget.test_images
@@ -134,7 +123,7 @@ def _embedded(split: str, budget: ImageBudget, scale: int) -> Split:
     return Split(
         "samples",
         [n for n, _ in items],
-        [_prepare(img, scale=scale, crop=crop) for n, img in items],
+        [centre_crop(img, crop=crop, mod=scale) for n, img in items],
     )
 
 
