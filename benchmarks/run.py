@@ -616,9 +616,11 @@ def _precision_speed(ctx: Context, preset: str) -> list[dict[str, Any]]:
 def _precision_quality(bundles: Path) -> list[dict[str, Any]]:
     """Each bundle in `bundles` (the demo's), on the demo's test photos: PSNR against GT of
     the fp32 and the `auto` outputs, and PSNR of the `auto` output against the fp32 one."""
-    from twostage.experiments import demo_recipe, get_profile, plan_data
+    from twostage.config import get_profile
+    from twostage.data.splits import plan_data
     from twostage.ops.metrics import psnr
     from twostage.pipeline import Pipeline, load_pipeline
+    from twostage.recipes import demo_recipe
 
     recipe = demo_recipe()
     _, test_sets = plan_data(recipe, {}, get_profile("cpu"))

@@ -34,11 +34,6 @@ reference = _load("reference")
 from twostage.models import build_model, preset_spec  # noqa: E402
 
 
-def _spandrel_available() -> bool:
-    return importlib.util.find_spec("spandrel") is not None
-
-
-@pytest.mark.skipif(not _spandrel_available(), reason="spandrel is not installed")
 @pytest.mark.parametrize("scale", [1, 2, 4])
 def test_reference_rcan_with_our_weights_computes_the_same_function(scale: int) -> None:
     # The benchmark's ours/reference ratio is only meaningful if both run the same network.

@@ -166,7 +166,7 @@ def test_yaml_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
 
 
 def test_shipped_training_configs_load() -> None:
-    smoke = load_config(REPO / "configs" / "cpu" / "smoke.yaml")
+    smoke = load_config(REPO / "configs" / "train" / "smoke.yaml")
     assert smoke.model == ModelConfig(preset="rcan-tiny", scale=2)
     assert smoke.log.checkpoint_every == 10 and smoke.optim.iterations >= 40
     for path in sorted((REPO / "configs").glob("*/*.yaml")):

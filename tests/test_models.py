@@ -19,7 +19,7 @@ from twostage.models import (
     presets_table,
 )
 from twostage.models.common import MeanShift
-from twostage.models.inference import pick_device, precision_context, prepare_for_inference
+from twostage.models.inference import precision_context, prepare_for_inference, resolve_device
 
 SCALES = (1, 2, 3, 4)
 
@@ -229,14 +229,14 @@ def test_presets_and_table() -> None:
     ]
 
 
-def test_pick_device() -> None:
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(UserError, match="--device"):
-        pick_device("tpu")
+        resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
-            pick_device("cuda")
+            resolve_device("cuda")
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

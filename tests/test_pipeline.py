@@ -244,3 +244,26 @@ def test_reserved_metadata_and_unbundlable_stage(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no ModelSpec"):
         Pipeline(None, Plain()).save_bundle(tmp_path / "y.safetensors")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("quantize", "bits"), [(True, 8), (True, 16), (False, 8)])
+def test_bundle_keeps_its_intermediate_rounding(quantize: bool, bits: int, tmp_path: Path) -> None:
+    """A loaded bundle rounds its intermediate as it was saved: 8 bits, 16 bits, or not at all."""
+    s1, s2 = _net("rcan", 1, 5), _net("edsr", 2, 6)
+    pipe = Pipeline(s1, s2, quantize_intermediate=quantize, intermediate_bit_depth=bits)
+    path = tmp_path / "b.safetensors"
+    pipe.save_bundle(path)
+    loaded = load_pipeline(path, device="cpu")
+    assert isinstance(loaded, Pipeline)
+    assert (loaded.quantize_intermediate, loaded.intermediate_bit_depth) == (quantize, bits)
+    img = _photo((9, 11))
+    pipe = pipe.to(memory_format=torch.channels_last)  # load_pipeline's layout
+    got = loaded.restore(img, device="cpu")
+    np.testing.assert_array_equal(got, pipe.restore(img, device="cpu"))
+    # The settings matter for this input: the other roundings give other outputs.
+    for other_q, other_bits in [(True, 8), (True, 16), (False, 8)]:
+        if (other_q, other_bits) != (quantize, bits):
+            other = Pipeline(
+                s1, s2, quantize_intermediate=other_q, intermediate_bit_depth=other_bits
+            )
+            assert not np.array_equal(got, other.restore(img, device="cpu"))

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from twostage.experiments import PROFILES, run_recipe
+from twostage.config import PROFILES
 from twostage.ops.imageio import write_image
+from twostage.runner import run_recipe
 
 TINY = dataclasses.replace(
     PROFILES["tiny"], iterations=2, hr_crop=None, train_images=2, test_images=2

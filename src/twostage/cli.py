@@ -225,15 +225,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _demo(*, out: Path, seeds: int, quick: bool) -> None:
+    """`twostage demo`: the sr-x4 demo recipe on the embedded photos (cpu profile), printed."""
+    import textwrap
+    import time
+
+    import torch
+
+    from twostage import config
+    from twostage.data.splits import EMBEDDED
+    from twostage.recipes import demo_recipe
+    from twostage.report import describe, format_table
+    from twostage.runner import run_recipe
+
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    results = run_recipe(
+        demo_recipe(),
+        data={"samples": Path(EMBEDDED)},
+        profile=config.QUICK if quick else config.PROFILES["cpu"],
+        out=out,
+        seeds=seeds,
+        device="cpu",
+        quiet=False,
+    )
+    minutes = (time.perf_counter() - start) / 60
+    bundle = out / "bundles" / "map2-specialized-x2.safetensors"
+    print(f"\n{format_table(results)}\n")
+    print(f"report:  {out / 'index.html'}")
+    print(f"bundle:  {bundle}")
+    print(f"         (try: twostage restore --model {bundle} photo.png --out restored/)")
+    print(f"time:    {minutes:.1f} min{' (--quick)' if quick else ''}\n")
+    print(textwrap.fill(describe(results), width=96))
+
+
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cmd = args.command
     if cmd is None:
         parser.print_help()
         return 0
     if cmd == "demo":
-        from twostage.experiments import demo
-
-        demo(out=args.out, seeds=args.seeds, quick=args.quick)
+        _demo(out=args.out, seeds=args.seeds, quick=args.quick)
     elif cmd == "train":
         from twostage.train import train_from_file
 
@@ -246,8 +278,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             quiet=args.quiet,
         )
     elif cmd == "run":
-        from twostage.experiments import run_recipe
         from twostage.report import format_table
+        from twostage.runner import run_recipe
 
         results = run_recipe(
             args.recipe,

@@ -6,12 +6,8 @@ A YAML file may start from a profile (`profile: cpu`) and override only what dif
 Values are type-checked against the dataclass annotations; a wrong key or type is a
 `ConfigError` naming the key, the expected type and the value.
 
-Profiles:
-  paper  DESIGN.md §4 exactly: rcan-paper (10 groups × 8 RCAB, 64 ch), batch 8 of 96×96 LR
-         patches, flips and 90° rotations, Adam β=(0.9, 0.99) ε=1e-8, lr 1e-4 halved every 50k,
-         150k iterations, L1.
-  cpu    the same code path scaled to a laptop: a small RCAN, 48×48 patches, 3k iterations.
-  tiny   for tests: a few channels, 16×16 patches, batch 2, 30 iterations, one thread.
+The ONE profile table (`PROFILES`: paper, cpu, tiny; README "Profiles" states the values)
+sizes both `twostage train` (a YAML's `profile: NAME`) and `twostage run --profile NAME`.
 """
 
 from __future__ import annotations
@@ -29,8 +25,6 @@ from twostage.data.datasets import DatasetSpec
 from twostage.errors import UserError, short
 from twostage.limits import SEED_MAX
 from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
-
-PROFILES = ("paper", "cpu", "tiny")
 
 
 class ConfigError(UserError):
@@ -114,59 +108,147 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# profiles
+# profiles: the ONE table of sizes, used by `twostage train` (`profile: NAME`) and `twostage run`
 
 
-def profile_defaults(name: str) -> TrainConfig:
-    """The `paper`, `cpu` or `tiny` profile: an RCAN ×2 mapping network (the paper's best
-    stage 1) trained on the embedded samples: gaussian-aniso ↓4 input → bicubic ↓2 target, a
-    pair scale of 2. Recipes replace `model` and `data`."""
+@dataclass(frozen=True)
+class Profile:
+    """How big and how long: the networks, the training schedule, how much of the data."""
+
+    name: Literal["paper", "cpu", "tiny"]
+    rcan: str  # model presets (`twostage models`)
+    edsr: str
+    iterations: int
+    batch_size: int
+    patch_size: int  # LR (input) patch, as in the paper
+    lr: float
+    lr_step: int  # the lr halves every lr_step iterations
+    log: LogConfig
+    specialized_iterations: int | None = None  # stage 2 fine-tuned from off-the-shelf weights
+    mapping_iterations: int | None = None
+    hr_crop: int | None = None  # centre-crop every embedded image to at most this side
+    train_crop: int | None = None  # training images only: this crop instead of hr_crop
+    train_images: int | None = None  # use only the first N images of each split
+    test_images: int | None = None
+    val_images: int = 0  # in-distribution test images used for validation curves
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    run: RunConfig = field(default_factory=RunConfig)  # device and speed switches
+
+    def iterations_for(self, role: str) -> int:
+        if role == "specialized" and self.specialized_iterations is not None:
+            return self.specialized_iterations
+        if role == "mapping" and self.mapping_iterations is not None:
+            return self.mapping_iterations
+        return self.iterations
+
+
+PROFILES: dict[str, Profile] = {
+    # DESIGN.md §4: rcan-paper, batch 8 of 96×96, lr 1e-4 halved every 50k, 150k iterations.
+    "paper": Profile(
+        "paper",
+        rcan="rcan-paper",
+        edsr="edsr-paper",
+        iterations=150_000,
+        batch_size=8,
+        patch_size=96,
+        lr=1e-4,
+        lr_step=50_000,
+        log=LogConfig(checkpoint_every=5000, val_every=5000, log_every=100),
+        val_images=5,
+        run=RunConfig(deterministic=False),
+    ),
+    # Tuned for `twostage demo`: ≤ 10 min on 2 cores, every learned branch ≥ 0.5 dB over bicubic.
+    # 1500 iterations = the paper's three lr phases (halved every 500); the specialized ×2
+    # fine-tunes the off-the-shelf weights for 600. Training uses up to 512 px of each image
+    # (more data); the test photos are centre-cropped to 256 px.
+    "cpu": Profile(
+        "cpu",
+        rcan="rcan-cpu",
+        edsr="edsr-cpu",
+        iterations=1500,
+        specialized_iterations=600,
+        mapping_iterations=1500,
+        batch_size=8,
+        patch_size=32,
+        lr=1e-3,
+        lr_step=500,
+        log=LogConfig(checkpoint_every=500, val_every=500, log_every=50),
+        hr_crop=256,
+        train_crop=512,
+        threads=2,
+        run=RunConfig(device="cpu", channels_last=True),  # 1.2–1.4× faster (BENCHMARKS.md)
+    ),
+    # For tests: a few iterations of tiny networks on small crops, one thread.
+    "tiny": Profile(
+        "tiny",
+        rcan="rcan-tiny",
+        edsr="edsr-tiny",
+        iterations=3,
+        batch_size=2,
+        patch_size=8,
+        lr=1e-3,
+        lr_step=10,
+        log=LogConfig(
+            checkpoint_every=10,
+            val_every=10,
+            log_every=5,
+            keep_last=2,
+            tensorboard=False,
+            n_val_images=1,
+        ),
+        hr_crop=48,
+        train_images=2,
+        test_images=2,
+        threads=1,
+        run=RunConfig(device="cpu"),
+    ),
+}
+# `twostage demo --quick`: the cpu profile, much shorter (≤ 2 minutes, used by CI).
+QUICK = dataclasses.replace(
+    PROFILES["cpu"],
+    iterations=150,
+    specialized_iterations=80,
+    mapping_iterations=150,
+    hr_crop=128,
+    train_crop=None,
+    train_images=6,
+    test_images=3,
+    lr_step=100,
+)
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """A profile by name (or a Profile, returned as is); unknown names → ConfigError."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {short(profile)} (choose from {', '.join(PROFILES)})")
+    return PROFILES[profile]
+
+
+def profile_defaults(name: str | Profile) -> TrainConfig:
+    """The profile's TrainConfig: an RCAN ×2 mapping network (the paper's best stage 1) trained
+    on the embedded samples: gaussian-aniso ↓4 input → bicubic ↓2 target, a pair scale of 2.
+    Recipes replace `model` and `data`."""
+    p = get_profile(name)
     train = DatasetSpec(
         kind="samples", split="train", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2"
     )
     val = DatasetSpec(
         kind="samples", split="test", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2"
     )
-    if name == "paper":
-        return TrainConfig(
-            model=ModelConfig(preset="rcan-paper", scale=2),
-            data=DataConfig(train=train, val=val, patch_size=96, batch_size=8),
-            optim=OptimConfig(),
-            log=LogConfig(checkpoint_every=5000, val_every=5000, log_every=100),
-            run=RunConfig(deterministic=False),
-            name="paper",
-        )
-    if name == "cpu":
-        return TrainConfig(
-            model=ModelConfig(preset="rcan-cpu", scale=2),
-            data=DataConfig(train=train, val=val, patch_size=48, batch_size=8),
-            optim=OptimConfig(lr=2e-4, iterations=3000, lr_step=1000),
-            log=LogConfig(checkpoint_every=500, val_every=500, log_every=50),
-            run=RunConfig(device="cpu", channels_last=True),  # 1.2–1.4× faster (BENCHMARKS.md)
-            name="cpu",
-        )
-    if name == "tiny":
-        return TrainConfig(
-            model=ModelConfig(preset="rcan-tiny", scale=2),
-            data=DataConfig(
-                train=dataclasses.replace(train, limit=2),
-                val=dataclasses.replace(val, limit=1),
-                patch_size=16,
-                batch_size=2,
-            ),
-            optim=OptimConfig(lr=1e-3, iterations=30, lr_step=10),
-            log=LogConfig(
-                checkpoint_every=10,
-                val_every=10,
-                log_every=5,
-                keep_last=2,
-                tensorboard=False,
-                n_val_images=1,
-            ),
-            run=RunConfig(device="cpu", threads=1),
-            name="tiny",
-        )
-    raise ConfigError(f"unknown profile {short(name)} (choose from {', '.join(PROFILES)})")
+    if p.train_images is not None:
+        train = dataclasses.replace(train, limit=p.train_images)
+    if p.test_images is not None:
+        val = dataclasses.replace(val, limit=p.test_images)
+    return TrainConfig(
+        model=ModelConfig(preset=p.rcan, scale=2),
+        data=DataConfig(train=train, val=val, patch_size=p.patch_size, batch_size=p.batch_size),
+        optim=OptimConfig(lr=p.lr, iterations=p.iterations, lr_step=p.lr_step),
+        log=p.log,
+        run=dataclasses.replace(p.run, threads=p.threads),
+        name=p.name,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,7 +54,12 @@ from twostage.errors import UserError, short
 from twostage.limits import MAX_SCALE, MAX_STAGE2_REPEATS, MIN_TILE
 from twostage.models import ModelSpec
 from twostage.models.checkpoints import CheckpointError, model_from_state
-from twostage.models.inference import Precision, precision_context, resolve_precision
+from twostage.models.inference import (
+    Precision,
+    precision_context,
+    resolve_device,
+    resolve_precision,
+)
 from twostage.ops.files import atomic_path
 
 __all__ = [
@@ -89,17 +94,6 @@ DEFAULT_WIDTH = 64  # feature channels assumed for a network whose width cannot 
 
 Tile = int | Literal["auto"] | None
 Runner = Callable[[np.ndarray], np.ndarray]  # 1×3×h×w float32 → 1×3×(h·s)×(w·s) float32
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`"auto"|"cpu"|"cuda"` (or a torch.device) → torch.device; unavailable CUDA is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "cpu":
-        return torch.device("cpu")
-    from twostage.models.inference import pick_device
-
-    return pick_device(device or "auto")
 
 
 def quantize(x: torch.Tensor, *, bit_depth: int = 8) -> torch.Tensor:

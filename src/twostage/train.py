@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from twostage.data.datasets import PairSet, open_dataset, random_batch
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model, preset_spec
 from twostage.models.checkpoints import load_model, read_state, save_model
-from twostage.models.inference import pick_device
+from twostage.models.inference import resolve_device
 from twostage.ops.files import atomic_path, write_text_atomic
 from twostage.ops.metrics import psnr, ssim
 
@@ -429,7 +429,7 @@ def _barrier(d: _Dist, device: torch.device) -> None:
 
 
 def _device_for(name: str, d: _Dist) -> torch.device:
-    device = pick_device(name)
+    device = resolve_device(name)
     if device.type == "cuda":
         device = torch.device("cuda", d.local_rank if d.enabled else (device.index or 0))
     return device
@@ -571,18 +571,43 @@ def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, d: _Dist) -> Pat
     return latest
 
 
-def _train(
-    cfg: TrainConfig,
-    *,
-    out: Path,
-    resume: bool,
-    train_set: PairSet | None,
-    val_set: PairSet | None,
-    quiet: bool,
-    d: _Dist,
-    device: torch.device,
-) -> TrainResult:
-    o, lg, rn = cfg.optim, cfg.log, cfg.run
+@dataclass
+class _Loop:
+    """What the training loop carries from one iteration to the next (module docstring)."""
+
+    cfg: TrainConfig
+    out: Path
+    d: _Dist
+    device: torch.device
+    train_set: PairSet
+    val_set: PairSet | None
+    net: nn.Module
+    step_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    ema: nn.Module | None
+    loss_fn: nn.Module
+    start: int = 0
+    best_psnr: float = -math.inf
+    best_iteration: int = 0
+    elapsed_before: float = 0.0
+    rows: list[dict[str, str]] = field(default_factory=list)
+    writer: Any = None
+    loss_sum: torch.Tensor | None = None
+    loss_count: int = 0
+    first_bad: torch.Tensor | None = None  # iteration of the first NaN/inf loss (0: none)
+    last_loss: float | None = None
+    last_psnr: float | None = None
+    last_ssim: float | None = None
+    last_saved: int = 0
+    t0: float = field(default_factory=time.monotonic)
+
+    def seconds(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.t0
+
+
+def _set_up_run(cfg: TrainConfig, device: torch.device) -> None:
+    rn = cfg.run
     if rn.amp != "none" and device.type != "cuda":
         raise ConfigError(
             f"run.amp={rn.amp} needs a CUDA device (the device is {device.type}); set run.amp=none"
@@ -593,9 +618,11 @@ def _train(
         torch.backends.cudnn.benchmark = not rn.deterministic
         torch.backends.cudnn.deterministic = rn.deterministic
 
-    latest = _prepare_run_dir(cfg, out, resume, d)
-    ckpt_root = out / "checkpoints"
 
+def _data(
+    cfg: TrainConfig, train_set: PairSet | None, val_set: PairSet | None, d: _Dist
+) -> tuple[PairSet, PairSet | None]:
+    """The training and validation pairs (from cfg.data unless given), checked against scale."""
     if train_set is None:
         train_set = open_dataset(cfg.data.train)
     if val_set is None and cfg.data.val is not None and d.main:
@@ -608,13 +635,18 @@ def _train(
             )
     if len(train_set) == 0:
         raise UserError(f"the training set {train_set.name!r} is empty")
+    return train_set, val_set
 
+
+def _build_net(cfg: TrainConfig, device: torch.device, *, fresh: bool) -> nn.Module:
+    """The seeded network, initialised from model.init when the run starts afresh."""
+    rn = cfg.run
     torch.manual_seed(rn.seed)
     np.random.seed(rn.seed)
     random.seed(rn.seed)
     init = None if cfg.model.init is None else load_model(cfg.model.init, device="cpu")
     net = build_model(_model_spec(cfg, init))
-    if init is not None and latest is None:
+    if init is not None and fresh:
         try:
             net.load_state_dict(init.state_dict())
         except RuntimeError as exc:
@@ -626,242 +658,273 @@ def _train(
     net.to(device)
     if rn.channels_last:  # NHWC convs: faster with cuDNN and with oneDNN on CPU (BENCHMARKS.md)
         net.to(memory_format=torch.channels_last)
+    return net
+
+
+def _resume(loop: _Loop, latest: Path) -> None:
+    """Weights, optimizer, EMA, scaler, RNG and bookkeeping from the latest checkpoint."""
+    o, d = loop.cfg.optim, loop.d
+    weights, state = load_checkpoint(latest)
+    start = int(state["iteration"])
+    if start > o.iterations:
+        raise UserError(
+            f"cannot resume: {latest} is at iteration {start}, past optim.iterations={o.iterations}"
+        )
+    if int(state.get("world_size", 1)) != d.world:
+        raise UserError(
+            f"cannot resume: {latest} was written by {state.get('world_size')} "
+            f"process(es), this run has {d.world} (the batches would differ)"
+        )
+    loop.net.load_state_dict(weights)
+    loop.optimizer.load_state_dict(state["optimizer"])
+    if loop.ema is not None:
+        if not state.get("params_ema"):
+            raise UserError(f"cannot resume: {latest} holds no EMA weights (optim.ema)")
+        loop.ema.load_state_dict(state["params_ema"])
+    if loop.scaler is not None and state.get("scaler"):
+        loop.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    loop.start = loop.last_saved = start
+    loop.best_psnr = float(state["best_psnr"])
+    loop.best_iteration = int(state["best_iteration"])
+    loop.elapsed_before = float(state["elapsed"])
+    if d.main:
+        _clean_after(loop.out / "checkpoints", start, loop.best_iteration or None)
+
+
+def _set_up(
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    resume: bool,
+    train_set: PairSet | None,
+    val_set: PairSet | None,
+    d: _Dist,
+    device: torch.device,
+) -> _Loop:
+    """Run folder, data, network, optimizer, and the state of a resumed run."""
+    o, rn = cfg.optim, cfg.run
+    _set_up_run(cfg, device)
+    latest = _prepare_run_dir(cfg, out, resume, d)
+    train_set, val_set = _data(cfg, train_set, val_set, d)
+    net = _build_net(cfg, device, fresh=latest is None)
     ema = copy.deepcopy(net).requires_grad_(False).eval() if o.ema > 0 else None
     # fused: one kernel for all parameters instead of several per tensor (3 % on CPU, ~8 ms
     # of a 39 ms H200 step); the same update rule.
     optimizer = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, fused=True)
     scaler = torch.amp.GradScaler("cuda") if rn.amp == "fp16" else None
-
-    start, best_psnr, best_iteration, elapsed_before = 0, -math.inf, 0, 0.0
+    loss_fn = nn.L1Loss() if o.loss == "l1" else nn.MSELoss()
+    loop = _Loop(cfg, out, d, device, train_set, val_set, net, net, optimizer, scaler, ema, loss_fn)
     if latest is not None:
-        weights, state = load_checkpoint(latest)
-        start = int(state["iteration"])
-        if start > o.iterations:
-            raise UserError(
-                f"cannot resume: {latest} is at iteration {start}, past "
-                f"optim.iterations={o.iterations}"
-            )
-        if int(state.get("world_size", 1)) != d.world:
-            raise UserError(
-                f"cannot resume: {latest} was written by {state.get('world_size')} "
-                f"process(es), this run has {d.world} (the batches would differ)"
-            )
-        net.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            if not state.get("params_ema"):
-                raise UserError(f"cannot resume: {latest} holds no EMA weights (optim.ema)")
-            ema.load_state_dict(state["params_ema"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        best_psnr = float(state["best_psnr"])
-        best_iteration = int(state["best_iteration"])
-        elapsed_before = float(state["elapsed"])
-        if d.main:
-            _clean_after(ckpt_root, start, best_iteration or None)
+        _resume(loop, latest)
     _barrier(d, device)
-
-    step_model: nn.Module = net
     if d.enabled:
-        step_model = nn.parallel.DistributedDataParallel(
+        loop.step_model = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
     if rn.compile:
-        step_model = torch.compile(step_model)
-    loss_fn = nn.L1Loss() if o.loss == "l1" else nn.MSELoss()
-
-    rows = _read_metrics(out / "metrics.csv", start) if d.main else []
-    writer = None
-    if d.main and lg.tensorboard:
+        loop.step_model = torch.compile(loop.step_model)
+    loop.rows = _read_metrics(out / "metrics.csv", loop.start) if d.main else []
+    if d.main and cfg.log.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=str(out), purge_step=start + 1 if start else None)
+        purge = loop.start + 1 if loop.start else None
+        loop.writer = SummaryWriter(log_dir=str(out), purge_step=purge)
+    loop.loss_sum = torch.zeros((), device=device)
+    loop.first_bad = torch.zeros((), dtype=torch.int64, device=device)
+    loop.t0 = time.monotonic()
+    return loop
 
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # iteration of a NaN/inf loss
-    last_loss: float | None = None
-    last_psnr: float | None = None
-    last_ssim: float | None = None
-    last_saved = start
-    t0 = time.monotonic()
 
-    def seconds() -> float:
-        return elapsed_before + time.monotonic() - t0
-
-    def save(iteration: int, *, best: bool = False) -> None:
-        nonlocal last_saved
-        state = {
-            "format": STATE_FORMAT,
-            "version": STATE_VERSION,
-            "iteration": iteration,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": {
-                "lr": learning_rate(o, iteration),
-                "lr_step": o.lr_step,
-                "lr_gamma": o.lr_gamma,
-            },
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "params_ema": ema.state_dict() if ema is not None else {},
-            "rng": rng_state(),
-            "best_psnr": best_psnr,
-            "best_iteration": best_iteration,
-            "elapsed": seconds(),
-            "world_size": d.world,
-        }
-        try:
-            write_checkpoint(
-                ckpt_root, iteration, net=net, state=state, best=best, keep_last=lg.keep_last
-            )
-        except OSError as exc:
-            previous = latest_checkpoint(out)
-            keep = f"; {previous} is intact" if previous is not None else ""
-            raise UserError(
-                f"cannot write a checkpoint in {ckpt_root}: {exc.strerror or exc}{keep}"
-            ) from None
-        last_saved = iteration
-
-    def check_finite(collective: bool) -> None:
-        bad = first_bad.clone()
-        if collective and d.enabled:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if int(bad) > 0:
-            previous = latest_checkpoint(out)
-            keep = (
-                f"the last good checkpoint is {previous}"
-                if previous is not None
-                else "no checkpoint was written"
-            )
-            raise TrainingDiverged(
-                f"the loss became NaN or infinite at iteration {int(bad)}; "
-                f"stopped, {keep} (try a lower optim.lr or optim.grad_clip)"
-            )
-
-    bar = tqdm(
-        total=o.iterations,
-        initial=start,
-        disable=quiet or not d.main,
-        desc=cfg.name or "train",
-        unit="it",
-        dynamic_ncols=True,
-    )
+def _save(loop: _Loop, iteration: int, *, best: bool = False) -> None:
+    """An atomic checkpoint of everything a resume needs."""
+    o = loop.cfg.optim
+    state = {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "iteration": iteration,
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": {
+            "lr": learning_rate(o, iteration),
+            "lr_step": o.lr_step,
+            "lr_gamma": o.lr_gamma,
+        },
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None else {},
+        "params_ema": loop.ema.state_dict() if loop.ema is not None else {},
+        "rng": rng_state(),
+        "best_psnr": loop.best_psnr,
+        "best_iteration": loop.best_iteration,
+        "elapsed": loop.seconds(),
+        "world_size": loop.d.world,
+    }
+    root = loop.out / "checkpoints"
     try:
-        with _catch_interrupts() as stop:
-            net.train()
-            for it in range(start + 1, o.iterations + 1):
-                lr = learning_rate(o, it)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                rng = np.random.default_rng([rn.seed, it, d.rank])
-                x, y = random_batch(
-                    train_set,
-                    batch_size=cfg.data.batch_size,
-                    patch_size=cfg.data.patch_size,
-                    rng=rng,
-                    augment=cfg.data.augment,
-                )
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                if rn.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, rn.amp):
-                    pred = step_model(x)
-                loss = loss_fn(pred.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if o.grad_clip > 0:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if o.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
-                    optimizer.step()
-                if ema is not None:
-                    _update_ema(ema, net, o.ema)
-                # Accumulate on the device: no host sync until the next log/validation/save.
-                loss = loss.detach()
-                loss_sum += loss
-                loss_count += 1
-                first_bad = torch.where(torch.isfinite(loss) | (first_bad > 0), first_bad, it)
-                bar.update(1)
+        write_checkpoint(
+            root, iteration, net=loop.net, state=state, best=best, keep_last=loop.cfg.log.keep_last
+        )
+    except OSError as exc:
+        previous = latest_checkpoint(loop.out)
+        keep = f"; {previous} is intact" if previous is not None else ""
+        raise UserError(
+            f"cannot write a checkpoint in {root}: {exc.strerror or exc}{keep}"
+        ) from None
+    loop.last_saved = iteration
 
-                # The same on every rank (collectives and barriers must match); only rank 0
-                # holds the validation set.
-                last = it == o.iterations
-                log_due = it % lg.log_every == 0 or last
-                val_tick = it % lg.val_every == 0 or last
-                ckpt_due = it % lg.checkpoint_every == 0 or last
-                val_due = val_tick and val_set is not None and d.main
-                if stop.signum is not None:
-                    check_finite(collective=False)
-                    if d.main and last_saved != it:
-                        save(it)
-                    raise KeyboardInterrupt
-                if not (log_due or val_tick or ckpt_due):
-                    continue
-                check_finite(collective=True)
-                row = {k: "" for k in METRIC_FIELDS}
-                row.update(iteration=str(it), lr=f"{lr:.6g}")
-                if log_due:
-                    total = loss_sum.clone()
-                    if d.enabled:
-                        dist.all_reduce(total)
-                    last_loss = float(total) / (loss_count * d.world)
-                    loss_sum.zero_()
-                    loss_count = 0
-                    row["loss"] = f"{last_loss:.6g}"
-                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-                    if writer is not None:
-                        writer.add_scalar("train/loss", last_loss, it)
-                        writer.add_scalar("train/lr", lr, it)
-                if val_due:
-                    model_for_val = ema if ema is not None else net
-                    last_psnr, last_ssim, images = validate(
-                        model_for_val,
-                        val_set,
-                        device=device,
-                        scale=cfg.model.scale,
-                        amp=rn.amp,
-                        channels_last=rn.channels_last,
-                        keep_images=lg.n_val_images if writer is not None else 0,
-                    )
-                    row.update(val_psnr=f"{last_psnr:.4f}", val_ssim=f"{last_ssim:.6f}")
-                    if writer is not None:
-                        writer.add_scalar("val/psnr", last_psnr, it)
-                        writer.add_scalar("val/ssim", last_ssim, it)
-                        for name, img in images:
-                            writer.add_image(f"val/{name}", img, it, dataformats="HWC")
-                    if last_psnr > best_psnr:
-                        best_psnr, best_iteration = last_psnr, it
-                        save(it, best=True)
-                if d.main and ckpt_due and last_saved != it:
-                    save(it)
-                if d.main and (log_due or val_due):
-                    row["seconds"] = f"{seconds():.3f}"
-                    rows.append(row)
-                    _write_metrics(out / "metrics.csv", rows)
-                    if writer is not None:
-                        writer.flush()
-                if val_tick or ckpt_due:
-                    _barrier(d, device)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
 
-    final = ema if ema is not None else net
+def _check_finite(loop: _Loop, *, collective: bool) -> None:
+    """Stop with TrainingDiverged if any loss so far was NaN/inf (on any rank if collective)."""
+    assert loop.first_bad is not None
+    bad = loop.first_bad.clone()
+    if collective and loop.d.enabled:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if int(bad) > 0:
+        previous = latest_checkpoint(loop.out)
+        keep = (
+            f"the last good checkpoint is {previous}"
+            if previous is not None
+            else "no checkpoint was written"
+        )
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite at iteration {int(bad)}; "
+            f"stopped, {keep} (try a lower optim.lr or optim.grad_clip)"
+        )
+
+
+def _batch(loop: _Loop, it: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch `it`: drawn from its own seed, so a resumed run sees the same batches."""
+    cfg = loop.cfg
+    rng = np.random.default_rng([cfg.run.seed, it, loop.d.rank])
+    x, y = random_batch(
+        loop.train_set,
+        batch_size=cfg.data.batch_size,
+        patch_size=cfg.data.patch_size,
+        rng=rng,
+        augment=cfg.data.augment,
+    )
+    x = x.to(loop.device, non_blocking=True)
+    y = y.to(loop.device, non_blocking=True)
+    if cfg.run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _step(loop: _Loop, it: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One optimizer step at iteration `it`'s lr (autocast, scaler, clipping, EMA)."""
+    o, optimizer, scaler, net = loop.cfg.optim, loop.optimizer, loop.scaler, loop.net
+    with _autocast(loop.device, loop.cfg.run.amp):
+        pred = loop.step_model(x)
+    loss = loop.loss_fn(pred.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if o.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if o.grad_clip > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+        optimizer.step()
+    if loop.ema is not None:
+        _update_ema(loop.ema, net, o.ema)
+    # Accumulate on the device: no host sync until the next log/validation/save.
+    loss = loss.detach()
+    loop.loss_sum += loss
+    loop.loss_count += 1
+    bad = torch.isfinite(loss) | (loop.first_bad > 0)
+    loop.first_bad = torch.where(bad, loop.first_bad, it)
+
+
+def _log_loss(loop: _Loop, it: int, lr: float, row: dict[str, str], bar: tqdm) -> None:
+    assert loop.loss_sum is not None
+    total = loop.loss_sum.clone()
+    if loop.d.enabled:
+        dist.all_reduce(total)
+    loop.last_loss = float(total) / (loop.loss_count * loop.d.world)
+    loop.loss_sum.zero_()
+    loop.loss_count = 0
+    row["loss"] = f"{loop.last_loss:.6g}"
+    bar.set_postfix(loss=f"{loop.last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+    if loop.writer is not None:
+        loop.writer.add_scalar("train/loss", loop.last_loss, it)
+        loop.writer.add_scalar("train/lr", lr, it)
+
+
+def _validate(loop: _Loop, it: int, row: dict[str, str]) -> None:
+    """PSNR/SSIM on the validation set (EMA weights if on); a new best is checkpointed."""
+    assert loop.val_set is not None
+    rn, writer = loop.cfg.run, loop.writer
+    loop.last_psnr, loop.last_ssim, images = validate(
+        loop.ema if loop.ema is not None else loop.net,
+        loop.val_set,
+        device=loop.device,
+        scale=loop.cfg.model.scale,
+        amp=rn.amp,
+        channels_last=rn.channels_last,
+        keep_images=loop.cfg.log.n_val_images if writer is not None else 0,
+    )
+    row.update(val_psnr=f"{loop.last_psnr:.4f}", val_ssim=f"{loop.last_ssim:.6f}")
+    if writer is not None:
+        writer.add_scalar("val/psnr", loop.last_psnr, it)
+        writer.add_scalar("val/ssim", loop.last_ssim, it)
+        for name, img in images:
+            writer.add_image(f"val/{name}", img, it, dataformats="HWC")
+    if loop.last_psnr > loop.best_psnr:
+        loop.best_psnr, loop.best_iteration = loop.last_psnr, it
+        _save(loop, it, best=True)
+
+
+def _tick(loop: _Loop, it: int, lr: float, stop: _StopRequest, bar: tqdm) -> None:
+    """After a step: stop on a signal, else log, validate, checkpoint when due.
+
+    The same on every rank (collectives and barriers must match); only rank 0 holds the
+    validation set and writes files.
+    """
+    lg, d = loop.cfg.log, loop.d
+    last = it == loop.cfg.optim.iterations
+    log_due = it % lg.log_every == 0 or last
+    val_tick = it % lg.val_every == 0 or last
+    ckpt_due = it % lg.checkpoint_every == 0 or last
+    val_due = val_tick and loop.val_set is not None and d.main
+    if stop.signum is not None:
+        _check_finite(loop, collective=False)
+        if d.main and loop.last_saved != it:
+            _save(loop, it)
+        raise KeyboardInterrupt
+    if not (log_due or val_tick or ckpt_due):
+        return
+    _check_finite(loop, collective=True)
+    row = {k: "" for k in METRIC_FIELDS}
+    row.update(iteration=str(it), lr=f"{lr:.6g}")
+    if log_due:
+        _log_loss(loop, it, lr, row, bar)
+    if val_due:
+        _validate(loop, it, row)
+    if d.main and ckpt_due and loop.last_saved != it:
+        _save(loop, it)
+    if d.main and (log_due or val_due):
+        row["seconds"] = f"{loop.seconds():.3f}"
+        loop.rows.append(row)
+        _write_metrics(loop.out / "metrics.csv", loop.rows)
+        if loop.writer is not None:
+            loop.writer.flush()
+    if val_tick or ckpt_due:
+        _barrier(d, loop.device)
+
+
+def _finish(loop: _Loop) -> TrainResult:
+    """model.safetensors (EMA weights if on) with the config in its metadata; the result."""
+    cfg, d = loop.cfg, loop.d
+    final = loop.ema if loop.ema is not None else loop.net
     final.eval()
-    model_path = out / "model.safetensors"
+    model_path = loop.out / "model.safetensors"
     if d.main:
         metadata = {
             "name": cfg.name,
-            "iterations": str(o.iterations),
-            "weights": "ema" if ema is not None else "final",
+            "iterations": str(cfg.optim.iterations),
+            "weights": "ema" if loop.ema is not None else "final",
             "twostage_version": __version__,
             "train_config": json.dumps(config_to_dict(cfg)),
         }
@@ -869,17 +932,59 @@ def _train(
             save_model(model_path, final, metadata=metadata)
         except OSError as exc:
             raise UserError(f"cannot write {model_path}: {exc.strerror or exc}") from None
-    _barrier(d, device)
-    has_best = best_iteration > 0
+    _barrier(d, loop.device)
+    has_best = loop.best_iteration > 0
     return TrainResult(
-        out=out,
+        out=loop.out,
         model_path=model_path,
-        iterations=o.iterations,
+        iterations=cfg.optim.iterations,
         model=final,
-        final_loss=last_loss,
-        val_psnr=last_psnr,
-        val_ssim=last_ssim,
-        best_psnr=best_psnr if has_best else None,
-        best_iteration=best_iteration if has_best else None,
-        seconds=seconds(),
+        final_loss=loop.last_loss,
+        val_psnr=loop.last_psnr,
+        val_ssim=loop.last_ssim,
+        best_psnr=loop.best_psnr if has_best else None,
+        best_iteration=loop.best_iteration if has_best else None,
+        seconds=loop.seconds(),
     )
+
+
+def _train(
+    cfg: TrainConfig,
+    *,
+    out: Path,
+    resume: bool,
+    train_set: PairSet | None,
+    val_set: PairSet | None,
+    quiet: bool,
+    d: _Dist,
+    device: torch.device,
+) -> TrainResult:
+    """Set up (and resume), then for each step: batch → step → tick; then the model file."""
+    loop = _set_up(
+        cfg, out=out, resume=resume, train_set=train_set, val_set=val_set, d=d, device=device
+    )
+    o = cfg.optim
+    bar = tqdm(
+        total=o.iterations,
+        initial=loop.start,
+        disable=quiet or not d.main,
+        desc=cfg.name or "train",
+        unit="it",
+        dynamic_ncols=True,
+    )
+    try:
+        with _catch_interrupts() as stop:
+            loop.net.train()
+            for it in range(loop.start + 1, o.iterations + 1):
+                lr = learning_rate(o, it)
+                for group in loop.optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = _batch(loop, it)
+                _step(loop, it, x, y)
+                bar.update(1)
+                _tick(loop, it, lr, stop, bar)
+    finally:
+        bar.close()
+        if loop.writer is not None:
+            loop.writer.close()
+    return _finish(loop)

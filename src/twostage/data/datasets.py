@@ -36,8 +36,11 @@ from typing import overload
 import numpy as np
 import torch
 
+from twostage.data.samples import load_samples
 from twostage.errors import UserError
 from twostage.ops.degrade import (
+    DOMAINS,
+    Domain,
     Preset,
     degrade,
     derive_seed,
@@ -62,8 +65,7 @@ __all__ = [
     "synthetic",
 ]
 
-KINDS = ("samples", "folders", "div2k", "realsr", "synthetic")
-DOMAIN_FACTOR = {"bicubic-x4": 4, "bicubic-x2": 2, "blur9": 1}
+KINDS = ("samples", "folders", "div2k", "realsr", "synthetic", "split")
 
 _SUFFIX = re.compile(r"(?:_?x\d+|_(?:LR|HR|SR|lr|hr|sr)\d*)$")
 
@@ -314,14 +316,16 @@ _REALSR_V12 = (
 # Synthetic pairs
 
 
+def _domain(name: str) -> Domain:
+    if name not in DOMAINS:
+        raise UserError(f"unknown target domain {name!r}; choose one of {', '.join(DOMAINS)}")
+    return DOMAINS[name]
+
+
 def _pair_scale(preset: Preset, scale: int, target_domain: str | None) -> int:
     if target_domain is None:
         return scale
-    if target_domain not in DOMAIN_FACTOR:
-        raise UserError(
-            f"unknown target domain {target_domain!r}; choose one of {', '.join(DOMAIN_FACTOR)}"
-        )
-    factor = DOMAIN_FACTOR[target_domain]
+    factor = _domain(target_domain).factor
     if scale % factor:
         raise UserError(
             f"target domain {target_domain} (↓{factor}) does not fit preset "
@@ -391,7 +395,7 @@ def synthetic(
             target = hr if hr.dtype == np.uint8 else np.asarray(hr, dtype=np.float32)
         else:
             t = intermediate(target_domain, hr, seed=derive_seed(seed, img_name + "/target"))
-            target = _stored(t, target_domain == "blur9")
+            target = _stored(t, _domain(target_domain).bit_depth == 16)
         if paths is not None:
             write_image(paths[0], lr, bit_depth=8 if lr.dtype == np.uint8 else 16)
             write_image(paths[1], target, bit_depth=8 if target.dtype == np.uint8 else 16)
@@ -404,11 +408,7 @@ def retarget(pairs: PairSet, target_domain: str, *, seed: int = 0) -> PairSet:
 
     E.g. DIV2K unknown ×4 (input, HR) → (input, MATLAB-bicubic ↓4 of HR) for the ×1 mapping.
     """
-    if target_domain not in DOMAIN_FACTOR:
-        raise UserError(
-            f"unknown target domain {target_domain!r}; choose one of {', '.join(DOMAIN_FACTOR)}"
-        )
-    factor = DOMAIN_FACTOR[target_domain]
+    factor = _domain(target_domain).factor
     if pairs.scale % factor:
         raise UserError(
             f"target domain {target_domain} (↓{factor}) does not fit dataset "
@@ -417,7 +417,7 @@ def retarget(pairs: PairSet, target_domain: str, *, seed: int = 0) -> PairSet:
     out = []
     for p in pairs:
         t = intermediate(target_domain, p.target, seed=derive_seed(seed, p.name + "/target"))
-        out.append(Pair(p.name, p.input, _stored(t, target_domain == "blur9")))
+        out.append(Pair(p.name, p.input, _stored(t, _domain(target_domain).bit_depth == 16)))
     return PairSet(out, scale=pairs.scale // factor, name=f"{pairs.name}-to-{target_domain}")
 
 
@@ -431,7 +431,8 @@ class DatasetSpec:
 
     kind: samples (embedded photos + preset), folders (input_dir/target_dir), div2k (root,
     split train|valid, track bicubic|unknown), realsr (root, camera Canon|Nikon|both, split
-    train|test), synthetic (root = a folder of HR images + preset). scale: the SR factor of the
+    train|test), synthetic (root = a folder of HR images + preset), split (the embedded photos
+    as a recipe's runner sees them: `split_pairs`). scale: the SR factor of the
     data (the preset's, DIV2K's X<s>, RealSR's folder). target_domain: replace the HR target
     by an intermediate domain (bicubic-x4, bicubic-x2, blur9). limit: load the first N only.
     """
@@ -449,6 +450,8 @@ class DatasetSpec:
     target_domain: str | None = None
     cache_dir: Path | None = None
     limit: int | None = None
+    crop: int | None = None  # kind split: centre-crop each HR image to at most this side
+    input_domain: str | None = None  # kind split: inputs made by this intermediate domain
 
 
 def _need(value: Path | None, field: str, kind: str) -> Path:
@@ -460,9 +463,9 @@ def _need(value: Path | None, field: str, kind: str) -> Path:
 def open_dataset(spec: DatasetSpec) -> PairSet:
     """Load the pairs a spec describes (see DatasetSpec)."""
     kind = spec.kind
+    if kind == "split":
+        return split_pairs(spec)
     if kind == "samples":
-        from twostage.data.samples import load_samples
-
         return synthetic(
             load_samples(spec.split),
             preset=spec.preset,
@@ -511,6 +514,63 @@ def open_dataset(spec: DatasetSpec) -> PairSet:
     if spec.target_domain is not None:
         pairs = retarget(pairs, spec.target_domain, seed=spec.seed)
     return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# A recipe's split: the images the runner makes (data/splits.py uses the same functions)
+
+
+def centre_crop(img: np.ndarray, *, crop: int | None, mod: int) -> np.ndarray:
+    """Centre-crop to at most `crop` (if given), then mod-crop to a multiple of `mod`."""
+    h, w = img.shape[:2]
+    if crop is not None:
+        ch, cw = min(h, crop), min(w, crop)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        img = img[top : top + ch, left : left + cw]
+        h, w = ch, cw
+    return np.ascontiguousarray(img[: h - h % mod, : w - w % mod])
+
+
+def degraded_image(hr: np.ndarray, degradation: str, *, name: str, scale: int, seed: int):
+    """A recipe's input: the degradation's preset on HR, seeded by degradation and image."""
+    preset = get_preset(degradation)
+    return degrade(
+        hr,
+        preset,
+        scale=scale if preset.resizes else 1,
+        seed=derive_seed(seed, f"{degradation}:{name}"),
+    )
+
+
+def domain_image(hr: np.ndarray, domain: str, *, name: str, seed: int) -> np.ndarray:
+    """A recipe's intermediate-domain image of HR, seeded by domain and image."""
+    return intermediate(domain, hr, seed=derive_seed(seed, f"{domain}:{name}"))
+
+
+def split_pairs(spec: DatasetSpec) -> PairSet:
+    """Kind split: the first `limit` embedded photos of `split`, centre-cropped to `crop` and
+    mod-cropped to `scale` (the recipe's); input: a stage-1 output folder (`input_dir`, PNGs
+    named by image), an intermediate domain (`input_domain`) or the preset (`preset`); target:
+    the HR image or `target_domain`. The runner trains on exactly these pairs."""
+    items = load_samples(spec.split)[: spec.limit]
+    pairs = []
+    for name, img in items:
+        hr = centre_crop(img, crop=spec.crop, mod=spec.scale)
+        if spec.input_dir is not None:
+            x = read_image(Path(spec.input_dir) / f"{name}.png")[0]
+        elif spec.input_domain is not None:
+            x = domain_image(hr, spec.input_domain, name=name, seed=spec.seed)
+        else:
+            x = degraded_image(hr, spec.preset, name=name, scale=spec.scale, seed=spec.seed)
+        if spec.target_domain is None:
+            y = hr.astype(np.float32) / 255.0
+        else:
+            y = domain_image(hr, spec.target_domain, name=name, seed=spec.seed)
+        pairs.append(Pair(name, x, y))
+    if not pairs:
+        raise UserError(f"dataset kind split: no images in the {spec.split} split")
+    scale = pairs[0].target.shape[0] // pairs[0].input.shape[0]
+    return PairSet(pairs, scale=scale, name=f"samples-{spec.split}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,8 +29,12 @@ from twostage.errors import UserError
 PRECISIONS = ("auto", "fp32", "bf32", "bf16")
 
 
-def pick_device(name: str) -> torch.device:
-    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The ONE device resolver: a torch.device as is; None or 'auto' (CUDA when available,
+    else CPU), 'cpu', 'cuda' or 'cuda:N'; unavailable CUDA is an error."""
+    if isinstance(device, torch.device):
+        return device
+    name = device or "auto"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

@@ -511,18 +511,37 @@ def degrade(
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-DOMAINS = ("bicubic-x4", "bicubic-x2", "blur9")
+@dataclass(frozen=True)
+class Domain:
+    """An intermediate domain: stage 1's target, made from HR by a preset at a factor."""
+
+    name: str
+    factor: int  # HR side / domain side
+    bit_depth: int  # 8: on the uint8 grid; 16: float noise, finer than one 8-bit step
+    preset: str  # the preset that makes a target from HR (at `factor`)
+
+
+# The ONE table of intermediate domains.
+DOMAINS: dict[str, Domain] = {
+    d.name: d
+    for d in (
+        Domain("bicubic-x4", 4, 8, "bicubic"),
+        Domain("bicubic-x2", 2, 8, "bicubic"),
+        Domain("blur9", 1, 16, "blur9"),
+    )
+}
+
+
+def get_domain(name: str) -> Domain:
+    if name not in DOMAINS:
+        raise UserError(f"unknown intermediate domain {name!r}; choose one of {', '.join(DOMAINS)}")
+    return DOMAINS[name]
 
 
 def intermediate(domain: str, hr: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """Stage 1's target for an HR image: MATLAB-bicubic ↓4 or ↓2 (uint8 grid), or blur9."""
-    if domain == "bicubic-x4":
-        return degrade(hr, PRESETS["bicubic"], scale=4, seed=seed)
-    if domain == "bicubic-x2":
-        return degrade(hr, PRESETS["bicubic"], scale=2, seed=seed)
-    if domain == "blur9":
-        return degrade(hr, PRESETS["blur9"], seed=seed)
-    raise UserError(f"unknown intermediate domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    d = get_domain(domain)
+    return degrade(hr, PRESETS[d.preset], scale=d.factor, seed=seed)
 
 
 def derive_seed(seed: int, name: str) -> int:

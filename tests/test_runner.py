@@ -1,5 +1,6 @@
-"""experiments.py: recipes as data, the paper recipes' hyper-parameters, mapping targets, and an
-end-to-end run of sr-x4, bicubic-x4 and deblur with the tiny profile (cache reuse, bundles)."""
+"""recipes.py and runner.py: recipes as data, the paper recipes' hyper-parameters, mapping
+targets, and an end-to-end run of sr-x4, bicubic-x4 and deblur with the tiny profile (cache
+reuse, bundles)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from twostage import experiments
+from twostage.config import PROFILES
+from twostage.data.splits import Split, plan_data
 from twostage.errors import UserError
-from twostage.experiments import (
-    PROFILES,
-    Split,
-    _Run,
-    _train_config,
+from twostage.recipes import (
     bicubic_x4,
     deblur,
+    demo_recipe,
     load_recipe,
     recipe_from_dict,
-    run_recipe,
     sr_x4,
 )
+from twostage.report import describe
+from twostage.runner import _Run, _train_config, run_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SR_BRANCHES = [
@@ -65,7 +66,7 @@ def test_sr_x4_has_every_branch_of_fig3_and_shares_offshelf_x2():
 
 
 def test_demo_branches_need_four_networks_and_scratch_drops_the_init():
-    demo = experiments.demo_recipe()
+    demo = demo_recipe()
     assert sorted(_names(demo.needed_networks())) == sorted(
         ["direct-rcan", "map2", "offshelf-x2", "specialized-x2"]
     )
@@ -424,7 +425,7 @@ def test_train_crop_applies_to_the_training_images_only():
     from twostage.data.samples import load_samples
 
     profile = dataclasses.replace(TINY, hr_crop=32, train_crop=60, train_images=3, test_images=2)
-    train, tests = experiments.plan_data(sr_x4(), {}, profile)
+    train, tests = plan_data(sr_x4(), {}, profile, sr=True, track="unknown")
     raw_train = dict(load_samples("train"))
     raw_test = dict(load_samples("test"))
     for name, img in zip(train.names, train.hr):
@@ -458,7 +459,7 @@ def test_the_demo_reading_says_who_won_and_by_how_much():
         "means": means("in", interp_bicubic=25.0, direct_rcan=25.3, map2_specialized_x2=25.9)
         + means("out", interp_bicubic=24.0, direct_rcan=23.0, map2_specialized_x2=23.5),
     }
-    text = experiments.describe(results)
+    text = describe(results)
     assert (
         "On in (the training degradation) the best branch is map2-specialized-x2 at "
         "25.90 dB, 0.90 dB above bicubic interpolation" in text
@@ -466,3 +467,33 @@ def test_the_demo_reading_says_who_won_and_by_how_much():
     assert "direct-rcan is less than 0.5 dB above it" in text
     assert "0.50 dB below bicubic interpolation; no learned branch beats bicubic here" in text
     assert "+0.60 dB on in, +0.50 dB on out, so the claim holds on every test set" in text
+
+
+def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path):
+    """networks/<name>/config.yaml names the real data (kind split: the embedded photos, the
+    crop, the degradation or the mapped set it reads), so `twostage train` repeats the run."""
+    from safetensors.torch import load_file
+
+    from twostage.cli import main
+    from twostage.config import load_config
+
+    out = tmp_path / "run"
+    recipe = sr_x4().with_branches(["map2-specialized-x2"])
+    run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    folders = {p.name.rsplit("-", 1)[0]: p for p in (out / "networks").iterdir()}
+    assert sorted(folders) == [
+        "map2-gaussian-aniso",
+        "offshelf-x2",
+        "specialized-x2-gaussian-aniso",
+    ]
+    for name, folder in folders.items():
+        cfg = load_config(folder / "config.yaml")
+        assert cfg.data.train.kind == "split" and cfg.data.train.crop == TINY.hr_crop
+        again = tmp_path / "again" / name
+        assert main(["train", str(folder / "config.yaml"), "--out", str(again), "--quiet"]) == 0
+        want = load_file(str(folder / "model.safetensors"))
+        got = load_file(str(again / "model.safetensors"))
+        assert want.keys() == got.keys()
+        assert all(torch.equal(want[k], got[k]) for k in want), name
+    special = load_config(folders["specialized-x2-gaussian-aniso"] / "config.yaml")
+    assert Path(special.data.train.input_dir).parent.parent == out / "mapped"

@@ -1,0 +1,397 @@
+"""The paper's experiments as data: networks, branches, built-in and YAML recipes.
+
+A **recipe** names the networks it needs (`NetworkDef`: architecture, scale, what it learns to
+map from and to) and the **branches** it compares (`BranchDef`: stage 1, stage 2, repeats), plus
+the training degradation(s) and the test degradations. Built in (DESIGN.md §1):
+
+- `sr-x4`      Fig. 3 / Table 2: direct-edsr, direct-rcan, map1-offshelf-x2x2, map1-offshelf-x4,
+               map1-specialized-x4, map2-offshelf-x2, map2-specialized-x2.
+- `bicubic-x4` Table 1: offshelf-x4, offshelf-x2x2, specialized-x2x2.
+- `deblur`     Table 3: deblur-direct, deblur-mapped, deblur-specialized, deblur-reference
+               (7×7 and 11×11 blur mapped to the 9×9 intermediate domain; scale 1).
+
+Every table also has `interp-bicubic` (MATLAB bicubic of the input; the identity at scale 1).
+A recipe YAML (configs/paper/*.yaml, configs/recipes/*.yaml) starts from one of these (`base:`)
+and may set its own degradations, intermediate domain (deblur), branch subset, networks, and
+training settings (`train:`, a nested mapping of TrainConfig fields). runner.py runs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from twostage.errors import UserError
+from twostage.ops.degrade import DOMAINS
+
+BASES = ("sr-x4", "bicubic-x4", "deblur")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Images described from the HR image: the HR itself, its degraded input, an intermediate
+    domain image (ops.degrade.intermediate), or a stage-1 network's output on the input."""
+
+    kind: Literal["hr", "degraded", "domain", "mapped"]
+    domain: str = ""  # kind "domain": a name from ops.degrade.DOMAINS
+    network: str = ""  # kind "mapped": the NetworkDef applied to the degraded input
+
+
+@dataclass(frozen=True)
+class NetworkDef:
+    """One network a recipe trains: architecture, scale, and the pairs it learns (input → target).
+
+    A network whose input is the degraded image (or a mapping of it) is trained once per
+    training degradation; the others (off-the-shelf) once per recipe.
+    """
+
+    name: str
+    role: Literal["offshelf", "mapping", "direct", "specialized"]
+    arch: Literal["rcan", "edsr"]
+    scale: int
+    input: Images
+    target: Images
+    init_from: str | None = None  # a network whose weights initialise this one (specialized)
+
+    @property
+    def per_degradation(self) -> bool:
+        return self.input.kind in ("degraded", "mapped")
+
+
+@dataclass(frozen=True)
+class BranchDef:
+    """One column of a table: stage 1 (optional) then stage 2 applied `stage2_repeats` times."""
+
+    name: str
+    stage2: str
+    stage1: str | None = None
+    stage2_repeats: int = 1
+    input: Literal["degraded", "domain"] = "degraded"  # "domain": the reference upper bound
+    domain: str = ""  # the intermediate domain of stage 1's output, or of the reference input
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An experiment: the networks, the branches, and the degradations to train and test on."""
+
+    name: str
+    base: str
+    scale: int
+    degradations: tuple[str, ...]  # training degradations (preset names or preset YAML files)
+    test_degradations: tuple[str, ...]  # evaluated with the networks of degradations[0] if new
+    networks: tuple[NetworkDef, ...]
+    branches: tuple[BranchDef, ...]
+    specialized_init: Literal["offshelf", "scratch"] = "offshelf"
+    rcan: str | None = None  # model presets overriding the profile's
+    edsr: str | None = None
+    train_overrides: tuple[str, ...] = ()  # "optim.lr=0.0001"-style TrainConfig overrides
+    # Off-the-shelf networks loaded instead of trained: (network name, checkpoint path), any
+    # file `twostage restore --model` accepts (official EDSR/RCAN, BasicSR, spandrel, native).
+    given: tuple[tuple[str, str], ...] = ()
+
+    def with_given(self, checkpoints: dict[str, Path]) -> Recipe:
+        """The recipe with off-the-shelf networks given as checkpoints; others → UserError."""
+        offshelf = [n.name for n in self.networks if n.role == "offshelf"]
+        for name, path in checkpoints.items():
+            if name not in offshelf:
+                raise UserError(
+                    f"--offshelf {name}=...: {self.name} has no off-the-shelf "
+                    f"network {name!r}; choose from {', '.join(offshelf)}"
+                )
+            if not Path(path).is_file():
+                raise UserError(f"--offshelf {name}={path}: no such file")
+        merged = dict(self.given) | {k: str(v) for k, v in checkpoints.items()}
+        return dataclasses.replace(self, given=tuple(sorted(merged.items())))
+
+    def network(self, name: str) -> NetworkDef:
+        for net in self.networks:
+            if net.name == name:
+                return net
+        raise UserError(f"recipe {self.name}: no network named {name!r}")
+
+    def with_branches(self, names: Sequence[str]) -> Recipe:
+        """The same recipe restricted to `names` (in the recipe's order); unknown → UserError."""
+        known = [b.name for b in self.branches]
+        bad = [n for n in names if n not in known]
+        if bad or not names:
+            raise UserError(
+                f"recipe {self.name}: unknown branch(es) {', '.join(bad) or '(none)'}"
+                f"; choose from {', '.join(known)}"
+            )
+        return dataclasses.replace(
+            self, branches=tuple(b for b in self.branches if b.name in names)
+        )
+
+    def needed_networks(self) -> list[NetworkDef]:
+        """The networks the branches need (with everything they depend on), in training order."""
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            net = self.network(name)
+            deps = [net.input.network] if net.input.kind == "mapped" else []
+            if net.init_from and self.specialized_init == "offshelf":
+                deps.append(net.init_from)
+            for dep in deps:
+                visit(dep)
+            order.append(name)
+
+        for branch in self.branches:
+            for name in (branch.stage1, branch.stage2):
+                if name:
+                    visit(name)
+        return [self.network(n) for n in order]
+
+
+def _rcan(
+    name: str, role: str, scale: int, inp: Images, tgt: Images, init_from: str | None = None
+) -> NetworkDef:
+    return NetworkDef(name, role, "rcan", scale, inp, tgt, init_from)  # type: ignore[arg-type]
+
+
+_HR = Images("hr")
+_DEG = Images("degraded")
+
+
+def sr_x4(
+    *,
+    degradation: str = "gaussian-aniso",
+    test_degradations: Sequence[str] = ("gaussian-aniso", "camera"),
+) -> Recipe:
+    """Fig. 3 / Table 2: every ×4 branch, trained on one degradation."""
+    b4, b2 = Images("domain", "bicubic-x4"), Images("domain", "bicubic-x2")
+    networks = (
+        _rcan("offshelf-x2", "offshelf", 2, b2, _HR),
+        _rcan("offshelf-x4", "offshelf", 4, b4, _HR),
+        _rcan("map1", "mapping", 1, _DEG, b4),
+        _rcan("map2", "mapping", 2, _DEG, b2),
+        NetworkDef("direct-edsr", "direct", "edsr", 4, _DEG, _HR),
+        _rcan("direct-rcan", "direct", 4, _DEG, _HR),
+        _rcan(
+            "specialized-x4", "specialized", 4, Images("mapped", network="map1"), _HR, "offshelf-x4"
+        ),
+        _rcan(
+            "specialized-x2", "specialized", 2, Images("mapped", network="map2"), _HR, "offshelf-x2"
+        ),
+    )
+    branches = (
+        BranchDef("direct-edsr", "direct-edsr"),
+        BranchDef("direct-rcan", "direct-rcan"),
+        BranchDef("map1-offshelf-x2x2", "offshelf-x2", "map1", 2, domain="bicubic-x4"),
+        BranchDef("map1-offshelf-x4", "offshelf-x4", "map1", domain="bicubic-x4"),
+        BranchDef("map1-specialized-x4", "specialized-x4", "map1", domain="bicubic-x4"),
+        BranchDef("map2-offshelf-x2", "offshelf-x2", "map2", domain="bicubic-x2"),
+        BranchDef("map2-specialized-x2", "specialized-x2", "map2", domain="bicubic-x2"),
+    )
+    return Recipe("sr-x4", "sr-x4", 4, (degradation,), tuple(test_degradations), networks, branches)
+
+
+def bicubic_x4() -> Recipe:
+    """Table 1 on bicubic ↓4 input: off-the-shelf ×4, ×2 twice, and the specialized second ×2."""
+    b4, b2 = Images("domain", "bicubic-x4"), Images("domain", "bicubic-x2")
+    networks = (
+        _rcan("offshelf-x2", "offshelf", 2, b2, _HR),
+        _rcan("offshelf-x4", "offshelf", 4, b4, _HR),
+        _rcan(
+            "specialized-x2x2",
+            "specialized",
+            2,
+            Images("mapped", network="offshelf-x2"),
+            _HR,
+            "offshelf-x2",
+        ),
+    )
+    branches = (
+        BranchDef("offshelf-x4", "offshelf-x4"),
+        BranchDef("offshelf-x2x2", "offshelf-x2", stage2_repeats=2),
+        BranchDef("specialized-x2x2", "specialized-x2x2", "offshelf-x2", domain="bicubic-x2"),
+    )
+    return Recipe("bicubic-x4", "bicubic-x4", 4, ("bicubic",), ("bicubic",), networks, branches)
+
+
+def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"), domain: str = "blur9") -> Recipe:
+    """Table 3: k×k blur mapped to the 9×9 domain, against the 9×9 deblurrer applied directly."""
+    dom = Images("domain", domain)
+    networks = (
+        _rcan("deblur", "offshelf", 1, dom, _HR),
+        _rcan("map", "mapping", 1, _DEG, dom),
+        _rcan(
+            "deblur-specialized", "specialized", 1, Images("mapped", network="map"), _HR, "deblur"
+        ),
+    )
+    branches = (
+        BranchDef("deblur-direct", "deblur"),
+        BranchDef("deblur-mapped", "deblur", "map", domain=domain),
+        BranchDef("deblur-specialized", "deblur-specialized", "map", domain=domain),
+        BranchDef("deblur-reference", "deblur", input="domain", domain=domain),
+    )
+    return Recipe(
+        "deblur", "deblur", 1, tuple(degradations), tuple(degradations), networks, branches
+    )
+
+
+def builtin_recipe(name: str) -> Recipe:
+    if name == "sr-x4":
+        return sr_x4()
+    if name == "bicubic-x4":
+        return bicubic_x4()
+    if name == "deblur":
+        return deblur()
+    raise UserError(
+        f"unknown recipe {name!r}; choose one of {', '.join(BASES)} or a recipe .yaml file"
+    )
+
+
+_YAML_KEYS = (
+    "name",
+    "base",
+    "degradations",
+    "test_degradations",
+    "domain",
+    "branches",
+    "specialized_init",
+    "models",
+    "train",
+    "offshelf",
+)
+
+
+def _flatten(prefix: str, value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _flatten(f"{prefix}{k}.", v)]
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    text = text.removesuffix("...").strip()
+    return [f"{prefix[:-1]}={text}"]
+
+
+def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
+    """A Recipe from YAML data: `base` (sr-x4 | bicubic-x4 | deblur) plus optional keys
+    name, degradations, test_degradations, domain (deblur), branches, specialized_init,
+    models ({rcan: PRESET, edsr: PRESET}) and train (nested TrainConfig fields)."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping at the top level")
+    unknown = [k for k in data if k not in _YAML_KEYS]
+    if unknown:
+        raise UserError(
+            f"{source}: unknown key(s) {', '.join(map(str, unknown))} "
+            f"(valid: {', '.join(_YAML_KEYS)})"
+        )
+    base = data.get("base")
+    if base not in BASES:
+        raise UserError(f"{source}: base must be one of {', '.join(BASES)}, got {base!r}")
+
+    def names(key: str) -> tuple[str, ...] | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{source}: {key} must be a non-empty list of names, got {value!r}")
+        return tuple(value)
+
+    degs, tests = names("degradations"), names("test_degradations")
+    domain = data.get("domain")
+    if base == "sr-x4":
+        if degs is not None and len(degs) != 1:
+            raise UserError(f"{source}: sr-x4 trains on one degradation, got {list(degs)}")
+        recipe = sr_x4(
+            degradation=degs[0] if degs else "gaussian-aniso",
+            test_degradations=tests or ((degs[0],) if degs else ("gaussian-aniso", "camera")),
+        )
+    elif base == "bicubic-x4":
+        recipe = bicubic_x4()
+        if degs is not None or tests is not None:
+            recipe = dataclasses.replace(
+                recipe,
+                degradations=degs or recipe.degradations,
+                test_degradations=tests or degs or (),
+            )
+    else:
+        if domain is not None and domain not in DOMAINS:
+            raise UserError(f"{source}: domain must be one of {', '.join(DOMAINS)}")
+        recipe = deblur(degradations=degs or ("blur7", "blur11"), domain=domain or "blur9")
+        if tests:
+            recipe = dataclasses.replace(recipe, test_degradations=tests)
+    if domain is not None and base != "deblur":
+        raise UserError(
+            f"{source}: domain is fixed by the branches of {base} "
+            "(map1: bicubic-x4, map2: bicubic-x2); it is an option of deblur only"
+        )
+    init = data.get("specialized_init", "offshelf")
+    if init not in ("offshelf", "scratch"):
+        raise UserError(f"{source}: specialized_init must be offshelf or scratch, got {init!r}")
+    models = data.get("models") or {}
+    if not isinstance(models, dict) or any(k not in ("rcan", "edsr") for k in models):
+        raise UserError(f"{source}: models must map rcan/edsr to a preset name")
+    train = data.get("train") or {}
+    if not isinstance(train, dict):
+        raise UserError(f"{source}: train must be a mapping of TrainConfig fields")
+    recipe = dataclasses.replace(
+        recipe,
+        name=str(data.get("name") or recipe.name),
+        specialized_init=init,
+        rcan=models.get("rcan"),
+        edsr=models.get("edsr"),
+        train_overrides=tuple(_flatten("", train)),
+    )
+    offshelf = data.get("offshelf") or {}
+    if not isinstance(offshelf, dict) or not all(isinstance(v, str) for v in offshelf.values()):
+        raise UserError(f"{source}: offshelf must map network names to checkpoint files")
+    recipe = recipe.with_given({str(k): Path(v) for k, v in offshelf.items()})
+    branch_names = names("branches")
+    return recipe.with_branches(branch_names) if branch_names else recipe
+
+
+def load_recipe(recipe: str | Path | Recipe) -> Recipe:
+    """A built-in recipe name, a recipe YAML file, or a Recipe (returned as is)."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    text = str(recipe)
+    if text in BASES:
+        return builtin_recipe(text)
+    path = Path(text)
+    if path.suffix not in (".yaml", ".yml") and not path.is_file():
+        builtin_recipe(text)  # raises the "unknown recipe" error
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError:
+        raise UserError(f"recipe {path}: invalid YAML") from None
+    return recipe_from_dict(data, source=f"recipe {path}")
+
+
+def short_name(degradation: str) -> str:
+    """A label for a degradation: the preset name, or a YAML file's stem."""
+    return Path(degradation).stem if degradation.endswith((".yaml", ".yml")) else degradation
+
+
+def retarget(recipe: Recipe, data: dict[str, Path]) -> Recipe:
+    """SR recipes on real pairs train on the pairs' own degradation: DIV2K's LR track, or
+    RealSR's LR4 when RealSR is the only data. The preset test degradations stay (for samples)."""
+    if recipe.base == "deblur":
+        return recipe
+    if "div2k" in data:
+        return dataclasses.replace(recipe, degradations=(div2k_track(recipe),))
+    if "realsr" in data and "samples" not in data:
+        return dataclasses.replace(recipe, degradations=("real",))
+    return recipe
+
+
+def div2k_track(recipe: Recipe) -> str:
+    """The DIV2K LR track an SR recipe trains and tests on."""
+    return "bicubic" if recipe.base == "bicubic-x4" else "unknown"
+
+
+def demo_recipe() -> Recipe:
+    """sr-x4 on gaussian-aniso: direct ×4 RCAN against map2 + off-the-shelf/specialized ×2."""
+    return sr_x4(
+        degradation="gaussian-aniso", test_degradations=("gaussian-aniso", "camera")
+    ).with_branches(["direct-rcan", "map2-offshelf-x2", "map2-specialized-x2"])
