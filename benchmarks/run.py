@@ -392,6 +392,11 @@ def _speed_row(
     return row
 
 
+# The cpu profile's trainer: channels_last and fused Adam, with and without `run.amp: bf16`.
+TRAINER_FP32 = Variant(channels_last=True, fused_adam=True)
+TRAINER_BF16 = Variant(channels_last=True, fused_adam=True, bf16=True)
+
+
 def section_variants(ctx: Context) -> list[dict[str, Any]]:
     """Memory format / bf16 / compile for the train step (inference variants: `infer`)."""
     rows = []
@@ -406,10 +411,12 @@ def section_variants(ctx: Context) -> list[dict[str, Any]]:
                 Variant(channels_last=True, fused_adam=True),
                 Variant(channels_last=True, bf32=True),
                 Variant(channels_last=True, bf16=True),
+                TRAINER_BF16,
                 Variant(compile=True),
             ],
         ),
         (TrainCase("rcan-cpu", 4, 8, 32, ""), [Variant(), cl]),
+        (TrainCase("edsr-cpu", 4, 8, 32, ""), [Variant(), TRAINER_FP32, TRAINER_BF16]),
         (TrainCase("rcan-paper", 2, 8, 96, ""), [Variant(), cl]),
     ]
     for case, variants in cases:
@@ -1258,6 +1265,10 @@ def _render_train(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _same_case(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["preset"], a["scale"]) == (b["preset"], b["scale"])
+
+
 def _render_variants(rows: list[dict[str, Any]]) -> list[str]:
     timed = [r for r in rows if "seconds" in r]
     out = _table(
@@ -1275,6 +1286,17 @@ def _render_variants(rows: list[dict[str, Any]]) -> list[str]:
             for r in timed
         ],
     )
+    for r in timed:
+        fp32 = next(
+            (f for f in timed if _same_case(f, r) and f["variant"] == TRAINER_FP32.label), None
+        )
+        if r["variant"] == TRAINER_BF16.label and fp32 is not None:
+            out += [
+                "",
+                f"{r['preset']} ×{r['scale']}: `run.amp: bf16` trains "
+                f"{fp32['seconds'] / r['seconds']:.2f}× as fast as fp32 "
+                f"({TRAINER_FP32.label}, as the cpu profile trains).",
+            ]
     for r in rows:
         if "compile_seconds" in r:
             out += [
@@ -1446,6 +1468,17 @@ def _render_compile(rows: list[dict[str, Any]]) -> list[str]:
             for r in timed
         ],
     )
+    for r in timed:
+        fp32 = next(
+            (f for f in timed if _same_case(f, r) and f["variant"] == TRAINER_FP32.label), None
+        )
+        if r["variant"] == TRAINER_BF16.label and fp32 is not None:
+            out += [
+                "",
+                f"{r['preset']} ×{r['scale']}: `run.amp: bf16` trains "
+                f"{fp32['seconds'] / r['seconds']:.2f}× as fast as fp32 "
+                f"({TRAINER_FP32.label}, as the cpu profile trains).",
+            ]
     for r in rows:
         if "compile_seconds" in r:
             out += ["", f"{r['setup']}: first call (compilation) {r['compile_seconds']:.0f} s."]
