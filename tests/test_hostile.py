@@ -27,7 +27,13 @@ from safetensors.torch import load_file, save_file
 
 import twostage.models.checkpoints as checkpoints_mod
 from twostage.cli import build_parser, main
-from twostage.config import ConfigError, apply_overrides, load_config, profile_defaults
+from twostage.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+    profile_defaults,
+)
 from twostage.errors import InputWarning, UserError
 from twostage.models import ModelSpec, build_model
 from twostage.models.checkpoints import CheckpointError, load_weights, save_model
@@ -43,6 +49,8 @@ from twostage.ops.files import (
 )
 from twostage.ops.imageio import read_image
 from twostage.pipeline import OnnxPipeline, Pipeline, load_pipeline, restore_image
+from twostage.recipes import load_recipe
+from twostage.runner import run_recipe
 from twostage.train import latest_checkpoint, train
 
 
@@ -139,6 +147,101 @@ def test_4_newest_complete_folder(tmp_path: Path) -> None:
     assert newest_complete_folder(tmp_path / "none", **kwargs) is None
 
 
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """`--set` overrides pointing a tiny config at small ×2 photo folders."""
+    return write_photo_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+def _tiny(pairs: list[str], *overrides: str) -> TrainConfig:
+    """rcan-tiny, batch 2 of 8², 20 iterations: loss logged every 5, checkpoints every 10."""
+    return apply_overrides(profile_defaults("tiny"), [*pairs, "optim.iterations=20", *overrides])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, pairs: list[str]) -> Path:
+    """An uninterrupted tiny run: what every resumed run must equal."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    train(_tiny(pairs), out=out, quiet=True)
+    return out
+
+
+def _same_run(out: Path, reference: Path) -> None:
+    """Bit-identical weights, and metrics.csv with the same iterations and losses."""
+    ours, ref = (
+        load_file(str(out / "model.safetensors")),
+        load_file(str(reference / "model.safetensors")),
+    )
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+
+    def losses(run: Path) -> list[tuple[str, str]]:
+        rows = (run / "metrics.csv").read_text().splitlines()[1:]
+        return [tuple(row.split(",")[:2]) for row in rows]  # type: ignore[misc]
+
+    assert losses(out) == losses(reference)
+
+
+def test_4_resume_without_latest_txt_uses_the_newest_complete_checkpoint(
+    tmp_path: Path, pairs: list[str], reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    train(_tiny(pairs, "optim.iterations=10"), out=out, quiet=True)
+    (out / "checkpoints" / "latest.txt").unlink()  # killed before its first pointer moved
+    (out / "model.safetensors").unlink()
+    (out / "checkpoints" / "iter_00000020").mkdir()  # begun, never completed
+    train(_tiny(pairs), out=out, resume=True, quiet=True)
+    assert "no checkpoint pointer" in capsys.readouterr().out
+    _same_run(out, reference)
+
+
+def test_4_resume_without_any_complete_checkpoint_starts_from_scratch(
+    tmp_path: Path, pairs: list[str], reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    (out / "checkpoints" / "iter_00000010").mkdir(parents=True)
+    (out / "checkpoints" / "iter_00000010" / "model.safetensors").write_bytes(b"half")
+    train(_tiny(pairs), out=out, resume=True, quiet=True)
+    assert "starting from scratch" in capsys.readouterr().out
+    _same_run(out, reference)
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00garbage", b"iter_99999999\n", b"../../etc\n"])
+def test_20_garbage_latest_txt_is_unreadable_not_missing(
+    tmp_path: Path, pairs: list[str], garbage: bytes
+) -> None:
+    out = tmp_path / "run"
+    train(_tiny(pairs, "optim.iterations=10"), out=out, quiet=True)
+    (out / "checkpoints" / "latest.txt").write_bytes(garbage)
+    with pytest.raises(UserError, match=r"latest\.txt is unreadable") as err:
+        train(_tiny(pairs), out=out, resume=True, quiet=True)
+    assert "missing" not in str(err.value)
+
+
+def test_20_first_loss_after_a_kill_and_resume_equals_the_uninterrupted_runs(
+    tmp_path: Path, pairs: list[str], reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM at iteration 7 saves a checkpoint there; the resumed run's loss at 10 must
+    average iterations 6-10, as the uninterrupted run's does, not only 8-10."""
+    import twostage.train as train_mod
+
+    real, calls = train_mod.random_batch, {"n": 0}
+
+    def terminating_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 7:
+            signal.raise_signal(signal.SIGTERM)  # handled at the end of iteration 7
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_mod, "random_batch", terminating_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny(pairs), out=out, quiet=True)
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000007"
+    monkeypatch.setattr(train_mod, "random_batch", real)
+    train(_tiny(pairs), out=out, resume=True, quiet=True)
+    _same_run(out, reference)
+
+
 def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -181,6 +284,30 @@ def test_5_a_sigkilled_write_is_cleaned_by_the_next_restore(tmp_path: Path, caps
     assert main(["restore", "--model", str(_model(tmp_path)), str(good), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["good.png"]
     capsys.readouterr()
+
+
+def test_5_and_19_a_run_removes_stale_temporaries_and_respects_the_umask(
+    tmp_path: Path, pairs: list[str]
+) -> None:
+    out, dead = tmp_path / "run", _dead_pid()
+    stale = [
+        out / f".metrics.{dead}-00000000.tmp.csv",
+        out / f".config.{dead}-00000001.tmp.yaml",
+        out / "checkpoints" / f".latest.{dead}-00000002.tmp.txt",
+    ]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    (out / "checkpoints" / f".iter_00000010.{dead}-0badf00d.tmp").mkdir()
+    old = os.umask(0o027)
+    try:
+        train(_tiny(pairs, "optim.iterations=10"), out=out, quiet=True)
+    finally:
+        os.umask(old)
+    assert [p for p in out.rglob(".*")] == []
+    folder = out / "checkpoints" / "iter_00000010"
+    assert folder.stat().st_mode & 0o777 == 0o750  # mkdtemp's would be 0700
+    assert (folder / "state.pt").stat().st_mode & 0o777 == 0o640
 
 
 # --------------------------------------------------------------------- 6-9: hangs and memory
@@ -511,6 +638,55 @@ def test_20_wrong_init_architecture_says_what_the_weights_are() -> None:
     load_weights(rcan := _edsr(), other.state_dict(), source="x")
     assert all(torch.equal(a, b) for a, b in zip(rcan.state_dict().values(),
                                                  other.state_dict().values()))  # fmt: skip
+
+
+def test_20_init_of_another_architecture_in_training_leaves_no_config(
+    tmp_path: Path, pairs: list[str]
+) -> None:
+    init = _model(tmp_path)  # EDSR ×2, 8 channels; the tiny profile trains rcan-tiny
+    out = tmp_path / "run"
+    with pytest.raises(
+        CheckpointError, match=r"the weights are EDSR ×2 \(1 block, 8 ch\), but RCAN"
+    ):
+        train(_tiny(pairs, f"model.init={init}"), out=out, quiet=True)
+    assert not (out / "config.yaml").exists()
+    with pytest.raises(UserError, match=r"model\.scale=3"):
+        train(_tiny(pairs, "model.scale=3"), out=out, quiet=True)
+    assert not (out / "config.yaml").exists()
+
+
+def test_20_offshelf_files_are_all_checked_before_anything_trains(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (open, (str(marker), "w"))
+
+    import pickle
+
+    bad = tmp_path / "offshelf-x4.pt"
+    bad.write_bytes(pickle.dumps(Payload()))
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=str(bad.name)):
+        run_recipe(
+            "sr-x4",
+            data={},
+            profile="tiny",
+            out=out,
+            device="cpu",
+            quiet=True,
+            branches=["map1-offshelf-x4"],
+            offshelf={"offshelf-x4": bad},
+        )
+    assert not marker.exists()
+    assert list(out.glob("networks/*/model.safetensors")) == []  # map1 was not trained
+
+
+def test_20_recipe_yaml_is_read_without_aliases(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("base: sr-x4\nbranches: &b [direct-rcan]\nname: *b\n")
+    with pytest.raises(UserError, match=r"recipe .*r\.yaml line 3: invalid YAML: aliases"):
+        load_recipe(path)
 
 
 @pytest.mark.parametrize("missing", ["spandrel", "torchvision"])

@@ -341,8 +341,6 @@ def test_ema_weights_are_the_final_model(tmp_path: Path) -> None:
 def test_run_folder_guards(tmp_path: Path, reference: Path) -> None:
     with pytest.raises(UserError, match="already holds a training run"):
         train(tiny(), out=reference, quiet=True)
-    with pytest.raises(UserError, match="cannot resume: no checkpoint"):
-        train(tiny(), out=tmp_path / "empty", resume=True, quiet=True)
     with pytest.raises(UserError, match=r"config differs.*optim\.lr\b"):
         train(tiny("optim.lr=5e-4"), out=reference, resume=True, quiet=True)
     blocker = tmp_path / "file"
@@ -368,9 +366,75 @@ def test_scale_mismatch_is_an_error(tmp_path: Path) -> None:
         train(cfg, out=tmp_path / "run", quiet=True)
 
 
-def test_amp_needs_cuda(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"run\.amp=bf16 needs a CUDA device"):
-        train(tiny("run.amp=bf16"), out=tmp_path / "run", quiet=True)
+def test_fp16_needs_cuda(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"run\.amp=fp16 needs a CUDA device"):
+        train(tiny("run.amp=fp16"), out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bf16_on_cpu_with_channels_last_resumes_exactly(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.amp=bf16 on the CPU (autocast; weights, Adam and loss in fp32) with NHWC
+    activations: interrupted at 7 and resumed, it ends bit-identical to an uninterrupted
+    bf16 run, and it is really bf16 (it differs from the fp32 run by more than NHWC rounding)."""
+    bf16 = ("run.amp=bf16", "run.channels_last=true")
+    whole = tmp_path / "whole"
+    train(tiny(*bf16), out=whole, quiet=True)
+    real, calls = train_mod.random_batch, {"n": 0}
+
+    def interrupting_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_mod, "random_batch", interrupting_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(*bf16), out=out, quiet=True)
+    monkeypatch.setattr(train_mod, "random_batch", real)
+    train(tiny(*bf16), out=out, resume=True, quiet=True)
+    ours = weights(out / "model.safetensors")
+    assert_bit_identical(ours, weights(whole / "model.safetensors"))
+    fp32 = weights(reference / "model.safetensors")
+    assert max((ours[k] - fp32[k]).abs().max().item() for k in fp32) > 1e-3
+
+
+def test_cuda_graph_is_chosen_only_where_it_works() -> None:
+    """run.cuda_graph (default on): captured on CUDA for none/bf16, single process, eager
+    modules; the reason otherwise. On the CPU the switch is ignored: no graph, float lr."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    cfg = tiny()
+    assert cfg.run.cuda_graph and tiny("run.cuda_graph=false").run.cuda_graph is False
+    assert train_mod.graph_blocker(cfg, cuda) is None
+    assert train_mod.graph_blocker(tiny("run.amp=bf16"), cuda) is None
+    assert "GradScaler" in train_mod.graph_blocker(tiny("run.amp=fp16"), cuda)
+    assert "compile" in train_mod.graph_blocker(tiny("run.compile=true"), cuda)
+    assert "DDP" in train_mod.graph_blocker(cfg, cuda, train_mod._Dist(rank=0, world=2))
+    assert "CUDA device" in train_mod.graph_blocker(cfg, cpu)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3, fused=True)
+    assert train_mod._step_graph(cfg, cpu, train_mod._Dist(), opt) is None
+    assert opt.param_groups[0]["lr"] == 1e-3 and not opt.param_groups[0]["capturable"]
+
+
+def test_optimizer_state_of_a_graph_run_loads_anywhere() -> None:
+    """A CUDA-graph run's Adam holds a tensor lr and capturable=True; its checkpoint stores a
+    float lr and capturable=False, so an eager (CPU) resume continues as usual."""
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([param], lr=torch.tensor(2e-3), capturable=True, fused=True)
+    param.grad = torch.ones(3)
+    opt.step()
+    saved = train_mod._portable(opt.state_dict())
+    assert saved["param_groups"][0]["lr"] == pytest.approx(2e-3)
+    assert saved["param_groups"][0]["capturable"] is False
+    eager = torch.optim.Adam([torch.nn.Parameter(param.detach().clone())], lr=1.0, fused=True)
+    eager.load_state_dict(saved)
+    train_mod._set_lr(eager, 5e-4)
+    assert eager.param_groups[0]["lr"] == 5e-4
+    train_mod._set_lr(opt, 5e-4)  # a graph's tensor lr is refilled in place
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+    assert opt.param_groups[0]["lr"].item() == pytest.approx(5e-4)
 
 
 def test_smoke_config_trains_through_the_cli_function(tmp_path: Path) -> None:

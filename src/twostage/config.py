@@ -88,9 +88,13 @@ class RunConfig:
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA; fp16 adds a GradScaler
+    # autocast: bf16 on CUDA and on CPUs (AMX/AVX512-BF16); fp16 (CUDA) adds a GradScaler
+    amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False  # NHWC activations (faster on CUDA and on oneDNN CPUs)
     compile: bool = False  # torch.compile the network
+    # CUDA: capture the whole step (forward, backward, Adam) once and replay it; ignored on the
+    # CPU, and off (with a note) under fp16, DDP or compile
+    cuda_graph: bool = True
     deterministic: bool = True  # CUDA: deterministic kernels, no cudnn.benchmark
     threads: int = 0  # torch CPU threads; 0 = torch's default
 

@@ -28,6 +28,7 @@ import yaml
 
 from twostage.errors import UserError
 from twostage.ops.degrade import DOMAINS
+from twostage.ops.files import read_yaml
 
 BASES = ("sr-x4", "bicubic-x4", "deblur")
 
@@ -359,12 +360,7 @@ def load_recipe(recipe: str | Path | Recipe) -> Recipe:
     path = Path(text)
     if path.suffix not in (".yaml", ".yml") and not path.is_file():
         builtin_recipe(text)  # raises the "unknown recipe" error
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError:
-        raise UserError(f"recipe {path}: invalid YAML") from None
+    data = read_yaml(path, "recipe")  # no aliases, bounded size
     return recipe_from_dict(data, source=f"recipe {path}")
 
 

@@ -137,7 +137,7 @@ def _train_config(
 def _what_it_learns(cfg: TrainConfig) -> dict:
     """The TrainConfig without where it runs, its logging, its init file and its name."""
     description = config_to_dict(cfg)
-    for key in ("device", "threads", "compile"):
+    for key in ("device", "threads", "compile", "cuda_graph"):
         description["run"].pop(key, None)
     description.pop("log", None)
     description["model"]["init"] = None  # identified by the upstream network's key instead
@@ -303,7 +303,7 @@ class _Run:
         degradation = inst.degradation or self.recipe.degradations[0]
         train_set = self.pairs(inst.definition, degradation, self.train, "train")
         val_set = self._val_set(inst)
-        resume = training.latest_checkpoint(inst.folder) is not None  # interrupted: continue
+        resume = training.has_checkpoint(inst.folder)  # interrupted: continue
         about = {
             "network": dataclasses.asdict(inst.definition),
             "degradation": inst.degradation,
@@ -513,6 +513,8 @@ def _estimate(recipe: Recipe, profile: Profile, tests: list[TestSet], seeds: int
 def _one_seed(run: _Run, lpips: dict[str, Lpips]) -> tuple[list[dict], list[Comparison]]:
     """Train what the branches need, map the test sets, evaluate; bundles for seed 0."""
     rec = run.recipe
+    for name, _ in rec.given:  # every given checkpoint is loaded and checked before training
+        run.instance(rec.network(name), rec.degradations[0])
     for net in rec.needed_networks():
         for deg in rec.degradations if net.per_degradation else rec.degradations[:1]:
             run.instance(net, deg)

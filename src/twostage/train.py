@@ -28,12 +28,12 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,16 +57,33 @@ from twostage.config import (
 from twostage.data.datasets import PairSet, open_dataset, random_batch
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model, preset_spec
-from twostage.models.checkpoints import load_model, read_state, save_model
-from twostage.models.inference import resolve_device
-from twostage.ops.files import atomic_path, write_text_atomic
+from twostage.models.checkpoints import load_model, load_weights, read_state, save_model
+from twostage.models.inference import native_bf16, resolve_device
+from twostage.ops.files import (
+    atomic_path,
+    newest_complete_folder,
+    remove_stale_temps,
+    temp_path,
+    write_text_atomic,
+)
 from twostage.ops.metrics import psnr, ssim
 
 STATE_FORMAT = "twostage-train-state"
 STATE_VERSION = 1
 METRIC_FIELDS = ("iteration", "loss", "lr", "val_psnr", "val_ssim", "seconds")
 # On resume these may differ from the run's config.yaml; anything else would change the result.
-RESUMABLE_CHANGES = ("name", "optim.iterations", "log.", "run.device", "run.threads", "run.compile")
+RESUMABLE_CHANGES = (
+    "name",
+    "optim.iterations",
+    "log.",
+    "run.device",
+    "run.threads",
+    "run.compile",
+    "run.cuda_graph",
+)
+CHECKPOINT_NAME = r"iter_(\d{8})"
+CHECKPOINT_FILES = ("model.safetensors", "state.pt")
+GRAPH_WARMUP = 3  # eager steps before the capture: cuDNN picks algorithms, Adam makes its state
 
 
 class TrainingDiverged(UserError):
@@ -167,19 +184,50 @@ def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
 
 
 def read_pointer(root: Path, which: str) -> Path | None:
-    """The checkpoint folder that `root/<which>.txt` ("latest" or "best") names, if it exists."""
+    """The complete checkpoint folder that `root/<which>.txt` ("latest" or "best") names, or
+    None (no pointer, or one that names no complete checkpoint)."""
     pointer = root / f"{which}.txt"
     try:
         name = pointer.read_text(encoding="utf-8").strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
     folder = root / name
-    return folder if name and (folder / "state.pt").is_file() else None
+    complete = all((folder / f).is_file() for f in CHECKPOINT_FILES)
+    return folder if re.fullmatch(CHECKPOINT_NAME, name) and complete else None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The `latest` checkpoint folder of a run, or None."""
     return read_pointer(Path(run_dir) / "checkpoints", "latest")
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, whatever `latest.txt` says."""
+    root = Path(run_dir) / "checkpoints"
+    return newest_complete_folder(root, pattern=CHECKPOINT_NAME, required=CHECKPOINT_FILES)
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether a run folder holds a run to resume: a `latest.txt` or a complete checkpoint."""
+    return (Path(run_dir) / "checkpoints" / "latest.txt").exists() or (
+        newest_checkpoint(run_dir) is not None
+    )
+
+
+def resume_point(run_dir: str | Path) -> Path | None:
+    """The checkpoint `--resume` continues from: the one `latest.txt` names; without that file
+    (a run killed before its first pointer) the newest complete folder; None when there is none.
+    A `latest.txt` that names no complete checkpoint is unreadable, not missing: an error."""
+    pointer = Path(run_dir) / "checkpoints" / "latest.txt"
+    if not pointer.exists():
+        return newest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        raise UserError(
+            f"cannot resume: {pointer} is unreadable (it names no complete checkpoint folder); "
+            "delete it to resume from the newest complete checkpoint"
+        )
+    return latest
 
 
 def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -225,7 +273,7 @@ def write_checkpoint(
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / _checkpoint_name(iteration)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    tmp = temp_path(final, folder=True)  # 0777 less the umask; a killed writer's is stale
     try:
         save_model(tmp / "model.safetensors", net, metadata={"iteration": str(iteration)})
         with atomic_path(tmp / "state.pt") as part:
@@ -252,13 +300,10 @@ def write_checkpoint(
 
 
 def _clean_after(root: Path, iteration: int, best_iteration: int | None) -> None:
-    """On resume: drop temporary folders and checkpoints newer than the one resumed from (a
-    killed run may have written them without moving `latest`), and re-point `best`."""
+    """On resume: drop checkpoints newer than the one resumed from (a killed run may have
+    written them without moving `latest`), and re-point `best`."""
     if not root.is_dir():
         return
-    for p in root.iterdir():
-        if p.is_dir() and p.name.startswith(".iter_") and p.name.endswith(".tmp"):
-            shutil.rmtree(p, ignore_errors=True)
     for it, p in checkpoint_dirs(root):
         if it > iteration:
             shutil.rmtree(p, ignore_errors=True)
@@ -305,11 +350,15 @@ def _image_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
 
 
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none" or device.type != "cuda":
+def _autocast(
+    device: torch.device, amp: str, *, cache: bool = True
+) -> contextlib.AbstractContextManager:
+    """run.amp's autocast (bf16 on CUDA and CPU, fp16 on CUDA); `cache=False` inside a CUDA
+    graph capture, whose cast weights must not outlive it."""
+    if amp == "none":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
 @torch.no_grad()
@@ -542,33 +591,40 @@ def _check_resumable(saved: TrainConfig, cfg: TrainConfig, path: Path) -> None:
 
 
 def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, d: _Dist) -> Path | None:
-    """Check the run folder for a fresh run or a resume; rank 0 writes config.yaml.
-    Returns the checkpoint to resume from."""
-    latest = latest_checkpoint(out)
-    if resume and latest is None:
-        raise UserError(
-            f"cannot resume: no checkpoint in {out / 'checkpoints'} (latest.txt missing)"
-        )
-    if not resume and latest is not None:
-        raise UserError(
-            f"{out} already holds a training run; pass --resume to continue it or "
-            "choose another --out"
-        )
+    """Check the run folder for a fresh run or a resume and (rank 0) delete the temporary
+    files of killed writers. Returns the checkpoint to resume from (None: start afresh)."""
+    if d.main:
+        remove_stale_temps(out)
+        remove_stale_temps(out / "checkpoints")
+    if not resume:
+        if has_checkpoint(out):
+            raise UserError(
+                f"{out} already holds a training run; pass --resume to continue it or "
+                "choose another --out"
+            )
+        return None
+    latest = resume_point(out)
+    if d.main and not (out / "checkpoints" / "latest.txt").exists():
+        found = f"resuming from {latest}" if latest else "starting from scratch"
+        tqdm.write(f"twostage: note: no checkpoint pointer in {out / 'checkpoints'}; {found}")
     saved_path = out / "config.yaml"
-    if resume and saved_path.is_file():
+    if latest is not None and saved_path.is_file():
         try:
             saved = load_config(saved_path)
         except ConfigError:
             saved = None  # an older or edited file: the checkpoint still decides
         if saved is not None:
             _check_resumable(saved, cfg, saved_path)
-    if d.main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, saved_path)
-        except OSError as exc:
-            raise UserError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
     return latest
+
+
+def _write_config(cfg: TrainConfig, out: Path) -> None:
+    """The run's config.yaml, written once every check has passed."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    except OSError as exc:
+        raise UserError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
 
 
 @dataclass
@@ -600,17 +656,24 @@ class _Loop:
     last_psnr: float | None = None
     last_ssim: float | None = None
     last_saved: int = 0
+    graph: _StepGraph | None = None  # run.cuda_graph: the captured step and its static inputs
     t0: float = field(default_factory=time.monotonic)
 
     def seconds(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
 
 
-def _set_up_run(cfg: TrainConfig, device: torch.device) -> None:
+def _set_up_run(cfg: TrainConfig, device: torch.device, d: _Dist) -> None:
     rn = cfg.run
-    if rn.amp != "none" and device.type != "cuda":
+    if rn.amp == "fp16" and device.type != "cuda":
         raise ConfigError(
-            f"run.amp={rn.amp} needs a CUDA device (the device is {device.type}); set run.amp=none"
+            f"run.amp=fp16 needs a CUDA device (the device is {device.type}); "
+            "set run.amp=bf16 or none"
+        )
+    if rn.amp == "bf16" and native_bf16(device) is None and d.main:
+        tqdm.write(
+            f"twostage: note: run.amp=bf16: no native bf16 on this {device.type}; "
+            "it is emulated, much slower than fp32"
         )
     if rn.threads > 0:
         torch.set_num_threads(rn.threads)
@@ -646,15 +709,8 @@ def _build_net(cfg: TrainConfig, device: torch.device, *, fresh: bool) -> nn.Mod
     random.seed(rn.seed)
     init = None if cfg.model.init is None else load_model(cfg.model.init, device="cpu")
     net = build_model(_model_spec(cfg, init))
-    if init is not None and fresh:
-        try:
-            net.load_state_dict(init.state_dict())
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise UserError(
-                f"model.init {cfg.model.init}: its weights do not fit "
-                f"{cfg.model.preset} ×{cfg.model.scale}: {first}"
-            ) from None
+    if init is not None and fresh:  # another architecture: an error saying what the weights are
+        load_weights(net, init.state_dict(), source=f"model.init {cfg.model.init}")
     net.to(device)
     if rn.channels_last:  # NHWC convs: faster with cuDNN and with oneDNN on CPU (BENCHMARKS.md)
         net.to(memory_format=torch.channels_last)
@@ -684,6 +740,11 @@ def _resume(loop: _Loop, latest: Path) -> None:
     if loop.scaler is not None and state.get("scaler"):
         loop.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
+    # The loss window open at the checkpoint: the next logged loss averages the same steps
+    # as an uninterrupted run's (rank 0's window; other DDP ranks restart theirs).
+    assert loop.loss_sum is not None
+    loop.loss_sum.fill_(float(state.get("loss_sum", 0.0)))
+    loop.loss_count = int(state.get("loss_count", 0))
     loop.start = loop.last_saved = start
     loop.best_psnr = float(state["best_psnr"])
     loop.best_iteration = int(state["best_iteration"])
@@ -704,7 +765,7 @@ def _set_up(
 ) -> _Loop:
     """Run folder, data, network, optimizer, and the state of a resumed run."""
     o, rn = cfg.optim, cfg.run
-    _set_up_run(cfg, device)
+    _set_up_run(cfg, device, d)
     latest = _prepare_run_dir(cfg, out, resume, d)
     train_set, val_set = _data(cfg, train_set, val_set, d)
     net = _build_net(cfg, device, fresh=latest is None)
@@ -715,8 +776,13 @@ def _set_up(
     scaler = torch.amp.GradScaler("cuda") if rn.amp == "fp16" else None
     loss_fn = nn.L1Loss() if o.loss == "l1" else nn.MSELoss()
     loop = _Loop(cfg, out, d, device, train_set, val_set, net, net, optimizer, scaler, ema, loss_fn)
+    loop.loss_sum = torch.zeros((), device=device)
+    loop.first_bad = torch.zeros((), dtype=torch.int64, device=device)
     if latest is not None:
         _resume(loop, latest)
+    if d.main:
+        _write_config(cfg, out)
+    loop.graph = _step_graph(cfg, device, d, optimizer)
     _barrier(d, device)
     if d.enabled:
         loop.step_model = nn.parallel.DistributedDataParallel(
@@ -730,8 +796,6 @@ def _set_up(
 
         purge = loop.start + 1 if loop.start else None
         loop.writer = SummaryWriter(log_dir=str(out), purge_step=purge)
-    loop.loss_sum = torch.zeros((), device=device)
-    loop.first_bad = torch.zeros((), dtype=torch.int64, device=device)
     loop.t0 = time.monotonic()
     return loop
 
@@ -743,7 +807,7 @@ def _save(loop: _Loop, iteration: int, *, best: bool = False) -> None:
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
         "iteration": iteration,
-        "optimizer": loop.optimizer.state_dict(),
+        "optimizer": _portable(loop.optimizer.state_dict()),
         "scheduler": {
             "lr": learning_rate(o, iteration),
             "lr_step": o.lr_step,
@@ -756,6 +820,8 @@ def _save(loop: _Loop, iteration: int, *, best: bool = False) -> None:
         "best_iteration": loop.best_iteration,
         "elapsed": loop.seconds(),
         "world_size": loop.d.world,
+        "loss_sum": float(loop.loss_sum) if loop.loss_sum is not None else 0.0,
+        "loss_count": loop.loss_count,
     }
     root = loop.out / "checkpoints"
     try:
@@ -808,10 +874,13 @@ def _batch(loop: _Loop, it: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _step(loop: _Loop, it: int, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One optimizer step at iteration `it`'s lr (autocast, scaler, clipping, EMA)."""
+def _step(
+    loop: _Loop, it: int | torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, cache: bool = True
+) -> None:
+    """One optimizer step at the optimizer's lr (autocast, scaler, clipping, EMA). Device work
+    only, every state tensor updated in place, so a CUDA graph can capture it."""
     o, optimizer, scaler, net = loop.cfg.optim, loop.optimizer, loop.scaler, loop.net
-    with _autocast(loop.device, loop.cfg.run.amp):
+    with _autocast(loop.device, loop.cfg.run.amp, cache=cache):
         pred = loop.step_model(x)
     loss = loop.loss_fn(pred.float(), y)
     optimizer.zero_grad(set_to_none=True)
@@ -830,11 +899,99 @@ def _step(loop: _Loop, it: int, x: torch.Tensor, y: torch.Tensor) -> None:
     if loop.ema is not None:
         _update_ema(loop.ema, net, o.ema)
     # Accumulate on the device: no host sync until the next log/validation/save.
+    assert loop.loss_sum is not None and loop.first_bad is not None
     loss = loss.detach()
     loop.loss_sum += loss
-    loop.loss_count += 1
-    bad = torch.isfinite(loss) | (loop.first_bad > 0)
-    loop.first_bad = torch.where(bad, loop.first_bad, it)
+    ok = torch.isfinite(loss) | (loop.first_bad > 0)
+    loop.first_bad.copy_(torch.where(ok, loop.first_bad, it))
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA graphs (run.cuda_graph)
+
+
+@dataclass
+class _StepGraph:
+    """The training step captured once as a CUDA graph: static inputs, the iteration number
+    as a device tensor, and the replay (None until `GRAPH_WARMUP` eager steps have run)."""
+
+    it: torch.Tensor
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    warm: int = 0
+    replay: Callable[[], Any] | None = None
+
+
+def graph_blocker(cfg: TrainConfig, device: torch.device, d: _Dist | None = None) -> str | None:
+    """Why run.cuda_graph cannot capture this run's step; None when it can."""
+    blockers = (
+        (device.type != "cuda", f"CUDA graphs need a CUDA device, not {device.type}"),
+        (cfg.run.amp == "fp16", "run.amp=fp16's GradScaler syncs with the host every step"),
+        (d is not None and d.enabled, "DDP's all-reduces are not captured"),
+        (cfg.run.compile, "run.compile compiles the step instead"),
+    )
+    return next((why for blocked, why in blockers if blocked), None)
+
+
+def _step_graph(
+    cfg: TrainConfig, device: torch.device, d: _Dist, optimizer: torch.optim.Optimizer
+) -> _StepGraph | None:
+    """A `_StepGraph` when run.cuda_graph is on and works here (a note on CUDA when it cannot;
+    on the CPU the switch is silently ignored). Makes `optimizer` graph-safe: capturable, its
+    lr a device tensor that `_set_lr` refills."""
+    if not cfg.run.cuda_graph:
+        return None
+    why = graph_blocker(cfg, device, d)
+    if why is not None:
+        if device.type == "cuda" and d.main:
+            tqdm.write(f"twostage: note: run.cuda_graph is off: {why}; the step runs eagerly")
+        return None
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
+    return _StepGraph(it=torch.zeros((), dtype=torch.int64, device=device))
+
+
+def _graph_step(loop: _Loop, it: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    """`_step` through the CUDA graph: eager warm-up steps on a side stream (real iterations),
+    then one capture (which runs nothing), then a replay per iteration."""
+    g = loop.graph
+    assert g is not None
+    if g.x is None or g.y is None:
+        g.x, g.y = torch.empty_like(x), torch.empty_like(y)
+    g.x.copy_(x)
+    g.y.copy_(y)
+    g.it.fill_(it)
+    if g.replay is None:
+        side = torch.cuda.Stream(loop.device)
+        side.wait_stream(torch.cuda.current_stream(loop.device))
+        with torch.cuda.stream(side):
+            _step(loop, g.it, g.x, g.y)
+        torch.cuda.current_stream(loop.device).wait_stream(side)
+        g.warm += 1
+        if g.warm == GRAPH_WARMUP:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                _step(loop, g.it, g.x, g.y, cache=False)
+            g.replay = graph.replay
+        return
+    g.replay()
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Iteration's lr: assigned, or written into the device tensor a CUDA graph reads."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def _portable(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state_dict that loads anywhere: a graph's tensor lr as a float, not
+    capturable (a CUDA-graph run turns both back on after loading)."""
+    groups = [{**g, "lr": float(g["lr"]), "capturable": False} for g in state["param_groups"]]
+    return {**state, "param_groups": groups}
 
 
 def _log_loss(loop: _Loop, it: int, lr: float, row: dict[str, str], bar: tqdm) -> None:
@@ -852,8 +1009,8 @@ def _log_loss(loop: _Loop, it: int, lr: float, row: dict[str, str], bar: tqdm) -
         loop.writer.add_scalar("train/lr", lr, it)
 
 
-def _validate(loop: _Loop, it: int, row: dict[str, str]) -> None:
-    """PSNR/SSIM on the validation set (EMA weights if on); a new best is checkpointed."""
+def _validate(loop: _Loop, it: int, row: dict[str, str]) -> bool:
+    """PSNR/SSIM on the validation set (EMA weights if on); True for a new best."""
     assert loop.val_set is not None
     rn, writer = loop.cfg.run, loop.writer
     loop.last_psnr, loop.last_ssim, images = validate(
@@ -871,16 +1028,18 @@ def _validate(loop: _Loop, it: int, row: dict[str, str]) -> None:
         writer.add_scalar("val/ssim", loop.last_ssim, it)
         for name, img in images:
             writer.add_image(f"val/{name}", img, it, dataformats="HWC")
-    if loop.last_psnr > loop.best_psnr:
-        loop.best_psnr, loop.best_iteration = loop.last_psnr, it
-        _save(loop, it, best=True)
+    if loop.last_psnr <= loop.best_psnr:
+        return False
+    loop.best_psnr, loop.best_iteration = loop.last_psnr, it
+    return True
 
 
 def _tick(loop: _Loop, it: int, lr: float, stop: _StopRequest, bar: tqdm) -> None:
     """After a step: stop on a signal, else log, validate, checkpoint when due.
 
     The same on every rank (collectives and barriers must match); only rank 0 holds the
-    validation set and writes files.
+    validation set and writes files. The metrics row goes to disk before the checkpoint, so
+    a kill between the two never loses the row of the iteration a resume starts after.
     """
     lg, d = loop.cfg.log, loop.d
     last = it == loop.cfg.optim.iterations
@@ -900,16 +1059,15 @@ def _tick(loop: _Loop, it: int, lr: float, stop: _StopRequest, bar: tqdm) -> Non
     row.update(iteration=str(it), lr=f"{lr:.6g}")
     if log_due:
         _log_loss(loop, it, lr, row, bar)
-    if val_due:
-        _validate(loop, it, row)
-    if d.main and ckpt_due and loop.last_saved != it:
-        _save(loop, it)
+    best = val_due and _validate(loop, it, row)
     if d.main and (log_due or val_due):
         row["seconds"] = f"{loop.seconds():.3f}"
         loop.rows.append(row)
         _write_metrics(loop.out / "metrics.csv", loop.rows)
         if loop.writer is not None:
             loop.writer.flush()
+    if d.main and (best or ckpt_due) and loop.last_saved != it:
+        _save(loop, it, best=best)
     if val_tick or ckpt_due:
         _barrier(d, loop.device)
 
@@ -977,10 +1135,13 @@ def _train(
             loop.net.train()
             for it in range(loop.start + 1, o.iterations + 1):
                 lr = learning_rate(o, it)
-                for group in loop.optimizer.param_groups:
-                    group["lr"] = lr
+                _set_lr(loop.optimizer, lr)
                 x, y = _batch(loop, it)
-                _step(loop, it, x, y)
+                if loop.graph is not None:
+                    _graph_step(loop, it, x, y)
+                else:
+                    _step(loop, it, x, y)
+                loop.loss_count += 1
                 bar.update(1)
                 _tick(loop, it, lr, stop, bar)
     finally:
