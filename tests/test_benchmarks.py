@@ -273,3 +273,23 @@ def test_precision_section_smoke_and_targets(tmp_path: Path) -> None:
         "0.060 dB",
         "**not met**",
     )
+
+
+def test_render_variants_states_the_trainers_bf16_ratio() -> None:
+    def row(variant: object, seconds: float) -> dict:
+        return {
+            "preset": "edsr-cpu",
+            "scale": 4,
+            "batch": 8,
+            "patch": 32,
+            "variant": variant.label,  # type: ignore[attr-defined]
+            "seconds": seconds,
+            "gflops": 10.0,
+            "of_gemm": 0.1,
+            "vs_contiguous": 1.0,
+            "repeats": 2,
+        }
+
+    rows = [row(run.Variant(), 0.7), row(run.TRAINER_FP32, 0.5), row(run.TRAINER_BF16, 0.625)]
+    text = run.render({"machine": {"cpu": "x"}, "sections": {"variants": _section(rows)}})
+    assert "edsr-cpu ×4: `run.amp: bf16` trains 0.80× as fast as fp32" in text
