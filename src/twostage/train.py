@@ -11,11 +11,15 @@ Run folder (DESIGN.md §3):
   model.safetensors  the final weights (the EMA weights when optim.ema > 0), with metadata
 
 Exact resume: batch i is drawn from `np.random.default_rng([seed, i, rank])`, the schedule is a
-function of the iteration, and a checkpoint holds weights, optimizer, EMA, scaler and every RNG
-state; on CPU a killed-and-resumed run ends bit-identical to an uninterrupted one.
+function of the iteration, and a checkpoint holds weights, optimizer, EMA, scaler, every RNG
+state and the open loss window; on CPU a killed-and-resumed run ends bit-identical to an
+uninterrupted one, with the same metrics.csv losses.
 A checkpoint folder is written under a temporary name and renamed into place; `latest.txt` (a
 one-line pointer, written atomically) moves only afterwards, so a kill at any moment leaves the
-previous checkpoint loadable.
+previous checkpoint loadable; without `latest.txt` a resume takes the newest complete folder.
+
+Speed: `run.amp=bf16` autocasts on CUDA and on the CPU; `run.cuda_graph` (CUDA) captures the
+whole step once and replays it, a launch-bound step's cure (BENCHMARKS.md, GPU section).
 """
 
 from __future__ import annotations
