@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoints/latest.txt's checkpoint (without that file: the "
+        "newest complete one; none: start afresh)",
+    )
     p.add_argument("--out", type=Path, default=None, help="run folder (default: config's)")
     p.add_argument("--device", choices=DEVICES, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
