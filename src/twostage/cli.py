@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="use this checkpoint as off-the-shelf network NAME "
         "(e.g. offshelf-x2=EDSR_x2.pt) instead of training it (repeatable)",
     )
+    p.add_argument(
+        "--test-suite",
+        action="store_true",
+        help="also test on the nine held-out suite degradations (README: the suite)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--seeds", type=_positive_int, default=1)
     p.add_argument("--device", choices=DEVICES, default="auto")
@@ -291,6 +296,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             quiet=args.quiet,
             branches=args.branches,
             offshelf=dict(args.offshelf),
+            test_suite=args.test_suite,
         )
         print(format_table(results))
         print(f"report: {args.out / 'index.html'}")
