@@ -125,7 +125,7 @@ def heat_map(gen: dict, png: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    limit = max(0.5, float(np.nanmax(np.abs(data))))
+    limit = min(2.0, max(0.5, float(np.nanmax(np.abs(data)))))  # ±2 dB saturates
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(cols), 1.2 + 0.45 * len(rows)))
     image = ax.imshow(data, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(
@@ -137,7 +137,8 @@ def heat_map(gen: dict, png: Path) -> bool:
     )
     ax.set_yticks(range(len(rows)), [gen["branches"][i] for i in rows], fontsize=8)
     for (r, c), v in np.ndenumerate(data):
-        ax.text(c, r, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+        colour = "white" if abs(v) > 0.6 * limit else "black"
+        ax.text(c, r, f"{v:+.2f}", ha="center", va="center", fontsize=7, color=colour)
     fig.colorbar(image, ax=ax, label="dB over interp-bicubic")
     ax.set_title("PSNR margin over bicubic interpolation", fontsize=9)
     fig.tight_layout()
@@ -157,3 +158,74 @@ def html_table(gen: dict) -> str:
         cells = [html.escape(c.strip().strip("`")) for c in line.strip("| ").split(" | ")]
         out.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
     return "\n".join([*out, "</table>"])
+
+
+def reading(gen: dict, *, ours: str = "map2-specialized-x2", rival: str = "direct-rcan") -> str:
+    """Where the paper's claim held on the suite: `ours` against interp-bicubic and `rival`
+    on every suite entry and on the suite mean (the issue's targets: above bicubic everywhere,
+    ≥ +0.5 dB on the mean, ≥ the rival on the mean). Empty without the suite or the branches."""
+    branches, suite = gen["branches"], gen["suite"]
+    if not suite or ours not in branches:
+        return ""
+    cols = [gen["test_sets"].index(t) for t in suite]
+    i = branches.index(ours)
+    margin = {gen["test_sets"][c]: gen["psnr_margin"][i][c] for c in cols}
+    below = [t for t, v in margin.items() if v <= 0]
+    mean = gen["mean_psnr_margin"][i]
+    text = (
+        f"On the held-out suite ({len(suite)} degradations never trained on), {ours} is above "
+        f"bicubic interpolation on {len(suite) - len(below)} of {len(suite)}"
+        + (f" (not on {', '.join(below)})" if below else "")
+        + f", by {mean:+.2f} dB on the mean ({'met' if mean >= 0.5 else 'short of'} the +0.5 dB"
+        " target)."
+    )
+    if rival in branches:
+        j = branches.index(rival)
+        gaps = {t: margin[t] - gen["psnr_margin"][j][c] for t, c in zip(suite, cols)}
+        behind = [t for t, v in gaps.items() if v < 0]
+        diff = mean - gen["mean_psnr_margin"][j]
+        text += (
+            f" Against {rival} it is ahead on {len(suite) - len(behind)} of {len(suite)}"
+            + (f" (behind on {', '.join(behind)})" if behind else "")
+            + f" and {diff:+.2f} dB on the suite mean, so the paper's claim "
+            + ("holds" if diff >= 0 else "does not hold")
+            + " across the suite on average."
+        )
+    return text
+
+
+def text_table(gen: dict) -> str:
+    """The matrix for a terminal, transposed (a row per test set, then the suite mean):
+    interp-bicubic's PSNR and every learned branch's margin over it, in dB."""
+    learned = [i for i, b in enumerate(gen["branches"]) if b != FLOOR]
+    floor = gen["branches"].index(FLOOR)
+    tests = gen["test_sets"]
+    labels = [t if t in gen["suite"] or c else f"{t} (trained)" for c, t in enumerate(tests)]
+    width = max(len(t) for t in [*labels, "suite mean"]) + 2
+    cell = max(16, *(len(gen["branches"][i]) + 2 for i in learned))
+    head = "test set".ljust(width) + "bicubic dB".rjust(cell)
+    head += "".join(gen["branches"][i].rjust(cell) for i in learned)
+    lines = [head, "-" * len(head)]
+
+    def row(label: str, psnr: tuple, margins: list[tuple]) -> str:
+        cells = [_cell(*psnr).lstrip("+")] + [_cell(*m) for m in margins]
+        return label.ljust(width) + "".join(c.rjust(cell) for c in cells)
+
+    for c, label in enumerate(labels):
+        lines.append(
+            row(
+                label,
+                (gen["psnr"][floor][c], gen["psnr_std"][floor][c]),
+                [(gen["psnr_margin"][i][c], gen["psnr_margin_std"][i][c]) for i in learned],
+            )
+        )
+    if gen["suite"]:
+        lines.append(
+            row(
+                "suite mean",
+                (gen["mean_psnr"][floor], gen["mean_psnr_std"][floor]),
+                [(gen["mean_psnr_margin"][i], gen["mean_psnr_margin_std"][i]) for i in learned],
+            )
+        )
+    lines.append("PSNR margin over bicubic interpolation (dB, RGB); ± = std over seeds")
+    return "\n".join(lines)

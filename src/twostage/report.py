@@ -273,8 +273,11 @@ def describe(results: dict) -> str:
     """A plain-language paragraph about the numbers: who won where, by how much."""
     means = {(m["branch"], m["test_set"]): m for m in results["means"]}
     learned = [b for b in results["branches"] if b != "interp-bicubic"]
+    gen = results.get("generalization")
+    suite = set(gen["suite"]) if gen else set()  # read as one matrix, below
+    tests = [t for t in results["test_sets"] if t not in suite]
     parts = []
-    for test in results["test_sets"]:
+    for test in tests:
         scores = {b: means[(b, test)]["psnr"] for b in learned if (b, test) in means}
         if not scores:
             continue
@@ -315,7 +318,7 @@ def describe(results: dict) -> str:
         parts.append(text + ".")
     if "map2-specialized-x2" in learned and "direct-rcan" in learned:
         gaps = []
-        for test in results["test_sets"]:
+        for test in tests:
             a = means.get(("map2-specialized-x2", test), {}).get("psnr")
             b = means.get(("direct-rcan", test), {}).get("psnr")
             if a is not None and b is not None:
@@ -336,6 +339,8 @@ def describe(results: dict) -> str:
                 )
                 + " at this (tiny, CPU-sized) scale."
             )
+    if gen:
+        parts.append(generalize.reading(gen))
     seeds = results.get("seeds")
     if seeds:
         parts.append(f"Means over {len(seeds)} seeds; ± is the standard deviation across seeds.")
