@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"twostage {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("demo", help="the blind x4 demo: train on realistic, test on the held-out suite (CPU)")
+    p = sub.add_parser(
+        "demo", help="the blind x4 demo: train on realistic, test on the held-out suite (CPU)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--seeds", type=_positive_int, default=1, help="repeat with N seeds")
     p.add_argument("--quick", action="store_true", help="a <= 2 minute smoke version")

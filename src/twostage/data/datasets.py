@@ -563,9 +563,9 @@ def split_pairs(spec: DatasetSpec) -> PairSet:
     for name, img in items:
         hr = centre_crop(img, crop=spec.crop, mod=spec.scale)
         if spec.per_patch:
-            target = None if spec.target_domain is None else domain_image(
-                hr, spec.target_domain, name=name, seed=spec.seed
-            )
+            target = None
+            if spec.target_domain is not None:
+                target = domain_image(hr, spec.target_domain, name=name, seed=spec.seed)
             pairs.append(per_patch_pair(name, hr.astype(np.float32) / 255.0, target))
             continue
         if spec.input_dir is not None:
