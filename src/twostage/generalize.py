@@ -176,8 +176,8 @@ def reading(gen: dict, *, ours: str = "map2-specialized-x2", rival: str = "direc
         f"On the held-out suite ({len(suite)} degradations never trained on), {ours} is above "
         f"bicubic interpolation on {len(suite) - len(below)} of {len(suite)}"
         + (f" (not on {', '.join(below)})" if below else "")
-        + f", by {mean:+.2f} dB on the mean ({'met' if mean >= 0.5 else 'short of'} the +0.5 dB"
-        " target)."
+        + f"; its mean margin is {mean:+.2f} dB ({'meeting' if mean >= 0.5 else 'short of'}"
+        " the +0.5 dB target)."
     )
     if rival in branches:
         j = branches.index(rival)
