@@ -139,7 +139,7 @@ def heat_map(gen: dict, png: Path) -> bool:
     for (r, c), v in np.ndenumerate(data):
         colour = "white" if abs(v) > 0.6 * limit else "black"
         ax.text(c, r, f"{v:+.2f}", ha="center", va="center", fontsize=7, color=colour)
-    fig.colorbar(image, ax=ax, label="dB over interp-bicubic")
+    fig.colorbar(image, ax=ax, label="dB vs bicubic")
     ax.set_title("PSNR margin over bicubic interpolation", fontsize=9)
     fig.tight_layout()
     with atomic_path(png) as tmp:
