@@ -469,23 +469,33 @@ def test_the_demo_reading_says_who_won_and_by_how_much():
     assert "+0.60 dB on in, +0.50 dB on out, so the claim holds on every test set" in text
 
 
-def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path):
+@pytest.mark.parametrize("degradation", ["gaussian-aniso", "realistic"])
+def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path, degradation):
     """networks/<name>/config.yaml names the real data (kind split: the embedded photos, the
-    crop, the degradation or the mapped set it reads), so `twostage train` repeats the run."""
+    crop, the degradation or the mapped set it reads), so `twostage train` repeats the run;
+    for a per-patch family (realistic) that includes the patches degraded afresh each batch
+    and the specialized stage's K fixed draws per image."""
     from safetensors.torch import load_file
 
     from twostage.cli import main
     from twostage.config import load_config
+    from twostage.runner import FAMILY_INSTANCES
 
     out = tmp_path / "run"
-    recipe = sr_x4().with_branches(["map2-specialized-x2"])
+    recipe = sr_x4(degradation=degradation).with_branches(["map2-specialized-x2"])
     run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
     folders = {p.name.rsplit("-", 1)[0]: p for p in (out / "networks").iterdir()}
     assert sorted(folders) == [
-        "map2-gaussian-aniso",
+        f"map2-{degradation}",
         "offshelf-x2",
-        "specialized-x2-gaussian-aniso",
+        f"specialized-x2-{degradation}",
     ]
+    family = degradation == "realistic"
+    assert (
+        load_config(folders[f"map2-{degradation}"] / "config.yaml").data.train.per_patch is family
+    )
+    k = load_config(folders[f"specialized-x2-{degradation}"] / "config.yaml").data.train.instances
+    assert k == (FAMILY_INSTANCES if family else 1)
     for name, folder in folders.items():
         cfg = load_config(folder / "config.yaml")
         assert cfg.data.train.kind == "split" and cfg.data.train.crop == TINY.hr_crop
@@ -495,5 +505,5 @@ def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path):
         got = load_file(str(again / "model.safetensors"))
         assert want.keys() == got.keys()
         assert all(torch.equal(want[k], got[k]) for k in want), name
-    special = load_config(folders["specialized-x2-gaussian-aniso"] / "config.yaml")
+    special = load_config(folders[f"specialized-x2-{degradation}"] / "config.yaml")
     assert Path(special.data.train.input_dir).parent.parent == out / "mapped"

@@ -164,7 +164,8 @@ PROFILES: dict[str, Profile] = {
     # Tuned for `twostage demo`: ≤ 10 min on 2 cores, every learned branch ≥ 0.5 dB over bicubic.
     # 1500 iterations = the paper's three lr phases (halved every 500); the specialized ×2
     # fine-tunes the off-the-shelf weights for 600. Training uses up to 512 px of each image
-    # (more data); the test photos are centre-cropped to 256 px.
+    # (more data); the test photos are used whole (300–600 px: a 64-px LR crop of three photos
+    # is too little to separate branches across the held-out suite, issue 14).
     "cpu": Profile(
         "cpu",
         rcan="rcan-cpu",
@@ -177,7 +178,7 @@ PROFILES: dict[str, Profile] = {
         lr=1e-3,
         lr_step=500,
         log=LogConfig(checkpoint_every=500, val_every=500, log_every=50),
-        hr_crop=256,
+        hr_crop=None,
         train_crop=512,
         threads=2,
         run=RunConfig(device="cpu", channels_last=True),  # 1.2–1.4× faster (BENCHMARKS.md)

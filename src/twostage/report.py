@@ -5,6 +5,13 @@ in_distribution, test_sets, branches, rows (one per branch × test set × image)
 branch × test set). With several seeds each row also carries its `seed`, `results["seeds"]` lists
 them, and a mean carries `<metric>_std`: the standard deviation over seeds of the per-seed means.
 
+When the run tests on the held-out suite, `results["generalization"]` is the branch × test-set
+matrix of generalize.py: {"test_sets", "suite" (the suite's test sets), "branches", "psnr",
+"ssim", "psnr_margin", "ssim_margin" (over interp-bicubic; lists of rows per branch, of columns
+per test set), "mean_psnr", "mean_ssim", "mean_psnr_margin", "mean_ssim_margin" (over the suite,
+one per branch), each with a `_std` twin (over seeds, null with one)}; results.md gets its table
+and figures/generalization.png its heat-map.
+
 Tables follow the paper's Tables 1–3: one table per test set, branches as columns, metrics as rows.
 Everything is written atomically; index.html uses relative links only, so it opens offline.
 """
@@ -23,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from twostage import generalize
 from twostage.ops.files import atomic_path, write_text_atomic
 from twostage.ops.imageio import to_uint8
 
@@ -34,6 +42,7 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("lpips_vgg", "LPIPS-VGG", False),
 )
 _DIGITS = {"psnr": 3, "ssim": 4, "lpips_alex": 4, "lpips_vgg": 4}
+GENERALIZATION_PNG = "figures/generalization.png"
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,8 @@ def format_markdown(results: dict) -> str:
                 cells.append(f"**{text}**" if b == best else text)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    if "generalization" in results:
+        lines.append(generalize.markdown(results["generalization"]))
     return "\n".join(lines)
 
 
@@ -262,8 +273,11 @@ def describe(results: dict) -> str:
     """A plain-language paragraph about the numbers: who won where, by how much."""
     means = {(m["branch"], m["test_set"]): m for m in results["means"]}
     learned = [b for b in results["branches"] if b != "interp-bicubic"]
+    gen = results.get("generalization")
+    suite = set(gen["suite"]) if gen else set()  # read as one matrix, below
+    tests = [t for t in results["test_sets"] if t not in suite]
     parts = []
-    for test in results["test_sets"]:
+    for test in tests:
         scores = {b: means[(b, test)]["psnr"] for b in learned if (b, test) in means}
         if not scores:
             continue
@@ -304,7 +318,7 @@ def describe(results: dict) -> str:
         parts.append(text + ".")
     if "map2-specialized-x2" in learned and "direct-rcan" in learned:
         gaps = []
-        for test in results["test_sets"]:
+        for test in tests:
             a = means.get(("map2-specialized-x2", test), {}).get("psnr")
             b = means.get(("direct-rcan", test), {}).get("psnr")
             if a is not None and b is not None:
@@ -325,6 +339,8 @@ def describe(results: dict) -> str:
                 )
                 + " at this (tiny, CPU-sized) scale."
             )
+    if gen:
+        parts.append(generalize.reading(gen))
     seeds = results.get("seeds")
     if seeds:
         parts.append(f"Means over {len(seeds)} seeds; ± is the standard deviation across seeds.")
@@ -510,6 +526,10 @@ def format_html(
     for test_set in results["test_sets"]:
         body.append(f"<h3>{html.escape(_title(results, test_set))}</h3>")
         body.append(_html_table(results, test_set))
+    if "generalization" in results:
+        body.append("<h2>Generalization</h2>")
+        body.append(generalize.html_table(results["generalization"]))
+        body.append(f"<p><img src='{GENERALIZATION_PNG}' alt='generalization heat-map'></p>")
     figures = list(figures)
     if figures:
         body.append(
@@ -574,6 +594,9 @@ def write_report(
             strip.save(tmp, format="PNG")
         figures.append(rel)
         written.append(out_dir / rel)
+    gen = results.get("generalization")
+    if gen is not None and generalize.heat_map(gen, out_dir / GENERALIZATION_PNG):
+        written.append(out_dir / GENERALIZATION_PNG)
     curve_files = []
     for name, metrics_csv in (curves or {}).items():
         rel = f"figures/curves-{_slug(name)}.png"

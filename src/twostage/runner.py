@@ -14,6 +14,7 @@ write `bundles/<branch>.safetensors` and the report (report.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -26,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 import twostage.train as training
+from twostage import generalize
 from twostage.config import (
     ModelConfig,
     Profile,
@@ -35,13 +37,13 @@ from twostage.config import (
     get_profile,
     profile_defaults,
 )
-from twostage.data.datasets import DatasetSpec, Pair, PairSet
+from twostage.data.datasets import DatasetSpec, Pair, PairSet, per_patch_pair
 from twostage.data.splits import Split, TestSet, plan_data, short_name
 from twostage.errors import UserError
 from twostage.evaluate import evaluate_arrays
 from twostage.models.checkpoints import load_model
 from twostage.models.inference import resolve_device
-from twostage.ops.degrade import DOMAINS, get_preset, preset_to_dict
+from twostage.ops.degrade import DOMAINS, SUITE, get_preset, preset_to_dict
 from twostage.ops.files import write_text_atomic
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.metrics import Lpips
@@ -59,6 +61,12 @@ from twostage.recipes import (
 from twostage.report import Comparison, Panel, compute_means, describe, write_report
 
 # ============================================================================ networks
+
+# A specialized stage 2 behind a per-patch family trains on M(x) for K fixed draws x of the family
+# per training image, mapped once like any mapped set. K = 4: the cpu profile's 600 fine-tuning
+# steps of 8 patches see each image's 4 draws ~90 times each (13 images, 512 px), enough variety
+# of stage 1's residual errors, while mapping stays ~4 × 13 images; more draws cost mapping time.
+FAMILY_INSTANCES = 4
 
 
 @dataclass(frozen=True)
@@ -248,6 +256,26 @@ class _Run:
         self.progress(float(cfg.optim.iterations), f"{label} ready")
         return inst
 
+    def per_patch(self, degradation: str) -> bool:
+        """Whether `degradation` is a per-patch family (realistic): drawn afresh per patch."""
+        return degradation not in self.train.given and get_preset(degradation).family is not None
+
+    def train_pairs(self, net: NetworkDef, degradation: str) -> PairSet:
+        """What `net` trains on. A per-patch family: (target, HR) pairs that training degrades
+        afresh for every patch; a stage on mapped inputs: FAMILY_INSTANCES fixed draws per image."""
+        if not self.per_patch(degradation) or net.input.kind not in ("degraded", "mapped"):
+            return self.pairs(net, degradation, self.train, "train")
+        if net.input.kind == "mapped":
+            return self.pairs(net, degradation, self.train_instances, "train")
+        targets = self.images(self.train, net.target, degradation, set_name="train")
+        hrs = self.images(self.train, Images("hr"), degradation, set_name="train")
+        pairs = [per_patch_pair(*item) for item in zip(self.train.names, hrs, targets)]
+        return PairSet(pairs, scale=self.recipe.scale // net.scale, name="train:per-patch")
+
+    @functools.cached_property
+    def train_instances(self) -> Split:
+        return self.train.instances(FAMILY_INSTANCES)
+
     def _data_spec(self, net: NetworkDef, degradation: str) -> DatasetSpec | None:
         """The pairs `net` learns, as a config names them (the embedded photos only)."""
         if self.train.source != "samples" or net.target.kind not in ("hr", "domain"):
@@ -262,14 +290,16 @@ class _Run:
             crop=prof.train_crop or prof.hr_crop,
             target_domain=net.target.domain or None,
         )
+        family = net.input.kind != "domain" and self.per_patch(degradation)
         if net.input.kind == "degraded":
-            return dataclasses.replace(spec, preset=degradation)
+            return dataclasses.replace(spec, preset=degradation, per_patch=family)
         if net.input.kind == "domain":
             return dataclasses.replace(spec, input_domain=net.input.domain)
         if net.input.kind == "mapped":
             mapper = self.instance(self.recipe.network(net.input.network), degradation)
             folder = self._mapped_folder(mapper, degradation, "train")
-            return dataclasses.replace(spec, input_dir=folder)
+            k = FAMILY_INSTANCES if family else 1
+            return dataclasses.replace(spec, input_dir=folder, instances=k)
         return None
 
     def _given(self, net: NetworkDef, path: Path) -> TrainedNetwork:
@@ -301,7 +331,7 @@ class _Run:
 
     def _train(self, inst: TrainedNetwork, cfg: TrainConfig) -> None:
         degradation = inst.degradation or self.recipe.degradations[0]
-        train_set = self.pairs(inst.definition, degradation, self.train, "train")
+        train_set = self.train_pairs(inst.definition, degradation)
         val_set = self._val_set(inst)
         resume = training.has_checkpoint(inst.folder)  # interrupted: continue
         about = {
@@ -541,15 +571,18 @@ def run_recipe(
     quiet: bool = False,
     branches: Sequence[str] | None = None,
     offshelf: dict[str, Path] | None = None,
+    test_suite: bool = False,
 ) -> dict:
     """Run a recipe end to end in `out` (see the module docstring) and return results.json's dict.
 
     `seeds`: repeat with seeds 0..N-1 (networks are cached per seed); the report gives mean ±
     std over seeds; bundles and figures come from seed 0. `offshelf`: network name → checkpoint
     for off-the-shelf networks to load instead of train (e.g. {"offshelf-x2": EDSR_x2.pt}).
+    `test_suite`: also test on every held-out SUITE degradation.
     """
     data = dict(data or {})
     rec = _chosen(recipe, branches, offshelf, data)
+    rec = rec.with_suite() if test_suite else rec
     prof = get_profile(profile)
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
@@ -621,6 +654,9 @@ def _results(
         "rows": rows,
         "means": compute_means(rows),
     }
+    suite = [t.name for t in tests if t.degradation in SUITE]
+    if suite:
+        results["generalization"] = generalize.matrix(results, suite=suite)
     if seeds > 1:
         results["seeds"] = list(range(seeds))
     results["networks_trained"] = trained

@@ -58,7 +58,7 @@ from twostage.config import (
     load_config,
     save_config,
 )
-from twostage.data.datasets import PairSet, open_dataset, random_batch
+from twostage.data.datasets import PairSet, fresh_batch, open_dataset, random_batch
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model, preset_spec
 from twostage.models.checkpoints import load_model, load_weights, read_state, save_model
@@ -694,8 +694,12 @@ def _data(
         train_set = open_dataset(cfg.data.train)
     if val_set is None and cfg.data.val is not None and d.main:
         val_set = open_dataset(cfg.data.val)
+    per_patch = cfg.data.train.per_patch  # (target, HR) pairs: HR = target × scale/model.scale
     for role, pairs in (("training", train_set), ("validation", val_set)):
-        if pairs is not None and pairs.scale != cfg.model.scale:
+        want = cfg.model.scale
+        if per_patch and pairs is train_set:
+            want = cfg.data.train.scale // cfg.model.scale
+        if pairs is not None and pairs.scale != want:
             raise UserError(
                 f"model.scale={cfg.model.scale} but the {role} set {pairs.name!r} "
                 f"has scale {pairs.scale} (target size = scale × input size)"
@@ -862,15 +866,26 @@ def _check_finite(loop: _Loop, *, collective: bool) -> None:
 
 def _batch(loop: _Loop, it: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch `it`: drawn from its own seed, so a resumed run sees the same batches."""
-    cfg = loop.cfg
+    cfg, spec = loop.cfg, loop.cfg.data.train
     rng = np.random.default_rng([cfg.run.seed, it, loop.d.rank])
-    x, y = random_batch(
-        loop.train_set,
-        batch_size=cfg.data.batch_size,
-        patch_size=cfg.data.patch_size,
-        rng=rng,
-        augment=cfg.data.augment,
-    )
+    batch, patch, augment = cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment
+    if spec.per_patch:  # a per-patch family: every sample degraded afresh, seeded by its index
+        x, y = fresh_batch(
+            loop.train_set,
+            preset=spec.preset,
+            scale=spec.scale,
+            batch_size=batch,
+            patch_size=patch,
+            rng=rng,
+            seed=cfg.run.seed,
+            iteration=it,
+            first_index=loop.d.rank * batch,
+            augment=augment,
+        )
+    else:
+        x, y = random_batch(
+            loop.train_set, batch_size=batch, patch_size=patch, rng=rng, augment=augment
+        )
     x = x.to(loop.device, non_blocking=True)
     y = y.to(loop.device, non_blocking=True)
     if cfg.run.channels_last:

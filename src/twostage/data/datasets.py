@@ -50,12 +50,14 @@ from twostage.ops.degrade import (
     preset_to_dict,
 )
 from twostage.ops.imageio import IMAGE_SUFFIXES, read_image, to_uint8, write_image
+from twostage.ops.realistic import Realistic, degrade_batch
 
 __all__ = [
     "DatasetSpec",
     "Pair",
     "PairSet",
     "div2k",
+    "fresh_batch",
     "open_dataset",
     "paired_folders",
     "random_batch",
@@ -452,6 +454,10 @@ class DatasetSpec:
     limit: int | None = None
     crop: int | None = None  # kind split: centre-crop each HR image to at most this side
     input_domain: str | None = None  # kind split: inputs made by this intermediate domain
+    # kind split, a per-patch family preset (realistic): degrade every training patch afresh
+    # (the pairs hold (target, HR); `fresh_batch` makes the input), instead of one per image
+    per_patch: bool = False
+    instances: int = 1  # kind split: K fixed degraded instances per image, named NAME~k
 
 
 def _need(value: Path | None, field: str, kind: str) -> Path:
@@ -552,10 +558,16 @@ def split_pairs(spec: DatasetSpec) -> PairSet:
     mod-cropped to `scale` (the recipe's); input: a stage-1 output folder (`input_dir`, PNGs
     named by image), an intermediate domain (`input_domain`) or the preset (`preset`); target:
     the HR image or `target_domain`. The runner trains on exactly these pairs."""
-    items = load_samples(spec.split)[: spec.limit]
+    items = instances(load_samples(spec.split)[: spec.limit], spec.instances)
     pairs = []
     for name, img in items:
         hr = centre_crop(img, crop=spec.crop, mod=spec.scale)
+        if spec.per_patch:
+            target = None
+            if spec.target_domain is not None:
+                target = domain_image(hr, spec.target_domain, name=name, seed=spec.seed)
+            pairs.append(per_patch_pair(name, hr.astype(np.float32) / 255.0, target))
+            continue
         if spec.input_dir is not None:
             x = read_image(Path(spec.input_dir) / f"{name}.png")[0]
         elif spec.input_domain is not None:
@@ -571,6 +583,62 @@ def split_pairs(spec: DatasetSpec) -> PairSet:
         raise UserError(f"dataset kind split: no images in the {spec.split} split")
     scale = pairs[0].target.shape[0] // pairs[0].input.shape[0]
     return PairSet(pairs, scale=scale, name=f"samples-{spec.split}")
+
+
+def instances(items: list[tuple[str, np.ndarray]], k: int) -> list[tuple[str, np.ndarray]]:
+    """Each (name, image) k times as NAME~0 … NAME~(k-1) (k fixed draws of a family per image:
+    the specialized stage 2's training inputs); k = 1 leaves the list as it is."""
+    if k < 1:
+        raise UserError(f"instances must be >= 1, got {k}")
+    return items if k == 1 else [(f"{n}~{i}", img) for n, img in items for i in range(k)]
+
+
+def per_patch_pair(name: str, hr: np.ndarray, target: np.ndarray | None) -> Pair:
+    """A per-patch training pair, flipped: input = the stage's target (None: the HR itself),
+    target = the HR image that `fresh_batch` degrades afresh for every patch."""
+    return Pair(name, hr if target is None else target, hr)
+
+
+def per_patch_family(preset: str) -> Realistic:
+    """The family of a per-patch preset (`data.train.per_patch`); other presets → UserError."""
+    family = get_preset(preset).family
+    if family is None:
+        raise UserError(
+            f"data.train.per_patch: preset {preset} is not a per-patch family (e.g. realistic)"
+        )
+    return family
+
+
+def fresh_batch(
+    pairs: PairSet,
+    *,
+    preset: str,
+    scale: int,
+    batch_size: int,
+    patch_size: int,
+    rng: np.random.Generator,
+    seed: int,
+    iteration: int,
+    first_index: int,
+    augment: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of a per-patch family: aligned (target, HR) crops as `random_batch` draws them
+    from per_patch_pair's, then input = `degrade_batch(HR crop)` at ×`scale`, drawn from
+    (derive_seed(seed, "per-patch"), iteration, first_index + i): a stream apart from `rng`'s."""
+    family = per_patch_family(preset)
+    target_patch = patch_size * scale // pairs.scale
+    y, hr = random_batch(
+        pairs, batch_size=batch_size, patch_size=target_patch, rng=rng, augment=augment
+    )
+    x = degrade_batch(
+        hr,
+        scale=scale,
+        seed=derive_seed(seed, "per-patch"),
+        iteration=iteration,
+        first_index=first_index,
+        family=family,
+    )
+    return x.float().contiguous(), y
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from twostage.data.datasets import (
     degraded_image,
     div2k,
     domain_image,
+    instances,
     realsr,
 )
 from twostage.data.samples import load_samples
@@ -89,6 +90,12 @@ class Split:
                 for name, img in zip(self.names, self.hr)
             ]
         return self._cache[key]
+
+    def instances(self, k: int) -> Split:
+        """The same images, each k times as NAME~0…NAME~(k-1): k fixed draws of a per-patch
+        family per image (the specialized stage's training inputs, `DatasetSpec.instances`)."""
+        items = instances(list(zip(self.names, self.hr)), k)
+        return Split(self.source, [n for n, _ in items], [h for _, h in items], self.data_seed)
 
     def describe(self) -> dict:
         """What identifies these images, for the cache hash."""

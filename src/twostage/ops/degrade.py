@@ -294,6 +294,13 @@ class Preset:
     def resizes(self) -> bool:
         return any(isinstance(s, Resize | Realistic) for s in self.steps)
 
+    @property
+    def family(self) -> Realistic | None:
+        """The per-patch family this preset is (its one step is `Realistic`), else None:
+        training degrades every patch afresh with it instead of fixing one input per image."""
+        only = self.steps[0] if len(self.steps) == 1 else None
+        return only if isinstance(only, Realistic) else None
+
 
 # --------------------------------------------------------------------------------------------
 # Kernels
