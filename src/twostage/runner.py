@@ -57,6 +57,7 @@ from twostage.recipes import (
     retarget,
 )
 from twostage.report import Comparison, Panel, compute_means, describe, write_report
+from twostage.report_html import ViewSet, save_views, write_page
 
 # ============================================================================ networks
 
@@ -406,12 +407,39 @@ def _outputs(run: _Run, test: TestSet) -> dict[str, list[np.ndarray]]:
     return outputs
 
 
+def _shown_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The input at the ground truth's size, its own pixels enlarged (nearest), for the page."""
+    up = np.repeat(np.repeat(x, -(-shape[0] // x.shape[0]), 0), -(-shape[1] // x.shape[1]), 1)
+    return up[: shape[0], : shape[1]]
+
+
+def _comparisons(
+    test: TestSet, outputs: dict[str, list[np.ndarray]], rows: list[dict], scale: int
+) -> list[Comparison]:
+    """One Comparison per test image: GT, the input, interp-bicubic and every branch."""
+    psnr = {(r["branch"], r["image"]): r["psnr"] for r in rows if r["test_set"] == test.name}
+    inputs = test.split.inputs(test.degradation, scale=scale)
+    return [
+        Comparison(
+            test.name,
+            image,
+            (
+                Panel("GT", hr, None),
+                Panel("input", _shown_input(x, hr.shape), None),
+                *(Panel(name, preds[i], psnr[(name, image)]) for name, preds in outputs.items()),
+            ),
+        )
+        for i, (image, hr, x) in enumerate(zip(test.split.names, test.split.hr, inputs))
+    ]
+
+
 def _evaluate(
     run: _Run, *, seed: int, keep_first: bool, lpips: dict[str, Lpips]
-) -> tuple[list[dict], list[Comparison]]:
-    """Rows for every branch (and interp-bicubic) × test set × image; and comparison strips."""
+) -> tuple[list[dict], list[Comparison], list[ViewSet]]:
+    """Rows for every branch (and interp-bicubic) × test set × image; with `keep_first`, the
+    crop strip of each test set's first image and the viewer's images of every test image."""
     rows: list[dict] = []
-    comparisons = []
+    strips, views = [], []
     for test in run.test_sets:
         outputs = _outputs(run, test)
         hrs = test.split.hr
@@ -424,13 +452,10 @@ def _evaluate(
                     {"branch": name, "test_set": test.name, "image": image, **scores, "seed": seed}
                 )
         if keep_first:
-            by = {(r["branch"], r["image"]): r["psnr"] for r in rows if r["test_set"] == test.name}
-            first = test.split.names[0]
-            panels = [Panel("GT", hrs[0], None)] + [
-                Panel(name, preds[0], by[(name, first)]) for name, preds in outputs.items()
-            ]
-            comparisons.append(Comparison(test.name, first, tuple(panels)))
-    return rows, comparisons
+            comparisons = _comparisons(test, outputs, rows, run.recipe.scale)
+            strips.append(comparisons[0])
+            views += [save_views(c, run.out) for c in comparisons]
+    return rows, strips, views
 
 
 def _write_bundles(run: _Run) -> list[Path]:
@@ -510,7 +535,9 @@ def _estimate(recipe: Recipe, profile: Profile, tests: list[TestSet], seeds: int
 # ============================================================================ entry point
 
 
-def _one_seed(run: _Run, lpips: dict[str, Lpips]) -> tuple[list[dict], list[Comparison]]:
+def _one_seed(
+    run: _Run, lpips: dict[str, Lpips]
+) -> tuple[list[dict], list[Comparison], list[ViewSet]]:
     """Train what the branches need, map the test sets, evaluate; bundles for seed 0."""
     rec = run.recipe
     for net in rec.needed_networks():
@@ -522,10 +549,10 @@ def _one_seed(run: _Run, lpips: dict[str, Lpips]) -> tuple[list[dict], list[Comp
             if branch.stage1:
                 s1 = run.instance(rec.network(branch.stage1), test.networks_of)
                 run.mapped(s1, test.split, test.degradation, set_name=test.name)
-    rows, comparisons = _evaluate(run, seed=run.seed, keep_first=run.seed == 0, lpips=lpips)
+    rows, strips, views = _evaluate(run, seed=run.seed, keep_first=run.seed == 0, lpips=lpips)
     if run.seed == 0:
         _write_bundles(run)
-    return rows, comparisons
+    return rows, strips, views
 
 
 def run_recipe(
@@ -561,25 +588,29 @@ def run_recipe(
     )
     lpips = _lpips_models(device if device != "auto" else "cpu")
     rows: list[dict] = []
-    comparisons: list[Comparison] = []
+    strips: list[Comparison] = []
+    views: list[ViewSet] = []
     trained_now: list[str] = []
-    curves: dict[str, Path] = {}
+    networks: dict[str, Path] = {}
     start = time.perf_counter()
     try:
         for seed in range(seeds):
             run = _Run(rec, prof, out, device, quiet, train, tests, progress, seed=seed)
-            seed_rows, seed_comparisons = _one_seed(run, lpips)
+            seed_rows, seed_strips, seed_views = _one_seed(run, lpips)
             rows += seed_rows
             trained_now += run.trained_now
             if seed == 0:
-                comparisons = seed_comparisons
-                curves = {inst.label: inst.folder / "metrics.csv" for inst in run.trained.values()}
+                strips, views = seed_strips, seed_views
+                networks = {i.label: i.folder for i in run.trained.values() if i.given is None}
     finally:
         progress.close()
     seconds = round(time.perf_counter() - start, 1)
     results = _results(rec, prof, tests, rows, seeds=seeds, trained=trained_now, seconds=seconds)
     results["lpips"] = sorted(lpips)
-    write_report(results, out, comparisons=comparisons, curves=curves, reading=describe(results))
+    write_report(results, out)
+    write_page(
+        results, out, strips=strips, views=views, networks=networks, reading=describe(results)
+    )
     return results
 
 
