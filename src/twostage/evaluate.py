@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from twostage.data.datasets import index_by_stem, strip_suffixes
 from twostage.errors import InputWarning, UserError
@@ -22,6 +21,7 @@ from twostage.limits import MAX_PIXELS
 from twostage.ops.files import check_output_file, write_text_atomic
 from twostage.ops.imageio import expand_inputs, read_image
 from twostage.ops.metrics import Lpips, psnr, ssim
+from twostage.ops.progress import bar
 
 __all__ = ["evaluate_arrays", "evaluate_folders", "format_evaluation", "strip_suffixes"]
 
@@ -130,14 +130,9 @@ def evaluate_folders(
     pairs = _pairs(pred, gt, allow_missing)
     models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
     rows = []
-    bar = tqdm(
-        pairs,
-        desc="evaluate",
-        unit="img",
-        leave=False,
-        disable=quiet or len(pairs) <= _PROGRESS_ABOVE,
-    )
-    for name, p, g in bar:
+    few = len(pairs) <= _PROGRESS_ABOVE
+    images = bar(pairs, quiet=quiet or few, desc="evaluate", unit="img", leave=False)
+    for name, p, g in images:
         p_img, _ = read_image(p, max_pixels=max_pixels)
         g_img, _ = read_image(g, max_pixels=max_pixels)
         if p_img.shape != g_img.shape:

@@ -45,6 +45,7 @@ from twostage.ops.degrade import DOMAINS, get_preset, preset_to_dict
 from twostage.ops.files import write_text_atomic
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.metrics import Lpips
+from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
 from twostage.pipeline import Pipeline, quantize
 from twostage.recipes import (
@@ -318,7 +319,7 @@ class _Run:
             resume=resume,
             train_set=train_set,
             val_set=val_set,
-            quiet=self.quiet,
+            quiet=self.quiet or not on_terminal(),  # in a log, _Progress's line says it
         )
         if not inst.weights.is_file():
             raise UserError(f"training {inst.label} finished without {inst.weights}")
@@ -498,14 +499,17 @@ def _write_bundles(run: _Run) -> list[Path]:
 
 
 class _Progress:
-    """One overall bar whose units are training iterations (+ one per evaluated image)."""
+    """One overall bar whose units are training iterations (+ one per evaluated image); in a
+    log (stderr not a terminal), one line per finished stage with its time instead."""
 
     def __init__(self, total: float, *, quiet: bool, desc: str) -> None:
-        self.bar = tqdm(
-            total=max(1.0, total),
+        self.lines = not (quiet or on_terminal())
+        self.desc, self.total, self.last = desc, max(1.0, total), time.perf_counter()
+        self.bar = bar(
+            total=self.total,
             desc=desc,
             unit="it",
-            disable=quiet,
+            quiet=quiet,
             position=0,
             leave=True,
             dynamic_ncols=True,
@@ -514,10 +518,14 @@ class _Progress:
         self.done = 0.0
 
     def __call__(self, amount: float, what: str) -> None:
-        amount = min(amount, self.bar.total - self.done)
+        amount = min(amount, self.total - self.done)
         self.done += amount
         self.bar.update(amount)
         self.bar.set_postfix_str(what, refresh=True)
+        if self.lines:
+            now = time.perf_counter()
+            stage_line(f"{self.desc} {100 * self.done / self.total:3.0f}%: {what}", now - self.last)
+            self.last = now
 
     def close(self) -> None:
         self.bar.close()
