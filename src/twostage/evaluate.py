@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from twostage.limits import MAX_PIXELS
 from twostage.ops.files import check_output_file, write_text_atomic
 from twostage.ops.imageio import expand_inputs, read_image
 from twostage.ops.metrics import Lpips, psnr, ssim
-from twostage.ops.progress import bar
+from twostage.ops.progress import bar, on_terminal, stage_line
 
 __all__ = ["evaluate_arrays", "evaluate_folders", "format_evaluation", "strip_suffixes"]
 
@@ -130,7 +131,7 @@ def evaluate_folders(
     pairs = _pairs(pred, gt, allow_missing)
     models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
     rows = []
-    few = len(pairs) <= _PROGRESS_ABOVE
+    few, start = len(pairs) <= _PROGRESS_ABOVE, time.perf_counter()
     images = bar(pairs, quiet=quiet or few, desc="evaluate", unit="img", leave=False)
     for name, p, g in images:
         p_img, _ = read_image(p, max_pixels=max_pixels)
@@ -142,6 +143,8 @@ def evaluate_folders(
             p_img, g_img, crop_border=crop_border, y_channel=y_channel, lpips_models=models
         )
         rows.append({"name": name, "pred": str(p), "gt": str(g), **scores})
+    if not (quiet or few or on_terminal()):
+        stage_line(f"evaluated {len(rows)} images", time.perf_counter() - start)
     keys = ["psnr", "ssim", *models]
     result = {
         "images": rows,
