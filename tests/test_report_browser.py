@@ -143,7 +143,7 @@ def _check_tables(browser, results: dict) -> None:
     assert checked == len(shown) >= 2 * (len(results["rows"]) + len(results["means"]))
 
 
-def test_the_report_in_chromium(page, browser, tmp_path):
+def test_the_report_in_chromium(browser, page, tmp_path):
     results = json.loads((page / "results.json").read_text())
     browser.get((page / "index.html").as_uri())
     images = _wait_for_images(browser)

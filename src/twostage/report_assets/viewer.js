@@ -37,10 +37,12 @@
 
   function show() {
     const set = current();
-    const room = Math.max(set.width, Math.min(stage.parentElement.clientWidth, 768));
+    const free = document.querySelector(".viewer").clientWidth - 280; // beside the zooms
+    const room = Math.max(set.width, Math.min(free, 512));
     const k = Math.max(1, Math.floor(room / set.width));
     stage.style.width = set.width * k + "px";
     stage.style.height = set.height * k + "px";
+    slider.style.width = stage.style.width;
     $("cmp-left-img").src = view(pick.left.value).src;
     $("cmp-right-img").src = view(pick.right.value).src;
     $("cmp-left-tag").textContent = named(view(pick.left.value));
