@@ -46,7 +46,8 @@ class Panel:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A Fig. 1/Fig. 4-style strip: the same crop from GT, bicubic and every branch."""
+    """The versions of one test image: GT first, then the input, interp-bicubic and every
+    branch. Drawn as a Fig. 1/Fig. 4-style crop strip, and saved whole for the page's viewer."""
 
     test_set: str
     image: str

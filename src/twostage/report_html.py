@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,7 +90,8 @@ def save_views(comparison: Comparison, out_dir: Path) -> ViewSet:
             Image.fromarray(np.ascontiguousarray(pixels)).save(
                 tmp, format="WEBP", lossless=True, quality=80, method=4
             )
-        views.append(View(panel.label, rel, panel.psnr))
+        finite = panel.psnr is not None and math.isfinite(panel.psnr)  # JSON has no inf
+        views.append(View(panel.label, rel, panel.psnr if finite else None))
     return ViewSet(
         comparison.test_set,
         comparison.image,

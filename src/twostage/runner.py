@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -416,22 +416,15 @@ def _shown_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _comparisons(
     test: TestSet, outputs: dict[str, list[np.ndarray]], rows: list[dict], scale: int
-) -> list[Comparison]:
-    """One Comparison per test image: GT, the input, interp-bicubic and every branch."""
+) -> Iterator[Comparison]:
+    """One Comparison per test image (GT, the input, interp-bicubic, every branch), made one
+    at a time: an enlarged input is as big as an output."""
     psnr = {(r["branch"], r["image"]): r["psnr"] for r in rows if r["test_set"] == test.name}
     inputs = test.split.inputs(test.degradation, scale=scale)
-    return [
-        Comparison(
-            test.name,
-            image,
-            (
-                Panel("GT", hr, None),
-                Panel("input", _shown_input(x, hr.shape), None),
-                *(Panel(name, preds[i], psnr[(name, image)]) for name, preds in outputs.items()),
-            ),
-        )
-        for i, (image, hr, x) in enumerate(zip(test.split.names, test.split.hr, inputs))
-    ]
+    for i, (image, hr, x) in enumerate(zip(test.split.names, test.split.hr, inputs)):
+        panels = [Panel("GT", hr, None), Panel("input", _shown_input(x, hr.shape), None)]
+        panels += [Panel(name, preds[i], psnr[(name, image)]) for name, preds in outputs.items()]
+        yield Comparison(test.name, image, tuple(panels))
 
 
 def _evaluate(
@@ -453,9 +446,9 @@ def _evaluate(
                     {"branch": name, "test_set": test.name, "image": image, **scores, "seed": seed}
                 )
         if keep_first:
-            comparisons = _comparisons(test, outputs, rows, run.recipe.scale)
-            strips.append(comparisons[0])
-            views += [save_views(c, run.out) for c in comparisons]
+            for i, comparison in enumerate(_comparisons(test, outputs, rows, run.recipe.scale)):
+                strips += [comparison] if i == 0 else []
+                views.append(save_views(comparison, run.out))
     return rows, strips, views
 
 
