@@ -20,7 +20,13 @@ from twostage.report import (
     pick_crop,
     write_report,
 )
-from twostage.report_html import VIEW_SIDE, generalization_html, save_views, write_page
+from twostage.report_html import (
+    VIEW_SIDE,
+    format_page,
+    generalization_html,
+    save_views,
+    write_page,
+)
 
 
 def _rows() -> list[dict]:
@@ -188,3 +194,19 @@ def test_pick_crop_finds_the_detail():
     img[32:64, 64:96] = np.random.default_rng(1).random((32, 32, 3))
     top, left, side = pick_crop(img, size=32)
     assert (top, left, side) == (32, 64, 32)
+
+
+def test_per_image_tables_with_seeds_have_a_row_per_seed():
+    results = _results(_rows(), [0, 1])
+    page = format_page(results, sections=[], reading="", bundles=[])
+    assert "<th>seed</th>" in page
+    for row in results["rows"]:
+        cell = (
+            f"data-metric='psnr' data-branch='{row['branch']}' data-test-set='t' "
+            f"data-image='{row['image']}' data-seed='{row['seed']}'>{row['psnr']:.3f}</td>"
+        )
+        assert cell in page, cell
+    assert (
+        "<td class=best data-branch='a' data-test-set='t' data-metric='psnr'>31.500 ± 0.707</td>"
+        in page
+    )
