@@ -155,6 +155,9 @@ def test_the_report_in_chromium(browser, page, tmp_path):
     assert len(curves) == len(results["networks_trained"]) == 4  # every network's curves
     _check_viewer(browser)
     _check_tables(browser, results)
+    if "generalization" in results:  # a run on the held-out suite: its matrix, coloured
+        table = browser.find_element("css selector", "table.generalization")
+        assert len(table.find_elements("css selector", "td[style]")) > 0
     errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert errors == []
     browser.save_screenshot(str(tmp_path / "report.png"))

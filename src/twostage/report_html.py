@@ -40,6 +40,7 @@ from twostage.report import (
 
 VIEW_SIDE = 384  # larger test images are shown as their most detailed crop of this side
 _ZOOM_SIDE = 8  # the default zoom region: the most detailed 1/_ZOOM_SIDE of the view
+HEAT_MAP = "figures/generalization.png"  # the generalization heat-map, when the run drew one
 
 _ASSETS = Path(__file__).with_name("report_assets")
 
@@ -88,7 +89,7 @@ def save_views(comparison: Comparison, out_dir: Path) -> ViewSet:
         pixels = to_uint8(np.asarray(panel.image))[rows, cols]
         with atomic_path(out_dir / rel) as tmp:
             Image.fromarray(np.ascontiguousarray(pixels)).save(
-                tmp, format="WEBP", lossless=True, quality=80, method=4
+                tmp, format="WEBP", lossless=True, method=4
             )
         finite = panel.psnr is not None and math.isfinite(panel.psnr)  # JSON has no inf
         views.append(View(panel.label, rel, panel.psnr if finite else None))
@@ -343,9 +344,9 @@ def write_page(
         curve = rel if plot_curves(name, Path(folder) / "metrics.csv", out_dir / rel) else None
         written += [out_dir / rel] if curve else []
         net_parts.append(_network_html(name, Path(folder), out_dir, curve))
-    heat = "figures/generalization.png"
+    heat = HEAT_MAP if (out_dir / HEAT_MAP).is_file() else None
     sections = [
-        generalization_html(results, figure=heat if (out_dir / heat).is_file() else None),
+        generalization_html(results, figure=heat),
         _viewer_html(views),
         _strips_html(shown),
         "".join(net_parts),
@@ -354,8 +355,9 @@ def write_page(
         p.relative_to(out_dir).as_posix() for p in (out_dir / "bundles").glob("*.safetensors")
     )
     page = format_page(results, sections=sections, reading=reading, bundles=bundles)
-    images = sum(p.stat().st_size for p in (out_dir / "figures").rglob("*") if p.is_file())
-    total = (len(page.encode()) + images) / 1e6
+    shows = [*written, *(out_dir / v.src for s in views for v in s.views)]
+    shows += [out_dir / heat] if heat else []
+    total = (len(page.encode()) + sum(p.stat().st_size for p in shows)) / 1e6
     footer = f"<footer>This page and its images: {total:.2f} MB.</footer>"
     page = page.replace("</body>", footer + "</body>")
     write_text_atomic(out_dir / "index.html", page)
