@@ -152,7 +152,7 @@ def test_the_report_in_chromium(browser, page, tmp_path):
     for test_set in results["test_sets"]:  # a labelled strip per test set
         assert sum(f"compare-{test_set}-" in src for src in sources) == 1, test_set
     curves = [src for src in sources if "/curves-" in src]
-    assert len(curves) == len(results["networks_trained"]) == 4  # every network's curves
+    assert len(curves) == len(list(page.glob("networks/*/metrics.csv"))) >= 4  # every network
     _check_viewer(browser)
     _check_tables(browser, results)
     if "generalization" in results:  # a run on the held-out suite: its matrix, coloured
