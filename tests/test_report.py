@@ -1,4 +1,5 @@
-"""report.py: means over images and seeds, the paper-style tables, figures and index.html."""
+"""report.py and report_html.py: means over images and seeds, the paper-style tables, figures,
+the viewer's images and index.html."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import statistics
 import numpy as np
 import pytest
 
+from twostage.ops.imageio import read_image, to_uint8
 from twostage.report import (
     Comparison,
     Panel,
@@ -17,6 +19,13 @@ from twostage.report import (
     format_markdown,
     pick_crop,
     write_report,
+)
+from twostage.report_html import (
+    VIEW_SIDE,
+    format_page,
+    generalization_html,
+    save_views,
+    write_page,
 )
 
 
@@ -88,18 +97,8 @@ def test_markdown_table_bolds_the_best_per_row():
 def test_write_report_files(tmp_path):
     rows = [r for r in _rows() if r["seed"] == 0]
     results = _results(rows)
-    gt = np.zeros((40, 40, 3), np.float32)
-    gt[10:30, 10:30] = np.random.default_rng(0).random((20, 20, 3))
-    comp = Comparison("t", "x", (Panel("GT", gt, None), Panel("a", gt * 0.9, 30.0)))
-    metrics = tmp_path / "metrics.csv"
-    metrics.write_text(
-        "iteration,loss,lr,val_psnr,val_ssim,seconds\n"
-        "1,0.5,1e-4,,,0.1\n2,0.4,1e-4,20.0,0.5,0.2\n3,0.3,1e-4,,,0.3\n"
-    )
-    (tmp_path / "out" / "bundles").mkdir(parents=True)
-    (tmp_path / "out" / "bundles" / "a.safetensors").write_bytes(b"x")
     out = tmp_path / "out"
-    write_report(results, out, comparisons=[comp], curves={"net": metrics}, reading="Hello.")
+    write_report(results, out)
     assert json.loads((out / "results.json").read_text())["means"] == results["means"]
     with open(out / "results.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -108,12 +107,86 @@ def test_write_report_files(tmp_path):
     assert float(table[-2]["psnr"]) == pytest.approx(31.0)
     tex = (out / "results.tex").read_text()
     assert "\\begin{tabular}{lcc}" in tex and "\\textbf{31.000}" in tex
-    html = (out / "index.html").read_text()
-    for link in re.findall(r"(?:src|href)='([^']+)'", html):
+    assert not (out / "index.html").exists()  # the page is report_html's
+
+
+def test_write_page(tmp_path):
+    results = _results([r for r in _rows() if r["seed"] == 0])
+    gt = np.zeros((40, 40, 3), np.float32)
+    gt[10:30, 10:30] = np.random.default_rng(0).random((20, 20, 3))
+    comp = Comparison("t", "x", (Panel("GT", gt, None), Panel("a", gt * 0.9, 30.0)))
+    net = tmp_path / "out" / "networks" / "net-123"
+    net.mkdir(parents=True)
+    (net / "metrics.csv").write_text(
+        "iteration,loss,lr,val_psnr,val_ssim,seconds\n"
+        "1,0.5,1e-4,,,0.1\n2,0.4,1e-4,20.0,0.5,0.2\n3,0.3,1e-4,,,12.34\n"
+    )
+    (net / "config.yaml").write_text("name: net <&>\n")
+    (tmp_path / "out" / "bundles").mkdir(parents=True)
+    (tmp_path / "out" / "bundles" / "a.safetensors").write_bytes(b"x")
+    out = tmp_path / "out"
+    write_report(results, out)
+    views = [save_views(comp, out)]
+    write_page(results, out, strips=[comp], views=views, networks={"net": net}, reading="Hi.")
+    page = (out / "index.html").read_text()
+    for link in re.findall(r"(?:src|href)='([^']+)'", page):
+        assert link.startswith("data:") or (out / link).is_file(), link
         assert not link.startswith(("http", "/")), link
-        assert (out / link).is_file(), link
-    assert "figures/compare-t-x.png" in html and "figures/curves-net.png" in html
-    assert "Hello." in html and "bundles/a.safetensors" in html
+    assert "figures/compare-t-x.png" in page and "figures/curves-net.png" in page
+    assert "<figcaption>t — image x</figcaption>" in page
+    assert "3 iterations · 12.3 s · last loss 0.3 · best validation PSNR 20.00 dB" in page
+    assert "name: net &lt;&amp;&gt;" in page  # the config, escaped
+    assert "Hi." in page and "bundles/a.safetensors" in page
+    # the per-image table: one cell per branch × image × metric, the best of a row in bold
+    assert "<td class=best data-metric='psnr' data-branch='a' data-test-set='t' " in page
+    assert "data-image='y' data-seed='0'>32.000</td>" in page
+    # the viewer's data: every view of the image, with its file and PSNR
+    data = re.search(r"id=cmp-data>(.*?)</script>", page).group(1)
+    (view_set,) = json.loads(data)["sets"]
+    assert [v["label"] for v in view_set["views"]] == ["GT", "a"]
+    assert view_set["views"][1] == {"label": "a", "src": "figures/views/t/x/a.webp", "psnr": 30.0}
+    total = sum(p.stat().st_size for p in (out / "figures").rglob("*") if p.is_file())
+    size = float(re.search(r"This page and its images: ([0-9.]+) MB", page).group(1))
+    assert size == pytest.approx((total + len(page.encode())) / 1e6, abs=0.01)
+
+
+def test_views_are_lossless_and_large_images_cropped(tmp_path):
+    rng = np.random.default_rng(2)
+    small = rng.random((40, 48, 3)).astype(np.float32)
+    (view,) = save_views(Comparison("t", "s", (Panel("GT", small, None),)), tmp_path).views
+    assert np.array_equal(read_image(tmp_path / view.src)[0], to_uint8(small) / np.float32(255))
+    big = np.full((VIEW_SIDE + 96, VIEW_SIDE * 2, 3), 0.5, np.float32)
+    big[-VIEW_SIDE:, -VIEW_SIDE:] = rng.random((VIEW_SIDE, VIEW_SIDE, 3))  # the detail
+    views = save_views(Comparison("t", "b", (Panel("GT", big, None),)), tmp_path)
+    assert (views.width, views.height) == (VIEW_SIDE, VIEW_SIDE)
+    shown = read_image(tmp_path / views.views[0].src)[0]
+    assert np.array_equal(shown, to_uint8(big[-VIEW_SIDE:, -VIEW_SIDE:]) / np.float32(255))
+
+
+def test_generalization_matrix_is_rendered_when_present():
+    results = _results([r for r in _rows() if r["seed"] == 0])
+    assert generalization_html(results, figure=None) == ""
+    results["generalization"] = {
+        "test_sets": ["bicubic", "jpeg40"],
+        "branches": ["interp-bicubic", "a"],
+        "psnr": [[25.0, 24.0], [26.5, 23.0]],
+        "ssim": [[0.7, 0.6], [0.75, 0.55]],
+        "psnr_margin": [[0.0, 0.0], [1.5, -1.0]],
+        "mean_psnr_margin": [0.0, 0.25],
+    }
+    page = generalization_html(results, figure="figures/generalization.png")
+    assert "<th>jpeg40</th>" in page and "<th>mean margin</th>" in page
+    # a margin of +1.5 (the largest) is the strongest green; −1.0 is red, two-thirds as strong
+    assert (
+        "style='background:rgba(46,160,67,0.72)' data-branch='a' data-test='bicubic'>26.50 +1.50"
+        in page
+    )
+    assert (
+        "style='background:rgba(215,58,73,0.52)' data-branch='a' data-test='jpeg40'>23.00 -1.00"
+        in page
+    )
+    assert "data-test='mean'>+0.25</td>" in page
+    assert "<img src='figures/generalization.png'" in page
 
 
 def test_pick_crop_finds_the_detail():
@@ -121,3 +194,19 @@ def test_pick_crop_finds_the_detail():
     img[32:64, 64:96] = np.random.default_rng(1).random((32, 32, 3))
     top, left, side = pick_crop(img, size=32)
     assert (top, left, side) == (32, 64, 32)
+
+
+def test_per_image_tables_with_seeds_have_a_row_per_seed():
+    results = _results(_rows(), [0, 1])
+    page = format_page(results, sections=[], reading="", bundles=[])
+    assert "<th>seed</th>" in page
+    for row in results["rows"]:
+        cell = (
+            f"data-metric='psnr' data-branch='{row['branch']}' data-test-set='t' "
+            f"data-image='{row['image']}' data-seed='{row['seed']}'>{row['psnr']:.3f}</td>"
+        )
+        assert cell in page, cell
+    assert (
+        "<td class=best data-branch='a' data-test-set='t' data-metric='psnr'>31.500 ± 0.707</td>"
+        in page
+    )

@@ -232,7 +232,13 @@ def _check_report(out: Path, results: dict, branches: list[str]) -> None:
     assert all(np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 for r in saved["rows"])
     figures = list((out / "figures").glob("compare-*.png"))
     assert len(figures) == len(saved["test_sets"])
-    assert list((out / "figures").glob("curves-*.png"))
+    curves = list((out / "figures").glob("curves-*.png"))
+    assert len(curves) == len(list((out / "networks").glob("*/metrics.csv")))
+    # the viewer's images: GT, input, interp-bicubic and every branch, for every test image
+    for row in saved["rows"]:
+        folder = out / "figures" / "views" / row["test_set"] / row["image"]
+        assert (folder / f"{row['branch']}.webp").is_file(), (folder, row["branch"])
+        assert {"GT.webp", "input.webp"} <= {p.name for p in folder.iterdir()}
 
 
 def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):

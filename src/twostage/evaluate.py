@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from twostage.data.datasets import index_by_stem, strip_suffixes
 from twostage.errors import InputWarning, UserError
@@ -22,6 +22,7 @@ from twostage.limits import MAX_PIXELS
 from twostage.ops.files import check_output_file, write_text_atomic
 from twostage.ops.imageio import expand_inputs, read_image
 from twostage.ops.metrics import Lpips, psnr, ssim
+from twostage.ops.progress import bar, on_terminal, stage_line
 
 __all__ = ["evaluate_arrays", "evaluate_folders", "format_evaluation", "strip_suffixes"]
 
@@ -130,14 +131,9 @@ def evaluate_folders(
     pairs = _pairs(pred, gt, allow_missing)
     models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
     rows = []
-    bar = tqdm(
-        pairs,
-        desc="evaluate",
-        unit="img",
-        leave=False,
-        disable=quiet or len(pairs) <= _PROGRESS_ABOVE,
-    )
-    for name, p, g in bar:
+    few, start = len(pairs) <= _PROGRESS_ABOVE, time.perf_counter()
+    images = bar(pairs, quiet=quiet or few, desc="evaluate", unit="img", leave=False)
+    for name, p, g in images:
         p_img, _ = read_image(p, max_pixels=max_pixels)
         g_img, _ = read_image(g, max_pixels=max_pixels)
         if p_img.shape != g_img.shape:
@@ -147,6 +143,8 @@ def evaluate_folders(
             p_img, g_img, crop_border=crop_border, y_channel=y_channel, lpips_models=models
         )
         rows.append({"name": name, "pred": str(p), "gt": str(g), **scores})
+    if not (quiet or few or on_terminal()):
+        stage_line(f"evaluated {len(rows)} images", time.perf_counter() - start)
     keys = ["psnr", "ssim", *models]
     result = {
         "images": rows,

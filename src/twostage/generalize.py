@@ -8,7 +8,6 @@ its table in results.md; `heat_map` draws the PSNR margins at a glance (figures/
 
 from __future__ import annotations
 
-import html
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,18 +145,6 @@ def heat_map(gen: dict, png: Path) -> bool:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return True
-
-
-def html_table(gen: dict) -> str:
-    """index.html's table: the rows of `markdown`, as HTML."""
-    lines = markdown(gen).splitlines()
-    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("|---")]
-    out = ["<table>"]
-    for n, line in enumerate(rows):
-        tag = "th" if n == 0 else "td"
-        cells = [html.escape(c.strip().strip("`")) for c in line.strip("| ").split(" | ")]
-        out.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
-    return "\n".join([*out, "</table>"])
 
 
 def reading(gen: dict, *, ours: str = "map2-specialized-x2", rival: str = "direct-rcan") -> str:

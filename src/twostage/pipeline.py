@@ -47,7 +47,6 @@ import psutil
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from tqdm import tqdm
 
 from twostage import __version__
 from twostage.errors import UserError, short
@@ -61,6 +60,7 @@ from twostage.models.inference import (
     resolve_precision,
 )
 from twostage.ops.files import atomic_path
+from twostage.ops.progress import bar
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -181,10 +181,8 @@ def restore_image(
     img = np.ascontiguousarray(img, dtype=np.float32)
     out = np.empty((height * scale, width * scale, 3), dtype=np.float32)
     regions = _tiles(height, width, tile) if tile else [(0, height, 0, width)]
-    bar = tqdm(
-        regions, desc="tiles", unit="tile", leave=False, disable=not progress or len(regions) == 1
-    )
-    for y0, y1, x0, x1 in bar:
+    tiles = bar(regions, quiet=not progress or len(regions) == 1, desc="tiles", leave=False)
+    for y0, y1, x0, x1 in tiles:
         py0, py1 = max(0, y0 - tile_pad), min(height, y1 + tile_pad)
         px0, px1 = max(0, x0 - tile_pad), min(width, x1 + tile_pad)
         patch = img[py0:py1, px0:px1].transpose(2, 0, 1)[None]

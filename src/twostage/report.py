@@ -1,4 +1,4 @@
-"""The report of an experiment: results.{json,csv,md,tex}, comparison strips, curves, index.html.
+"""The numbers of an experiment: results.{json,csv,md,tex}, their reading, strips and curves.
 
 `results` is the dict written as results.json (DESIGN.md §3): recipe, profile, seed,
 in_distribution, test_sets, branches, rows (one per branch × test set × image) and means (one per
@@ -13,18 +13,17 @@ one per branch), each with a `_std` twin (over seeds, null with one)}; results.m
 and figures/generalization.png its heat-map.
 
 Tables follow the paper's Tables 1–3: one table per test set, branches as columns, metrics as rows.
-Everything is written atomically; index.html uses relative links only, so it opens offline.
+Everything is written atomically; the HTML page around them is report_html.py's.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +40,7 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("lpips_alex", "LPIPS-Alex", False),
     ("lpips_vgg", "LPIPS-VGG", False),
 )
-_DIGITS = {"psnr": 3, "ssim": 4, "lpips_alex": 4, "lpips_vgg": 4}
+DIGITS = {"psnr": 3, "ssim": 4, "lpips_alex": 4, "lpips_vgg": 4}
 GENERALIZATION_PNG = "figures/generalization.png"
 
 
@@ -56,7 +55,8 @@ class Panel:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A Fig. 1/Fig. 4-style strip: the same crop from GT, bicubic and every branch."""
+    """The versions of one test image: GT first, then the input, interp-bicubic and every
+    branch. Drawn as a Fig. 1/Fig. 4-style crop strip, and saved whole for the page's viewer."""
 
     test_set: str
     image: str
@@ -92,26 +92,30 @@ def compute_means(rows: Sequence[dict]) -> list[dict]:
     return means
 
 
-def _mean_lookup(results: dict) -> dict[tuple[str, str], dict]:
+def mean_lookup(results: dict) -> dict[tuple[str, str], dict]:
+    """The means of results.json by (branch, test set)."""
     return {(m["branch"], m["test_set"]): m for m in results["means"]}
 
 
-def _present_metrics(results: dict) -> list[tuple[str, str, bool]]:
+def present_metrics(results: dict) -> list[tuple[str, str, bool]]:
+    """The rows of METRICS that some mean has (LPIPS only when it was measured)."""
     return [m for m in METRICS if any(m[0] in mean for mean in results["means"])]
 
 
-def _format(mean: dict | None, key: str, *, tex: bool = False) -> str:
+def format_mean(mean: dict | None, key: str, *, tex: bool = False) -> str:
+    """A mean as tables print it: DIGITS decimals, ± its std over seeds when there are several."""
     if mean is None or mean.get(key) is None:
         return "–"
-    text = f"{mean[key]:.{_DIGITS[key]}f}"
+    text = f"{mean[key]:.{DIGITS[key]}f}"
     if f"{key}_std" in mean:
         sep = " $\\pm$ " if tex else " ± "
-        text += f"{sep}{mean[f'{key}_std']:.{_DIGITS[key]}f}"
+        text += f"{sep}{mean[f'{key}_std']:.{DIGITS[key]}f}"
     return text
 
 
-def _best(results: dict, test_set: str, key: str, higher: bool) -> str | None:
-    lookup = _mean_lookup(results)
+def best_branch(results: dict, test_set: str, key: str, higher: bool) -> str | None:
+    """The branch with the best mean `key` on `test_set` (None when no branch has it)."""
+    lookup = mean_lookup(results)
     values = {
         b: lookup[(b, test_set)][key]
         for b in results["branches"]
@@ -122,7 +126,8 @@ def _best(results: dict, test_set: str, key: str, higher: bool) -> str | None:
     return (max if higher else min)(values, key=values.__getitem__)
 
 
-def _title(results: dict, test_set: str) -> str:
+def title(results: dict, test_set: str) -> str:
+    """A test set's heading; the in-distribution one says so."""
     note = " (in-distribution)" if test_set == results.get("in_distribution") else ""
     return f"{test_set}{note}"
 
@@ -138,17 +143,17 @@ def format_markdown(results: dict) -> str:
         + ("; mean ± std over seeds." if len(seeds) > 1 else "."),
         "",
     ]
-    lookup = _mean_lookup(results)
+    lookup = mean_lookup(results)
     for test_set in results["test_sets"]:
         branches = [b for b in results["branches"] if (b, test_set) in lookup]
-        lines += [f"## {_title(results, test_set)}", ""]
+        lines += [f"## {title(results, test_set)}", ""]
         lines.append("| metric | " + " | ".join(f"`{b}`" for b in branches) + " |")
         lines.append("|---|" + "---:|" * len(branches))
-        for key, label, higher in _present_metrics(results):
-            best = _best(results, test_set, key, higher)
+        for key, label, higher in present_metrics(results):
+            best = best_branch(results, test_set, key, higher)
             cells = []
             for b in branches:
-                text = _format(lookup.get((b, test_set)), key)
+                text = format_mean(lookup.get((b, test_set)), key)
                 cells.append(f"**{text}**" if b == best else text)
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -163,7 +168,7 @@ def _tex_escape(text: str) -> str:
 
 def format_latex(results: dict) -> str:
     """results.tex: one booktabs table per test set, laid out like the paper's tables."""
-    lookup = _mean_lookup(results)
+    lookup = mean_lookup(results)
     parts = [
         f"% twostage results: recipe {results['recipe']}, profile {results['profile']}",
         "% needs \\usepackage{booktabs}",
@@ -180,17 +185,17 @@ def format_latex(results: dict) -> str:
             " & ".join(["Metric", *(_tex_escape(b) for b in branches)]) + " \\\\",
             "\\midrule",
         ]
-        for key, label, higher in _present_metrics(results):
-            best = _best(results, test_set, key, higher)
+        for key, label, higher in present_metrics(results):
+            best = best_branch(results, test_set, key, higher)
             cells = []
             for b in branches:
-                text = _format(lookup.get((b, test_set)), key, tex=True)
+                text = format_mean(lookup.get((b, test_set)), key, tex=True)
                 cells.append(f"\\textbf{{{text}}}" if b == best else text)
             parts.append(" & ".join([label, *cells]) + " \\\\")
         parts += [
             "\\bottomrule",
             "\\end{tabular}",
-            f"\\caption{{{_tex_escape(_title(results, test_set))}: "
+            f"\\caption{{{_tex_escape(title(results, test_set))}: "
             f"recipe {_tex_escape(results['recipe'])}, profile "
             f"{_tex_escape(str(results['profile']))}.}}",
             "\\end{table}",
@@ -201,7 +206,7 @@ def format_latex(results: dict) -> str:
 
 def format_csv(results: dict) -> str:
     """results.csv: one row per branch × test set × image (and seed), then one `mean` row each."""
-    keys = [k for k, _, _ in _present_metrics(results)]
+    keys = [k for k, _, _ in present_metrics(results)]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["seed", "branch", "test_set", "image", *keys])
@@ -234,7 +239,7 @@ def _csv_value(value: float | None) -> str:
 
 def format_table(results: dict) -> str:
     """A compact plain-text table (branch × test set, PSNR/SSIM) for the terminal."""
-    lookup = _mean_lookup(results)
+    lookup = mean_lookup(results)
     width = max(len(b) for b in results["branches"]) + 2
     cols = results["test_sets"]
     cell_w = max(22, *(len(c) + 2 for c in cols))
@@ -384,27 +389,29 @@ def pick_crop(gt: np.ndarray, *, size: int) -> tuple[int, int, int]:
 
 
 def render_comparison(comparison: Comparison, *, crop: int = 96, display: int = 192):
-    """A PIL image: the same crop of every panel, enlarged (nearest), labelled with its PSNR."""
+    """A PIL image: the same crop of every panel, enlarged (nearest), labelled with its PSNR,
+    under a title naming the test set and the image."""
     from PIL import Image, ImageDraw, ImageFont
 
     top, left, side = pick_crop(np.asarray(comparison.panels[0].image), size=crop)
     font = ImageFont.load_default()
-    label_h = 30
-    pad = 6
+    title_h, label_h, pad = 16, 30, 6
     strip = Image.new(
         "RGB",
-        (len(comparison.panels) * (display + pad) + pad, display + label_h + 2 * pad),
+        (len(comparison.panels) * (display + pad) + pad, title_h + display + label_h + 2 * pad),
         "white",
     )
     draw = ImageDraw.Draw(strip)
+    draw.text((pad, pad), f"{comparison.test_set} / {comparison.image}", fill="black", font=font)
+    y = pad + title_h
     for i, panel in enumerate(comparison.panels):
         patch = to_uint8(np.asarray(panel.image))[top : top + side, left : left + side]
         tile = Image.fromarray(patch).resize((display, display), Image.Resampling.NEAREST)
         x = pad + i * (display + pad)
-        strip.paste(tile, (x, pad))
-        draw.text((x, pad + display + 3), panel.label[:32], fill="black", font=font)
+        strip.paste(tile, (x, y))
+        draw.text((x, y + display + 3), panel.label[:32], fill="black", font=font)
         if panel.psnr is not None:
-            draw.text((x, pad + display + 15), f"{panel.psnr:.2f} dB", fill="black", font=font)
+            draw.text((x, y + display + 15), f"{panel.psnr:.2f} dB", fill="black", font=font)
     return strip
 
 
@@ -467,147 +474,23 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
-# ----------------------------------------------------------------------------- html
+def write_report(results: dict, out_dir: Path) -> list[Path]:
+    """Write results.{json,csv,md,tex} into `out_dir` and return their paths.
 
-
-def _html_table(results: dict, test_set: str) -> str:
-    lookup = _mean_lookup(results)
-    branches = [b for b in results["branches"] if (b, test_set) in lookup]
-    out = ["<table><tr><th>metric</th>"]
-    out += [f"<th>{html.escape(b)}</th>" for b in branches]
-    out.append("</tr>")
-    for key, label, higher in _present_metrics(results):
-        best = _best(results, test_set, key, higher)
-        out.append(f"<tr><th>{html.escape(label)}</th>")
-        for b in branches:
-            text = html.escape(_format(lookup.get((b, test_set)), key))
-            out.append(f"<td class='best'>{text}</td>" if b == best else f"<td>{text}</td>")
-        out.append("</tr>")
-    out.append("</table>")
-    return "".join(out)
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th{background:#f4f4f4} td.best{font-weight:bold;background:#eef7ee}
-img{max-width:100%;border:1px solid #ddd} code{background:#f4f4f4;padding:0 .2em}
-"""
-
-
-def format_html(
-    results: dict,
-    *,
-    figures: Iterable[str],
-    curves: Iterable[str],
-    bundles: Iterable[str],
-    reading: str = "",
-) -> str:
-    """index.html: tables, strips, curves and links, all relative, no external assets."""
-    seeds = results.get("seeds", [results.get("seed")])
-    body = [
-        f"<h1>twostage — {html.escape(results['recipe'])}</h1>",
-        f"<p>Profile <code>{html.escape(str(results['profile']))}</code>, seed(s) "
-        f"{html.escape(', '.join(str(s) for s in seeds))}. PSNR/SSIM on RGB with a border of "
-        "<code>scale</code> pixels cropped; the best value of each row is in bold.</p>",
-    ]
-    if reading:
-        body.append(f"<p>{html.escape(reading)}</p>")
-    body.append(
-        "<p>Files: "
-        + " · ".join(
-            f"<a href='{n}'>{n}</a>"
-            for n in ("results.json", "results.csv", "results.md", "results.tex")
-        )
-        + "</p>"
-    )
-    body.append("<h2>Results</h2>")
-    for test_set in results["test_sets"]:
-        body.append(f"<h3>{html.escape(_title(results, test_set))}</h3>")
-        body.append(_html_table(results, test_set))
-    if "generalization" in results:
-        body.append("<h2>Generalization</h2>")
-        body.append(generalize.html_table(results["generalization"]))
-        body.append(f"<p><img src='{GENERALIZATION_PNG}' alt='generalization heat-map'></p>")
-    figures = list(figures)
-    if figures:
-        body.append(
-            "<h2>Comparisons</h2><p>The same crop of the ground truth, of bicubic "
-            "interpolation and of every branch; labels give the PSNR of the whole "
-            "image.</p>"
-        )
-        body += [f"<p><img src='{html.escape(f)}' alt='{html.escape(f)}'></p>" for f in figures]
-    curves = list(curves)
-    if curves:
-        body.append("<h2>Training curves</h2>")
-        body += [f"<p><img src='{html.escape(c)}' alt='{html.escape(c)}'></p>" for c in curves]
-    bundles = list(bundles)
-    if bundles:
-        body.append(
-            "<h2>Pipeline bundles</h2><p>Each restores images with "
-            "<code>twostage restore --model FILE INPUT --out DIR</code>.</p><ul>"
-        )
-        body += [f"<li><a href='{html.escape(b)}'>{html.escape(b)}</a></li>" for b in bundles]
-        body.append("</ul>")
-    return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>twostage {html.escape(results['recipe'])}</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
-def write_report(
-    results: dict,
-    out_dir: Path,
-    *,
-    comparisons: Sequence[Comparison] = (),
-    curves: dict[str, Path] | None = None,
-    reading: str = "",
-) -> list[Path]:
-    """Write results.{json,csv,md,tex}, figures/ and index.html into `out_dir`.
-
-    `comparisons` become figures/compare-<test set>-<image>.png; `curves` maps a network name to
-    its metrics.csv and becomes figures/curves-<name>.png. `reading` is a plain-language summary
-    shown at the top of index.html. Returns the paths written.
+    The page (index.html, its strips, views and curves) is report_html.write_page's;
+    with a generalization matrix, its heat-map goes to figures/generalization.png.
     """
     out_dir = Path(out_dir)
-    written: list[Path] = []
-
-    def text(name: str, content: str) -> None:
+    files = {
+        "results.json": json.dumps(results, indent=2) + "\n",
+        "results.csv": format_csv(results),
+        "results.md": format_markdown(results) + "\n",
+        "results.tex": format_latex(results),
+    }
+    for name, content in files.items():
         write_text_atomic(out_dir / name, content)
-        written.append(out_dir / name)
-
-    text("results.json", json.dumps(results, indent=2) + "\n")
-    text("results.csv", format_csv(results))
-    text("results.md", format_markdown(results) + "\n")
-    text("results.tex", format_latex(results))
-    figures = []
-    for comp in comparisons:
-        rel = f"figures/compare-{_slug(comp.test_set)}-{_slug(comp.image)}.png"
-        strip = render_comparison(comp)
-        with atomic_path(out_dir / rel) as tmp:
-            strip.save(tmp, format="PNG")
-        figures.append(rel)
-        written.append(out_dir / rel)
+    written = [out_dir / name for name in files]
     gen = results.get("generalization")
     if gen is not None and generalize.heat_map(gen, out_dir / GENERALIZATION_PNG):
         written.append(out_dir / GENERALIZATION_PNG)
-    curve_files = []
-    for name, metrics_csv in (curves or {}).items():
-        rel = f"figures/curves-{_slug(name)}.png"
-        if plot_curves(name, Path(metrics_csv), out_dir / rel):
-            curve_files.append(rel)
-            written.append(out_dir / rel)
-    bundles = sorted(
-        p.relative_to(out_dir).as_posix() for p in (out_dir / "bundles").glob("*.safetensors")
-    )
-    text(
-        "index.html",
-        format_html(results, figures=figures, curves=curve_files, bundles=bundles, reading=reading),
-    )
     return written

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from twostage.errors import UserError
 from twostage.limits import MAX_PIXELS
 from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
 from twostage.ops.imageio import expand_inputs, read_image, write_image
+from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
 from twostage.pipeline import Tile, load_pipeline
 
@@ -101,7 +103,8 @@ def restore_files(
         remove_stale_temps(folder)
     _note(f"precision: {pipe.precision}")
     written = skipped = failed = 0
-    for source, target in tqdm(plan, desc="images", unit="img", disable=quiet):
+    for source, target in bar(plan, quiet=quiet, desc="images", unit="img"):
+        start = time.perf_counter()
         if target.exists() and not overwrite:
             _note(f"skip {source}: {target} exists (--overwrite to replace it)")
             skipped += 1
@@ -123,6 +126,8 @@ def restore_files(
                 result = result.mean(axis=2)
             write_image(target, result, bit_depth=bit_depth, alpha=alpha)
             written += 1
+            if not (quiet or on_terminal()):
+                stage_line(f"restored {source} → {target}", time.perf_counter() - start)
         except (UserError, OSError) as exc:
             message = str(exc) if str(source) in str(exc) else f"{source}: {exc}"
             _note(f"error: {message}")

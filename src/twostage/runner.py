@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from twostage.ops.degrade import DOMAINS, SUITE, get_preset, preset_to_dict
 from twostage.ops.files import write_text_atomic
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.metrics import Lpips
+from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
 from twostage.pipeline import Pipeline, quantize
 from twostage.recipes import (
@@ -59,6 +60,7 @@ from twostage.recipes import (
     retarget,
 )
 from twostage.report import Comparison, Panel, compute_means, describe, write_report
+from twostage.report_html import ViewSet, save_views, write_page
 
 # ============================================================================ networks
 
@@ -347,7 +349,7 @@ class _Run:
             resume=resume,
             train_set=train_set,
             val_set=val_set,
-            quiet=self.quiet,
+            quiet=self.quiet or not on_terminal(),  # in a log, _Progress's line says it
         )
         if not inst.weights.is_file():
             raise UserError(f"training {inst.label} finished without {inst.weights}")
@@ -436,12 +438,32 @@ def _outputs(run: _Run, test: TestSet) -> dict[str, list[np.ndarray]]:
     return outputs
 
 
+def _shown_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The input at the ground truth's size, its own pixels enlarged (nearest), for the page."""
+    up = np.repeat(np.repeat(x, -(-shape[0] // x.shape[0]), 0), -(-shape[1] // x.shape[1]), 1)
+    return up[: shape[0], : shape[1]]
+
+
+def _comparisons(
+    test: TestSet, outputs: dict[str, list[np.ndarray]], rows: list[dict], scale: int
+) -> Iterator[Comparison]:
+    """One Comparison per test image (GT, the input, interp-bicubic, every branch), made one
+    at a time: an enlarged input is as big as an output."""
+    psnr = {(r["branch"], r["image"]): r["psnr"] for r in rows if r["test_set"] == test.name}
+    inputs = test.split.inputs(test.degradation, scale=scale)
+    for i, (image, hr, x) in enumerate(zip(test.split.names, test.split.hr, inputs)):
+        panels = [Panel("GT", hr, None), Panel("input", _shown_input(x, hr.shape), None)]
+        panels += [Panel(name, preds[i], psnr[(name, image)]) for name, preds in outputs.items()]
+        yield Comparison(test.name, image, tuple(panels))
+
+
 def _evaluate(
     run: _Run, *, seed: int, keep_first: bool, lpips: dict[str, Lpips]
-) -> tuple[list[dict], list[Comparison]]:
-    """Rows for every branch (and interp-bicubic) × test set × image; and comparison strips."""
+) -> tuple[list[dict], list[Comparison], list[ViewSet]]:
+    """Rows for every branch (and interp-bicubic) × test set × image; with `keep_first`, the
+    crop strip of each test set's first image and the viewer's images of every test image."""
     rows: list[dict] = []
-    comparisons = []
+    strips, views = [], []
     for test in run.test_sets:
         outputs = _outputs(run, test)
         hrs = test.split.hr
@@ -454,13 +476,10 @@ def _evaluate(
                     {"branch": name, "test_set": test.name, "image": image, **scores, "seed": seed}
                 )
         if keep_first:
-            by = {(r["branch"], r["image"]): r["psnr"] for r in rows if r["test_set"] == test.name}
-            first = test.split.names[0]
-            panels = [Panel("GT", hrs[0], None)] + [
-                Panel(name, preds[0], by[(name, first)]) for name, preds in outputs.items()
-            ]
-            comparisons.append(Comparison(test.name, first, tuple(panels)))
-    return rows, comparisons
+            for i, comparison in enumerate(_comparisons(test, outputs, rows, run.recipe.scale)):
+                strips += [comparison] if i == 0 else []
+                views.append(save_views(comparison, run.out))
+    return rows, strips, views
 
 
 def _write_bundles(run: _Run) -> list[Path]:
@@ -503,14 +522,17 @@ def _write_bundles(run: _Run) -> list[Path]:
 
 
 class _Progress:
-    """One overall bar whose units are training iterations (+ one per evaluated image)."""
+    """One overall bar whose units are training iterations (+ one per evaluated image); in a
+    log (stderr not a terminal), one line per finished stage with its time instead."""
 
     def __init__(self, total: float, *, quiet: bool, desc: str) -> None:
-        self.bar = tqdm(
-            total=max(1.0, total),
+        self.lines = not (quiet or on_terminal())
+        self.desc, self.total, self.last = desc, max(1.0, total), time.perf_counter()
+        self.bar = bar(
+            total=self.total,
             desc=desc,
             unit="it",
-            disable=quiet,
+            quiet=quiet,
             position=0,
             leave=True,
             dynamic_ncols=True,
@@ -519,10 +541,14 @@ class _Progress:
         self.done = 0.0
 
     def __call__(self, amount: float, what: str) -> None:
-        amount = min(amount, self.bar.total - self.done)
+        amount = min(amount, self.total - self.done)
         self.done += amount
         self.bar.update(amount)
         self.bar.set_postfix_str(what, refresh=True)
+        if self.lines:
+            now = time.perf_counter()
+            stage_line(f"{self.desc} {100 * self.done / self.total:3.0f}%: {what}", now - self.last)
+            self.last = now
 
     def close(self) -> None:
         self.bar.close()
@@ -540,7 +566,9 @@ def _estimate(recipe: Recipe, profile: Profile, tests: list[TestSet], seeds: int
 # ============================================================================ entry point
 
 
-def _one_seed(run: _Run, lpips: dict[str, Lpips]) -> tuple[list[dict], list[Comparison]]:
+def _one_seed(
+    run: _Run, lpips: dict[str, Lpips]
+) -> tuple[list[dict], list[Comparison], list[ViewSet]]:
     """Train what the branches need, map the test sets, evaluate; bundles for seed 0."""
     rec = run.recipe
     for name, _ in rec.given:  # every given checkpoint is loaded and checked before training
@@ -554,10 +582,10 @@ def _one_seed(run: _Run, lpips: dict[str, Lpips]) -> tuple[list[dict], list[Comp
             if branch.stage1:
                 s1 = run.instance(rec.network(branch.stage1), test.networks_of)
                 run.mapped(s1, test.split, test.degradation, set_name=test.name)
-    rows, comparisons = _evaluate(run, seed=run.seed, keep_first=run.seed == 0, lpips=lpips)
+    rows, strips, views = _evaluate(run, seed=run.seed, keep_first=run.seed == 0, lpips=lpips)
     if run.seed == 0:
         _write_bundles(run)
-    return rows, comparisons
+    return rows, strips, views
 
 
 def run_recipe(
@@ -596,25 +624,29 @@ def run_recipe(
     )
     lpips = _lpips_models(device if device != "auto" else "cpu")
     rows: list[dict] = []
-    comparisons: list[Comparison] = []
+    strips: list[Comparison] = []
+    views: list[ViewSet] = []
     trained_now: list[str] = []
-    curves: dict[str, Path] = {}
+    networks: dict[str, Path] = {}
     start = time.perf_counter()
     try:
         for seed in range(seeds):
             run = _Run(rec, prof, out, device, quiet, train, tests, progress, seed=seed)
-            seed_rows, seed_comparisons = _one_seed(run, lpips)
+            seed_rows, seed_strips, seed_views = _one_seed(run, lpips)
             rows += seed_rows
             trained_now += run.trained_now
             if seed == 0:
-                comparisons = seed_comparisons
-                curves = {inst.label: inst.folder / "metrics.csv" for inst in run.trained.values()}
+                strips, views = seed_strips, seed_views
+                networks = {i.label: i.folder for i in run.trained.values() if i.given is None}
     finally:
         progress.close()
     seconds = round(time.perf_counter() - start, 1)
     results = _results(rec, prof, tests, rows, seeds=seeds, trained=trained_now, seconds=seconds)
     results["lpips"] = sorted(lpips)
-    write_report(results, out, comparisons=comparisons, curves=curves, reading=describe(results))
+    write_report(results, out)
+    write_page(
+        results, out, strips=strips, views=views, networks=networks, reading=describe(results)
+    )
     return results
 
 

@@ -71,6 +71,8 @@ from twostage.ops.files import (
     write_text_atomic,
 )
 from twostage.ops.metrics import psnr, ssim
+from twostage.ops.progress import bar as progress_bar
+from twostage.ops.progress import on_terminal, stage_line
 
 STATE_FORMAT = "twostage-train-state"
 STATE_VERSION = 1
@@ -1141,10 +1143,10 @@ def _train(
         cfg, out=out, resume=resume, train_set=train_set, val_set=val_set, d=d, device=device
     )
     o = cfg.optim
-    bar = tqdm(
+    bar = progress_bar(
         total=o.iterations,
         initial=loop.start,
-        disable=quiet or not d.main,
+        quiet=quiet or not d.main,
         desc=cfg.name or "train",
         unit="it",
         dynamic_ncols=True,
@@ -1167,4 +1169,7 @@ def _train(
         bar.close()
         if loop.writer is not None:
             loop.writer.close()
-    return _finish(loop)
+    result = _finish(loop)
+    if not (quiet or on_terminal()) and d.main:
+        stage_line(f"{cfg.name or 'train'}: {o.iterations} iterations", result.seconds)
+    return result
