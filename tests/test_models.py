@@ -19,7 +19,7 @@ from twostage.models import (
     presets_table,
 )
 from twostage.models.common import MeanShift
-from twostage.models.inference import precision_context, prepare_for_inference, resolve_device
+from twostage.models.inference import resolve_device
 
 SCALES = (1, 2, 3, 4)
 
@@ -237,22 +237,6 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             resolve_device("cuda")
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_prepare_for_inference_runs_fp32_on_cpu(channels_last: bool) -> None:
-    torch.manual_seed(1)
-    model = build_model(preset_spec("rcan-tiny", scale=2))
-    x = torch.rand(1, 3, 10, 10)
-    with torch.no_grad():
-        expected = model(x)
-    model.train()
-    ready = prepare_for_inference(model, "cpu", channels_last=channels_last)
-    assert not ready.training
-    with torch.inference_mode(), precision_context("fp32", "cpu"):
-        y = ready(x)
-    assert y.dtype == torch.float32
-    assert (y - expected).abs().max().item() <= 1e-5
 
 
 def test_output_stage_is_fp32_under_bf16_autocast() -> None:

@@ -2,7 +2,7 @@
 
 Callers wrap the forward pass in `torch.inference_mode()` and `precision_context(mode, device)`:
 
-    model = prepare_for_inference(model, device)
+    model = model.eval().to(device)
     chosen = resolve_precision("auto", device)
     with torch.inference_mode(), precision_context(chosen.mode, device):
         y = model(x.to(device)).float()
@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from twostage.errors import UserError
 
@@ -47,35 +46,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
         return torch.device(name)
     raise UserError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
-
-
-def prepare_for_inference(
-    model: nn.Module,
-    device: torch.device | str,
-    *,
-    channels_last: bool | None = None,
-    compile: bool = False,
-) -> nn.Module:
-    """`model` in eval mode on `device`, in fp32 (gradients are the caller's business:
-    use `torch.inference_mode()`).
-
-    `channels_last` (default: on) stores conv weights NHWC; a convolution with NHWC weights
-    returns NHWC activations, so inputs need not be converted. cuDNN and oneDNN (CPU) both run
-    NHWC convolutions without the layout reorders NCHW costs: measured on a 2-core AVX-512 CPU
-    (BENCHMARKS.md), inference is 1.1× faster for rcan-paper and 1.4× for the 32-channel CPU
-    presets, with identical results up to float rounding. `compile=True` returns
-    `torch.compile(model)` (the model's attributes stay reachable): a few % faster on CPU after
-    a compilation of about a minute, so it is not the default.
-    """
-    device = torch.device(device)
-    model = model.eval().to(device=device, dtype=torch.float32)
-    if channels_last is None:
-        channels_last = True
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if compile:
-        model = torch.compile(model)  # type: ignore[assignment]
-    return model
 
 
 @dataclass(frozen=True)
