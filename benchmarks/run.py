@@ -1470,17 +1470,6 @@ def _render_compile(rows: list[dict[str, Any]]) -> list[str]:
             for r in timed
         ],
     )
-    for r in timed:
-        fp32 = next(
-            (f for f in timed if _same_case(f, r) and f["variant"] == TRAINER_FP32.label), None
-        )
-        if r["variant"] == TRAINER_BF16.label and fp32 is not None:
-            out += [
-                "",
-                f"{r['preset']} ×{r['scale']}: `run.amp: bf16` trains "
-                f"{fp32['seconds'] / r['seconds']:.2f}× as fast as fp32 "
-                f"({TRAINER_FP32.label}, as the cpu profile trains).",
-            ]
     for r in rows:
         if "compile_seconds" in r:
             out += ["", f"{r['setup']}: first call (compilation) {r['compile_seconds']:.0f} s."]
