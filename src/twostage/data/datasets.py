@@ -471,26 +471,17 @@ def open_dataset(spec: DatasetSpec) -> PairSet:
     kind = spec.kind
     if kind == "split":
         return split_pairs(spec)
-    if kind == "samples":
+    if kind in ("samples", "synthetic"):
+        embedded = kind == "samples"
         return synthetic(
-            load_samples(spec.split),
+            load_samples(spec.split) if embedded else _need(spec.root, "root", kind),
             preset=spec.preset,
             scale=spec.scale,
             seed=spec.seed,
             target_domain=spec.target_domain,
             cache_dir=spec.cache_dir,
             limit=spec.limit,
-            name=f"samples-{spec.split}-{Path(spec.preset).stem}",
-        )
-    if kind == "synthetic":
-        return synthetic(
-            _need(spec.root, "root", kind),
-            preset=spec.preset,
-            scale=spec.scale,
-            seed=spec.seed,
-            target_domain=spec.target_domain,
-            cache_dir=spec.cache_dir,
-            limit=spec.limit,
+            name=f"samples-{spec.split}-{Path(spec.preset).stem}" if embedded else None,
         )
     if kind == "folders":
         pairs = paired_folders(
