@@ -234,3 +234,33 @@ def test_filter_is_a_reflect_padded_correlation(h: int, w: int, k: int) -> None:
         ]
     )
     np.testing.assert_allclose(_filter(x, kernel), expected, atol=2e-6)
+
+
+def test_mixture_shares_clean_and_plain_samples(patches: torch.Tensor) -> None:
+    """realistic-mix: clean samples are exactly the final resize, plain ones keep blur and
+    resizes but add no noise (the same draws, so plain = full minus noise and JPEG), and
+    Real-ESRGAN's own family draws nothing for the mixture (its bytes are unchanged)."""
+    from twostage.ops.realistic import _draw_plan, _one
+
+    mix = PRESETS["realistic-mix"].steps[0]
+    assert (mix.clean_prob, mix.plain_prob) == (0.15, 0.25)
+    plans = [_draw_plan(np.random.default_rng([3, it, 0]), mix) for it in range(400)]
+    shares = {m: sum(p.mix == m for p in plans) / len(plans) for m in ("clean", "plain", "full")}
+    assert shares["clean"] == pytest.approx(0.15, abs=0.05)
+    assert shares["plain"] == pytest.approx(0.25, abs=0.06)
+    x = patches[0].numpy()
+    clean = next(p for p in plans if p.mix == "clean")
+    want = np.floor(np.clip(_resize(x, (16, 16), clean.final_mode), 0, 1) * 255 + 0.5) / 255
+    got = _one(x, clean, np.random.default_rng(0), scale=4)
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    plain = next(p for p in plans if p.mix == "plain")
+    a = _one(x, plain, np.random.default_rng(0), scale=4)
+    b = _one(x, plain, np.random.default_rng(1), scale=4)  # no noise: the rng is not read
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(UserError, match="clean_prob \\+ plain_prob"):
+        Realistic(clean_prob=0.6, plain_prob=0.5)
+    rng = np.random.default_rng([0, 0, 0])
+    _draw_plan(rng, REALISTIC)
+    after = np.random.default_rng([0, 0, 0])
+    _draw_plan(after, Realistic(clean_prob=0.0))
+    assert rng.random() == after.random()

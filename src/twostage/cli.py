@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser(
-        "demo", help="the blind x4 demo: train on realistic, test on the held-out suite (CPU)"
+        "demo", help="the blind x4 demo: train on realistic-mix, test on the held-out suite (CPU)"
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--seeds", type=_positive_int, default=1, help="repeat with N seeds")

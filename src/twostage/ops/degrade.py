@@ -607,6 +607,14 @@ PRESETS["realistic"] = Preset(
     description="Real-ESRGAN's second-order family, drawn afresh per image "
     "(per patch in training): the wide training family",
 )
+PRESETS["realistic-mix"] = Preset(
+    name="realistic-mix",
+    steps=(Realistic(clean_prob=0.15, plain_prob=0.25),),
+    scale=4,
+    description="`realistic` for a PSNR-trained stage 1 (the demo's and the shipped model's "
+    "family): 15 % of patches clean (only resized), 25 % blurred and resized without noise "
+    "or JPEG, 60 % Real-ESRGAN's",
+)
 # The held-out generalization suite (with `bicubic` and `camera` above). Lengths are for ×4
 # and scale with s (reference_scale 4); blurs before a decimation are sampled on the
 # bicubic grid, like `gaussian-aniso`.
@@ -640,10 +648,10 @@ PRESETS["aniso-noise-jpeg"] = Preset(
 
 # The generalization suite: each preset and what makes it unseen relative to `realistic`.
 SUITE: dict[str, str] = {
-    "bicubic": "clean: realistic always adds noise and JPEG, and never uses MATLAB's "
-    "antialiased bicubic",
-    "gauss2": "σ 2 is inside realistic's blur range, but alone (no noise, no JPEG) and "
-    "decimated: realistic always resizes by interpolation",
+    "bicubic": "clean: realistic always adds noise and JPEG; realistic-mix's clean share uses "
+    "torch's resizes, never MATLAB's antialiased bicubic",
+    "gauss2": "σ 2 is inside realistic's blur range, and realistic-mix's plain share blurs "
+    "alone, but decimated: the family always resizes by interpolation",
     "defocus": "a hard-edged uniform disk: realistic's nearest kernels, plateaus with β ≤ 2, "
     "have soft shoulders",
     "motion": "a kernel shape never trained on: a uniform line, where realistic's thinnest "
@@ -816,7 +824,12 @@ def _describe_step(step: Step) -> str:
             "Real-ESRGAN second-order: blur (6 kernels or sinc, "
             f"{step.kernel_size[0]}–{step.kernel_size[1]} px), resize, Gaussian/Poisson noise, "
             f"JPEG {_fmt_range(step.jpeg_range)}, twice; final resize + sinc and JPEG "
-            "(README: every range)"
+            + (
+                f"; {step.clean_prob:.0%} clean, {step.plain_prob:.0%} without noise and JPEG "
+                if step.clean_prob or step.plain_prob
+                else ""
+            )
+            + "(README: every range)"
         )
     return f"{'WebP' if isinstance(step, Webp) else 'JPEG'} quality {_fmt_range(step.quality)}"
 

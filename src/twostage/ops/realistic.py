@@ -114,6 +114,12 @@ class Realistic:
     # final
     final_sinc_prob: float = 0.8
     final_jpeg_first_prob: float = 0.5
+    # the mixture (0 in Real-ESRGAN, which always blurs, adds noise and compresses): a share of
+    # "clean" samples, only resized to the target size, and of "plain" ones, blurred and
+    # resized as drawn but with neither noise nor JPEG. A stage 1 that never saw a clean or a
+    # blur-only input learns to smooth every input as if it were noisy (issue 14).
+    clean_prob: float = 0.0
+    plain_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -127,6 +133,8 @@ class Realistic:
         for name in ("resize_range", "resize_range2"):
             if getattr(self, name)[0] <= 0:
                 raise UserError(f"realistic step: {name}: resize factors must be > 0")
+        if self.clean_prob + self.plain_prob > 1:
+            raise UserError("realistic step: clean_prob + plain_prob must be at most 1")
 
 
 def _checked(name: str, value: object, default: object) -> object:
@@ -293,6 +301,7 @@ class _Plan:
     final_mode: str
     sinc: np.ndarray | None
     jpeg_first: bool
+    mix: str = "full"  # "clean": only the final resize; "plain": no noise, no JPEG
 
 
 def _draw_round(rng: np.random.Generator, family: Realistic, second: bool) -> _Draw:
@@ -320,7 +329,17 @@ def _draw_plan(rng: np.random.Generator, family: Realistic) -> _Plan:
     if rng.random() < family.final_sinc_prob:
         sinc = sinc_kernel(_odd_size(rng, family), float(rng.uniform(*family.sinc_cutoff)))
     jpeg_first = bool(rng.random() < family.final_jpeg_first_prob)
-    return _Plan(first, second, final_mode, sinc, jpeg_first)
+    mix = "full"
+    if family.clean_prob or family.plain_prob:  # no draw for Real-ESRGAN's own family
+        u = rng.random()
+        mix = (
+            "clean"
+            if u < family.clean_prob
+            else "plain"
+            if u < family.clean_prob + family.plain_prob
+            else "full"
+        )
+    return _Plan(first, second, final_mode, sinc, jpeg_first, mix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,20 +441,25 @@ def _one(x: np.ndarray, plan: _Plan, rng: np.random.Generator, *, scale: int) ->
     a, b = plan.first, plan.second
     hr = x.shape[1:]
     lr = (hr[0] // scale, hr[1] // scale)
+    if plan.mix == "clean":
+        return _u8(_resize(x, lr, plan.final_mode)).astype(np.float32) / np.float32(255.0)
+    noisy = plan.mix == "full"
     if a.kernel is not None:
         x = _filter(x, a.kernel)
     x = _resize(x, _times(hr, a.factor), a.mode)
-    x = _jpeg(_noise(x, a, rng), a.quality)
+    if noisy:
+        x = _jpeg(_noise(x, a, rng), a.quality)
     if b.kernel is not None:
         x = _filter(x, b.kernel)
     x = _resize(x, _times(lr, b.factor), b.mode)
-    x = _noise(x, b, rng)
-    if plan.jpeg_first:
+    if noisy:
+        x = _noise(x, b, rng)
+    if noisy and plan.jpeg_first:
         x = _jpeg(x, b.quality)
     x = _resize(x, lr, plan.final_mode)
     if plan.sinc is not None:
         x = _filter(x, plan.sinc)
-    if not plan.jpeg_first:
+    if noisy and not plan.jpeg_first:
         x = _jpeg(x, b.quality)
     return _u8(x).astype(np.float32) / np.float32(255.0)
 
