@@ -172,3 +172,26 @@ def test_shipped_training_configs_load() -> None:
     for path in sorted((REPO / "configs").glob("*/*.yaml")):
         if re.search(r"^(model|profile):", path.read_text(), flags=re.MULTILINE):
             assert isinstance(load_config(path), TrainConfig)  # training configs, not recipes
+
+
+def test_run_profile_choices_are_the_profile_table() -> None:
+    """The CLI lists profile names without importing torch; they must stay the table's keys."""
+    from twostage.cli import build_parser
+    from twostage.config import PROFILES
+
+    args = build_parser().parse_args(["run", "sr-x4", "--profile", "ship", "--out", "x"])
+    assert args.profile == "ship"
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    run = sub.choices["run"]
+    choices = next(a.choices for a in run._actions if a.dest == "profile")
+    assert tuple(choices) == tuple(PROFILES)
+
+
+def test_ship_profile_is_the_cpu_profile_with_larger_longer_networks() -> None:
+    from twostage.config import PROFILES
+    from twostage.models import PRESETS
+
+    cpu, ship = PROFILES["cpu"], PROFILES["ship"]
+    assert ship.rcan == "rcan-small" and PRESETS["rcan-small"].n_feats > PRESETS["rcan-cpu"].n_feats
+    assert ship.iterations_for("mapping") == 3 * cpu.iterations_for("mapping")
+    assert (ship.train_crop, ship.patch_size, ship.batch_size) == (cpu.train_crop, 32, 8)

@@ -178,3 +178,23 @@ def test_cli_restore_precision(tmp_path: Path, monkeypatch, capsys) -> None:  # 
     with pytest.raises(SystemExit) as exit_info:
         cli.main([*args, "--out", str(tmp_path / "o3"), "--precision", "fp16"])
     assert exit_info.value.code == 2 and not (tmp_path / "o3").exists()
+
+
+def test_run_precision_changes_only_the_evaluation(tmp_path: Path) -> None:
+    """`run --precision bf16` re-evaluates the cached networks in bf16: the same networks (none
+    retrained), the mode in results.json, PSNR within bf16's rounding of fp32's."""
+    import json
+
+    args = ["run", "sr-x4", "--profile", "tiny", "--branches", "direct-rcan", "--quiet"]
+    args += ["--device", "cpu", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    fp32 = json.loads((tmp_path / "results.json").read_text())
+    assert fp32["precision"] == "fp32" and fp32["networks_trained"]
+    assert cli.main([*args, "--precision", "bf16"]) == 0
+    bf16 = json.loads((tmp_path / "results.json").read_text())
+    assert bf16["precision"] == "bf16" and bf16["networks_trained"] == []
+    pairs = [(a["psnr"], b["psnr"]) for a, b in zip(fp32["rows"], bf16["rows"], strict=True)]
+    assert all(abs(a - b) < 0.2 for a, b in pairs)
+    with pytest.raises(SystemExit) as info:
+        cli.main([*args, "--precision", "fp16"])
+    assert info.value.code == 2

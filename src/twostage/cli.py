@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="a dataset root, e.g. div2k=/data/DIV2K (repeatable)",
     )
-    p.add_argument("--profile", choices=("paper", "cpu", "tiny"), default="cpu")
+    p.add_argument("--profile", choices=("paper", "cpu", "tiny", "ship"), default="cpu")
     p.add_argument(
         "--branches",
         type=lambda t: [b for b in t.split(",") if b],
@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--seeds", type=_positive_int, default=1)
     p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="of the evaluated branches: fp32 (default: tables reproduce across machines), "
+        "or auto, bf32, bf16 (faster where the hardware has bf16; recorded in results.json)",
+    )
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("degrade", help="write degraded copies of images with a preset")
@@ -190,8 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         type=Path,
-        required=True,
-        help="pipeline bundle, checkpoint (native/official/BasicSR/spandrel) or .onnx",
+        default=None,
+        help="pipeline bundle, checkpoint (native/official/BasicSR/spandrel) or .onnx "
+        "(default: the shipped model of --scale; `twostage models` lists them)",
+    )
+    p.add_argument(
+        "--scale",
+        type=_positive_int,
+        default=None,
+        help="without --model: which shipped model (default 4); with it: checked against it",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
@@ -227,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", type=Path, required=True)
     p.add_argument("--opset", type=_positive_int, default=17)
 
-    sub.add_parser("models", help="list model presets, parameter counts and GMACs")
+    sub.add_parser("models", help="list the shipped models, and the presets with their sizes")
 
     p = sub.add_parser("data", help="the embedded offline data")
     data_sub = p.add_subparsers(dest="data_command", metavar="WHAT", parser_class=_Parser)
@@ -308,6 +322,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             branches=args.branches,
             offshelf=dict(args.offshelf),
             test_suite=args.test_suite,
+            precision=args.precision,
         )
         print(format_table(results))
         print(f"report: {args.out / 'index.html'}")
@@ -346,6 +361,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         failures = restore_files(
             args.model,
             args.inputs,
+            scale=args.scale,
             out=args.out,
             tile=args.tile,
             tile_pad=args.tile_pad,
@@ -364,8 +380,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"wrote {args.onnx} (onnxruntime vs PyTorch max abs diff {diff:.2e})")
     elif cmd == "models":
         from twostage.models import presets_table
+        from twostage.models.shipped import shipped_table
 
-        print(presets_table())
+        print(shipped_table() + "\n\nModel presets (architectures to train):\n" + presets_table())
     elif cmd == "data":
         if args.data_command != "samples":
             parser.parse_args(["data", "--help"])

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from twostage.errors import UserError
 from twostage.limits import MAX_PIXELS
+from twostage.models.shipped import shipped_for, shipped_path
 from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
 from twostage.ops.imageio import expand_inputs, read_image, write_image
 from twostage.ops.progress import bar, on_terminal, stage_line
@@ -76,10 +77,11 @@ def _note(message: str) -> None:
 
 
 def restore_files(
-    model: str | Path,
+    model: str | Path | None,
     inputs: list[Path],
     *,
     out: Path,
+    scale: int | None = None,
     tile: Tile = "auto",
     tile_pad: int = 16,
     device: str = "auto",
@@ -92,13 +94,20 @@ def restore_files(
 ) -> int:
     """Restore every input image into `out`; returns the number of files that failed.
 
-    `precision`: auto (bf16 where the hardware runs it natively), fp32, bf32 or bf16; the
-    chosen mode is printed once.
+    `model` None: the shipped model of `scale` (default 4, checksum-verified); else `scale`,
+    when given, must be the model's. `precision`: auto (bf16 where the hardware runs it
+    natively), fp32, bf32 or bf16; the chosen mode is printed once.
     """
     ext = ext.lower().lstrip(".")
     out = Path(out)
     plan = plan_outputs([Path(p) for p in inputs], out=out, suffix=suffix, ext=ext)
+    if model is None:
+        shipped = shipped_for(scale or 4)
+        model = shipped_path(shipped)
+        _note(f"model: the shipped {shipped.name} (docs/models.md)")
     pipe = load_pipeline(model, device=device, precision=precision)
+    if scale is not None and pipe.scale != scale:
+        raise UserError(f"--scale {scale}: {model} is a ×{pipe.scale} model")
     for folder in {target.parent for _, target in plan}:
         remove_stale_temps(folder)
     _note(f"precision: {pipe.precision}")

@@ -42,7 +42,7 @@ from twostage.data.splits import Split, TestSet, plan_data, short_name
 from twostage.errors import UserError
 from twostage.evaluate import evaluate_arrays
 from twostage.models.checkpoints import load_model
-from twostage.models.inference import resolve_device
+from twostage.models.inference import PRECISIONS, resolve_device
 from twostage.ops.degrade import DOMAINS, SUITE, get_preset, preset_to_dict
 from twostage.ops.files import write_text_atomic
 from twostage.ops.imageio import read_image, write_image
@@ -178,6 +178,7 @@ class _Run:
     test_sets: list[TestSet]
     progress: Callable[[float, str], None]
     seed: int = 0
+    precision: str = "fp32"  # the evaluated branches' (models.inference.PRECISIONS)
     trained: dict[tuple[str, str], TrainedNetwork] = field(default_factory=dict)
     models: dict[Path, torch.nn.Module] = field(default_factory=dict)
     trained_now: list[str] = field(default_factory=list)
@@ -433,7 +434,9 @@ def _outputs(run: _Run, test: TestSet) -> dict[str, list[np.ndarray]]:
     for branch in run.recipe.branches:
         pipe = _pipeline(run, branch, test.networks_of)
         xs = test.split.domain(branch.domain) if branch.input == "domain" else inputs
-        outputs[branch.name] = [pipe.restore(x, device=run.device) for x in xs]
+        outputs[branch.name] = [
+            pipe.restore(x, device=run.device, precision=run.precision) for x in xs
+        ]
         run.progress(len(xs), f"evaluated {branch.name} on {test.name}")
     return outputs
 
@@ -600,13 +603,17 @@ def run_recipe(
     branches: Sequence[str] | None = None,
     offshelf: dict[str, Path] | None = None,
     test_suite: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     """Run a recipe end to end in `out` (see the module docstring) and return results.json's dict.
 
     `seeds`: repeat with seeds 0..N-1 (networks are cached per seed); the report gives mean ±
     std over seeds; bundles and figures come from seed 0. `offshelf`: network name → checkpoint
     for off-the-shelf networks to load instead of train (e.g. {"offshelf-x2": EDSR_x2.pt}).
-    `test_suite`: also test on every held-out SUITE degradation.
+    `test_suite`: also test on every held-out SUITE degradation. `precision`: of the evaluated
+    branches (fp32 by default, so that tables reproduce across machines; auto, bf32 or bf16
+    run faster where the hardware has bf16, and are recorded in results.json); training and
+    the mapped sets stay as the training config says.
     """
     data = dict(data or {})
     rec = _chosen(recipe, branches, offshelf, data)
@@ -614,6 +621,8 @@ def run_recipe(
     prof = get_profile(profile)
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if prof.threads:
         torch.set_num_threads(prof.threads)
     out = Path(out)
@@ -631,7 +640,9 @@ def run_recipe(
     start = time.perf_counter()
     try:
         for seed in range(seeds):
-            run = _Run(rec, prof, out, device, quiet, train, tests, progress, seed=seed)
+            run = _Run(
+                rec, prof, out, device, quiet, train, tests, progress, seed, precision=precision
+            )
             seed_rows, seed_strips, seed_views = _one_seed(run, lpips)
             rows += seed_rows
             trained_now += run.trained_now
@@ -643,6 +654,7 @@ def run_recipe(
     seconds = round(time.perf_counter() - start, 1)
     results = _results(rec, prof, tests, rows, seeds=seeds, trained=trained_now, seconds=seconds)
     results["lpips"] = sorted(lpips)
+    results["precision"] = precision
     write_report(results, out)
     write_page(
         results, out, strips=strips, views=views, networks=networks, reading=describe(results)

@@ -59,6 +59,7 @@ PRESETS: dict[str, Preset] = {
     "rcan-official": Preset("RCAN as published (Zhang et al. 2018)", "rcan", 64, 20, 10, 16),
     "edsr-baseline": Preset("EDSR-PyTorch's baseline", "edsr", 64, 16),
     "rcan-cpu": Preset("small RCAN for the CPU demo profile", "rcan", 32, 3, 2, 8),
+    "rcan-small": Preset("RCAN of the shipped model (ship profile)", "rcan", 48, 3, 3, 8),
     "edsr-cpu": Preset("small EDSR for the CPU demo profile", "edsr", 32, 4),
     "rcan-tiny": Preset("smallest RCAN, for tests", "rcan", 8, 1, 1, 4),
     "edsr-tiny": Preset("smallest EDSR, for tests", "edsr", 8, 1),

@@ -1,0 +1,92 @@
+"""The models that ship inside the package (`twostage/weights/`): one table, their paths, cards.
+
+`restore` without `--model` takes the shipped model of its `--scale`; `twostage models` lists
+them with their card's headline (docs/models.md is the full card). Each file's SHA-256 is kept
+here, so a changed or corrupted file is an error, never a silently different model.
+`scripts/ship_model.py` copies a trained bundle in and writes its card data (`<name>.json`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from twostage.errors import UserError
+from twostage.models.checkpoints import CheckpointError
+
+__all__ = ["SHIPPED", "Shipped", "card", "shipped_for", "shipped_path", "shipped_table"]
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """One shipped pipeline bundle: its scale, file, checksum and the presets of its stages."""
+
+    name: str
+    scale: int
+    file: str  # in twostage/weights/
+    sha256: str
+    stages: tuple[str, ...]  # model presets, stage 1 first (the card's architecture)
+    summary: str
+
+
+SHIPPED: dict[str, Shipped] = {
+    "blind-x4": Shipped(
+        name="blind-x4",
+        scale=4,
+        file="blind-x4.safetensors",
+        sha256="079cf6839efdedcde7bc9bb0e251b24181c39ac6c66ea468f60a7236528140ae",
+        stages=("rcan-small", "rcan-small"),
+        summary="blind ×4: map2 (any degradation → bicubic ↓2 look-alike) + specialized ×2",
+    ),
+}
+
+
+def _weights() -> Path:
+    return Path(str(resources.files("twostage") / "weights"))
+
+
+def shipped_for(scale: int) -> Shipped:
+    """The shipped model of this scale; a UserError names the scales that ship."""
+    for model in SHIPPED.values():
+        if model.scale == scale:
+            return model
+    have = ", ".join(f"×{m.scale}" for m in SHIPPED.values())
+    raise UserError(f"--scale {scale}: no shipped ×{scale} model (shipped: {have}); give --model")
+
+
+def shipped_path(model: Shipped, *, verify: bool = True) -> Path:
+    """The file of a shipped model, its SHA-256 checked against the table (`verify`)."""
+    path = _weights() / model.file
+    if not path.is_file():
+        raise CheckpointError(f"the shipped model {model.name} is missing: {path} (reinstall)")
+    if verify:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != model.sha256:
+            raise CheckpointError(
+                f"{path}: SHA-256 {digest[:12]}… is not the shipped {model.sha256[:12]}… "
+                "(a changed or corrupted file; reinstall twostage)"
+            )
+    return path
+
+
+def card(model: Shipped) -> dict:
+    """The card data `scripts/ship_model.py` wrote beside the weights (`<name>.json`)."""
+    return json.loads((_weights() / f"{Path(model.file).stem}.json").read_text())
+
+
+def shipped_table() -> str:
+    """The text `twostage models` prints about the shipped models: one line each + headline."""
+    lines = ["Shipped models (twostage restore INPUT --out DIR uses them; docs/models.md):"]
+    for model in SHIPPED.values():
+        data = card(model)
+        mb = shipped_path(model, verify=False).stat().st_size / 1e6
+        lines.append(f"  {model.name}  ×{model.scale}  {mb:.1f} MB  {model.summary}")
+        lines.append(
+            f"    suite mean {data['suite_mean_margin']:+.2f} dB over bicubic interpolation "
+            f"(above it on {data['suite_above']} of {len(data['suite'])}); "
+            f"{data['vs_demo']:+.2f} dB vs the demo's map2-specialized-x2"
+        )
+    return "\n".join(lines)
