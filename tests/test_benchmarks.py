@@ -187,10 +187,11 @@ def test_run_smoke_writes_results_and_report(tmp_path: Path) -> None:
     assert all("speedup" in r for r in train if r["preset"].startswith("rcan"))
     assert "## Training step, ours vs the reference RCAN" in out_md.read_text()
     degrade = results["sections"]["degrade"]["rows"]
-    assert [r["degradation"] for r in degrade] == ["realistic", "camera"]
+    assert [r["degradation"] for r in degrade] == ["realistic", "realistic-mix", "camera"]
     for r in degrade:
         assert r["degrade_ms"] > 0 and r["ratio"] == pytest.approx(r["degrade_ms"] / r["step_ms"])
     assert "`realistic` degraded on the fly ≤ 10 %" in out_md.read_text()
+    assert "`realistic-mix` degraded on the fly ≤ 10 %" in out_md.read_text()
 
 
 def test_gpu_script_dry_run(tmp_path: Path) -> None:
