@@ -820,16 +820,14 @@ def _describe_step(step: Step) -> str:
             f"read σ ∈ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255"
         )
     if isinstance(step, Realistic):
+        mix = ""
+        if step.clean_prob or step.plain_prob:
+            mix = f"; {step.clean_prob:.0%} clean, {step.plain_prob:.0%} without noise and JPEG"
         return (
             "Real-ESRGAN second-order: blur (6 kernels or sinc, "
             f"{step.kernel_size[0]}–{step.kernel_size[1]} px), resize, Gaussian/Poisson noise, "
-            f"JPEG {_fmt_range(step.jpeg_range)}, twice; final resize + sinc and JPEG "
-            + (
-                f"; {step.clean_prob:.0%} clean, {step.plain_prob:.0%} without noise and JPEG "
-                if step.clean_prob or step.plain_prob
-                else ""
-            )
-            + "(README: every range)"
+            f"JPEG {_fmt_range(step.jpeg_range)}, twice; final resize + sinc and JPEG{mix} "
+            "(README: every range)"
         )
     return f"{'WebP' if isinstance(step, Webp) else 'JPEG'} quality {_fmt_range(step.quality)}"
 

@@ -332,13 +332,10 @@ def _draw_plan(rng: np.random.Generator, family: Realistic) -> _Plan:
     mix = "full"
     if family.clean_prob or family.plain_prob:  # no draw for Real-ESRGAN's own family
         u = rng.random()
-        mix = (
-            "clean"
-            if u < family.clean_prob
-            else "plain"
-            if u < family.clean_prob + family.plain_prob
-            else "full"
-        )
+        if u < family.clean_prob:
+            mix = "clean"
+        elif u < family.clean_prob + family.plain_prob:
+            mix = "plain"
     return _Plan(first, second, final_mode, sinc, jpeg_first, mix)
 
 
