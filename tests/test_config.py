@@ -193,5 +193,5 @@ def test_ship_profile_is_the_cpu_profile_with_larger_longer_networks() -> None:
 
     cpu, ship = PROFILES["cpu"], PROFILES["ship"]
     assert ship.rcan == "rcan-small" and PRESETS["rcan-small"].n_feats > PRESETS["rcan-cpu"].n_feats
-    assert ship.iterations_for("mapping") == 3 * cpu.iterations_for("mapping")
+    assert ship.iterations_for("mapping") == 6 * cpu.iterations_for("mapping")
     assert (ship.train_crop, ship.patch_size, ship.batch_size) == (cpu.train_crop, 32, 8)
