@@ -37,7 +37,7 @@ SHIPPED: dict[str, Shipped] = {
         name="blind-x4",
         scale=4,
         file="blind-x4.safetensors",
-        sha256="079cf6839efdedcde7bc9bb0e251b24181c39ac6c66ea468f60a7236528140ae",
+        sha256="6928b0db8e77d197608f4a1bfa14166d32bfa24ba78acea6817678c54cef9221",
         stages=("rcan-small", "rcan-small"),
         summary="blind ×4: map2 (any degradation → bicubic ↓2 look-alike) + specialized ×2",
     ),

@@ -1,0 +1,79 @@
+"""The shipped model: its file, checksum and architecture, and `restore` without `--model`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+
+from twostage.cli import main
+from twostage.models import preset_spec
+from twostage.models.checkpoints import CheckpointError
+from twostage.models.shipped import SHIPPED, card, shipped_for, shipped_path
+from twostage.ops.degrade import SUITE
+from twostage.ops.imageio import read_image, write_image
+from twostage.pipeline import load_pipeline
+
+MODEL = SHIPPED["blind-x4"]
+
+
+def test_the_file_is_the_one_whose_hash_the_repo_keeps() -> None:
+    path = shipped_path(MODEL, verify=False)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == MODEL.sha256
+    assert path.stat().st_size <= 25e6  # the issue's bound on what the package carries
+    assert shipped_path(MODEL) == path and shipped_for(4) is MODEL
+
+
+def test_it_has_the_documented_architecture_and_restores_to_size() -> None:
+    pipe = load_pipeline(shipped_path(MODEL), device="cpu")
+    assert pipe.scale == MODEL.scale == 4
+    assert pipe.stage1.spec == preset_spec(MODEL.stages[0], scale=2)
+    assert pipe.stage2.spec == preset_spec(MODEL.stages[1], scale=2)
+    img = skimage.data.astronaut()[100:124, 200:230].astype(np.float64) / 255
+    out = pipe.restore(img)
+    assert out.shape == (96, 120, 3) and out.min() >= 0 and out.max() <= 1
+
+
+def test_the_card_holds_every_suite_entry() -> None:
+    data = card(MODEL)
+    assert data["suite"] == [f"samples-{name}" for name in SUITE]
+    margins = [data["table"][t]["psnr"] - data["table"][t]["bicubic_psnr"] for t in data["suite"]]
+    assert data["suite_mean_margin"] == pytest.approx(np.mean(margins))
+    assert data["suite_above"] == sum(m > 0 for m in margins)
+
+
+def test_a_changed_file_is_refused(tmp_path: Path, monkeypatch) -> None:
+    import twostage.models.shipped as shipped
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    data = bytearray(shipped_path(MODEL).read_bytes())
+    data[-1] ^= 1
+    (weights / MODEL.file).write_bytes(bytes(data))
+    monkeypatch.setattr(shipped, "_weights", lambda: weights)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        shipped_path(MODEL)
+
+
+def test_restore_without_model_uses_the_shipped_one(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "small.png"
+    write_image(src, skimage.data.chelsea()[:20, :28].astype(np.float64) / 255)
+    assert main(["restore", str(src), "--out", str(tmp_path / "out")]) == 0
+    out, _ = read_image(tmp_path / "out" / "small.png")
+    assert out.shape == (80, 112, 3)
+    assert "the shipped blind-x4" in capsys.readouterr().err
+    # --scale picks the shipped model; one that does not ship is a one-line error, exit 2
+    assert main(["restore", str(src), "--out", str(tmp_path / "o2"), "--scale", "2"]) == 2
+    assert "no shipped ×2 model" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+
+def test_models_lists_the_shipped_model_with_its_headline(capsys) -> None:
+    assert main(["models"]) == 0
+    printed = capsys.readouterr().out
+    data = card(MODEL)
+    assert "blind-x4" in printed and f"{data['suite_mean_margin']:+.2f} dB" in printed
+    assert "rcan-small" in printed  # the presets follow
