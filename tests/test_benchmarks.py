@@ -236,7 +236,7 @@ def test_precision_section_smoke_and_targets(tmp_path: Path) -> None:
     assert {r["preset"] for r in speed} == {"rcan-paper", "rcan-cpu"}
     assert sum(r["auto"] for r in speed) == 2  # one mode per network is what auto picks
     quality = [r for r in rows if r["kind"] == "quality"]
-    assert {r["test_set"] for r in quality} == {"samples-realistic", "samples-gaussian-aniso"}
+    assert {r["test_set"] for r in quality} == {"samples-realistic-mix", "samples-gaussian-aniso"}
     assert all(r["psnr_auto_vs_fp32"] >= 45 for r in quality)  # tiny net: bf16 ≈ 62 dB
     text = out_md.read_text()
     assert "## Inference precision: restore --precision" in text
