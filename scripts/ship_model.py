@@ -21,18 +21,16 @@ from pathlib import Path
 
 from twostage.config import PROFILES
 from twostage.ops.degrade import SUITE
+from twostage.report import compute_means
 
 ROOT = Path(__file__).resolve().parents[1]
 BRANCH = "map2-specialized-x2"
 
 
 def _means(results: dict, branch: str, seed: int) -> dict[str, tuple[float, float]]:
-    """{test set: (mean PSNR, mean SSIM)} of one branch at one seed, from the per-image rows."""
-    out: dict[str, list[tuple[float, float]]] = {}
-    for row in results["rows"]:
-        if row["branch"] == branch and row.get("seed", seed) == seed:
-            out.setdefault(row["test_set"], []).append((row["psnr"], row["ssim"]))
-    return {t: tuple(sum(v) / len(v) for v in zip(*vals)) for t, vals in out.items()}
+    """{test set: (mean PSNR, mean SSIM)} of one branch at one seed (report.compute_means)."""
+    rows = [r for r in results["rows"] if r["branch"] == branch and r["seed"] == seed]
+    return {m["test_set"]: (m["psnr"], m["ssim"]) for m in compute_means(rows)}
 
 
 def card_data(run: dict, demo: dict, *, command: str) -> dict:
