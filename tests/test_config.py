@@ -105,7 +105,7 @@ def test_unknown_key_names_it_and_lists_valid_keys() -> None:
         ("optim.lr=fast", "optim.lr: expected float, got 'fast'"),
         ("log.tensorboard=1", "log.tensorboard: expected bool, got 1"),
         ("optim.betas=[0.9]", "optim.betas: expected tuple[float, float], got [0.9]"),
-        ("run.amp=fp8", "run.amp: expected one of 'none', 'bf16', 'fp16', got 'fp8'"),
+        ("run.amp=fp8", "run.amp: expected one of 'none', 'auto', 'bf16', 'fp16', got 'fp8'"),
         ("model.preset=[1]", "model.preset: expected str or null, got [1]"),
     ],
 )

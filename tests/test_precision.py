@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from twostage import cli
+from twostage import cli, runner
+from twostage.config import PROFILES, profile_defaults
 from twostage.errors import UserError
 from twostage.models import build_model, preset_spec
 from twostage.models.inference import (
     PRECISIONS,
     native_bf16,
     precision_context,
+    resolve_amp,
     resolve_precision,
 )
 from twostage.pipeline import Pipeline, load_pipeline
@@ -51,6 +54,26 @@ def test_auto_takes_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch
     assert str(resolve_precision("auto", CUDA)) == "bf16 (auto: GPU has bf16)"
     _cuda_bf16(monkeypatch, False)
     assert resolve_precision("auto", CUDA).mode == "fp32"
+
+
+def test_run_amp_auto_resolves_per_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run.amp=auto (the cpu profile's, not the shipped model's): bf16 only where native; the
+    runner's cache key holds the resolved value, so `auto` reuses what `none` or `bf16` trained
+    on the same machine, and a machine with other hardware retrains."""
+    assert PROFILES["cpu"].run.amp == "auto" and PROFILES["ship"].run.amp == "none"
+    cfg = profile_defaults("cpu")
+    as_ = {
+        amp: dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, amp=amp))
+        for amp in ("none", "bf16")
+    }
+    _cpu_caps(monkeypatch)
+    assert resolve_amp("auto", CPU) == "none" and resolve_amp("bf16", CPU) == "bf16"
+    assert runner._what_it_learns(cfg, CPU) == runner._what_it_learns(as_["none"], CPU)
+    _cpu_caps(monkeypatch, avx512_bf16=True)
+    assert resolve_amp("auto", CPU) == "bf16" and resolve_amp("none", CPU) == "none"
+    assert runner._what_it_learns(cfg, CPU) == runner._what_it_learns(as_["bf16"], CPU)
+    _cuda_bf16(monkeypatch, False)
+    assert resolve_amp("auto", CUDA) == "none"
 
 
 def test_explicit_modes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,6 +213,7 @@ def test_run_precision_changes_only_the_evaluation(tmp_path: Path) -> None:
     assert cli.main(args) == 0
     fp32 = json.loads((tmp_path / "results.json").read_text())
     assert fp32["precision"] == "fp32" and fp32["networks_trained"]
+    assert fp32["training_amp"] == ["none"]  # the tiny profile trains in fp32
     assert cli.main([*args, "--precision", "bf16"]) == 0
     bf16 = json.loads((tmp_path / "results.json").read_text())
     assert bf16["precision"] == "bf16" and bf16["networks_trained"] == []

@@ -372,6 +372,28 @@ def test_fp16_needs_cuda(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_amp_auto_trains_bf16_only_where_it_is_native(
+    tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.amp=auto (the cpu profile's): fp32 on a CPU without native bf16 (bit-identical to
+    run.amp=none), bf16 on one with it; config.yaml records what ran, and the same `auto`
+    config resumes on the same machine."""
+    caps = {"avx2": True, "avx512_bf16": False, "amx_bf16": False, "amx_tile": False}
+    monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: caps)
+    train(tiny("run.amp=auto"), out=tmp_path / "avx2", quiet=True)
+    assert load_config(tmp_path / "avx2" / "config.yaml").run.amp == "none"
+    fp32 = weights(reference / "model.safetensors")
+    assert_bit_identical(weights(tmp_path / "avx2" / "model.safetensors"), fp32)
+    caps["avx512_bf16"] = True
+    native = tmp_path / "native"
+    train(tiny("run.amp=auto"), out=native, quiet=True)
+    assert load_config(native / "config.yaml").run.amp == "bf16"
+    ours = weights(native / "model.safetensors")
+    assert max((ours[k] - fp32[k]).abs().max().item() for k in fp32) > 1e-3
+    train(tiny("run.amp=auto", "optim.iterations=32"), out=native, resume=True, quiet=True)
+    assert load_config(native / "config.yaml").run.amp == "bf16"
+
+
 def test_bf16_on_cpu_with_channels_last_resumes_exactly(
     tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

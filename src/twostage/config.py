@@ -88,8 +88,9 @@ class RunConfig:
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
-    # autocast: bf16 on CUDA and on CPUs (AMX/AVX512-BF16); fp16 (CUDA) adds a GradScaler
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    # autocast: bf16 on CUDA and on CPUs (AMX/AVX512-BF16); fp16 (CUDA) adds a GradScaler;
+    # auto: bf16 where the device runs it natively, none elsewhere (never emulated bf16)
+    amp: Literal["none", "auto", "bf16", "fp16"] = "none"
     channels_last: bool = False  # NHWC activations (faster on CUDA and on oneDNN CPUs)
     compile: bool = False  # torch.compile the network
     # CUDA: capture the whole step (forward, backward, Adam) once and replay it; ignored on the
@@ -181,7 +182,8 @@ PROFILES: dict[str, Profile] = {
         hr_crop=None,
         train_crop=512,
         threads=2,
-        run=RunConfig(device="cpu", channels_last=True),  # 1.2–1.4× faster (BENCHMARKS.md)
+        # channels_last 1.2–1.4× faster; bf16 where native 1.3× (BENCHMARKS.md)
+        run=RunConfig(device="cpu", channels_last=True, amp="auto"),
     ),
     # For tests: a few iterations of tiny networks on small crops, one thread.
     "tiny": Profile(
@@ -220,6 +222,7 @@ PROFILES["ship"] = dataclasses.replace(
     mapping_iterations=9000,
     lr_step=2000,
     log=LogConfig(checkpoint_every=1500, val_every=1500, log_every=100),
+    run=dataclasses.replace(PROFILES["cpu"].run, amp="none"),  # it was trained in fp32
 )
 # `twostage demo --quick`: the cpu profile, much shorter (≤ 2 minutes, used by CI).
 QUICK = dataclasses.replace(

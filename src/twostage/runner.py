@@ -42,7 +42,7 @@ from twostage.data.splits import Split, TestSet, plan_data, short_name
 from twostage.errors import UserError
 from twostage.evaluate import evaluate_arrays
 from twostage.models.checkpoints import load_model
-from twostage.models.inference import PRECISIONS, resolve_device
+from twostage.models.inference import PRECISIONS, resolve_amp, resolve_device
 from twostage.ops.degrade import DOMAINS, SUITE, get_preset, preset_to_dict
 from twostage.ops.files import write_text_atomic
 from twostage.ops.imageio import read_image, write_image
@@ -144,9 +144,11 @@ def _train_config(
     return apply_overrides(cfg, list(recipe.train_overrides))
 
 
-def _what_it_learns(cfg: TrainConfig) -> dict:
-    """The TrainConfig without where it runs, its logging, its init file and its name."""
+def _what_it_learns(cfg: TrainConfig, device: torch.device) -> dict:
+    """The TrainConfig without where it runs, its logging, its init file and its name; with
+    the precision it trains in on `device` (run.amp=auto resolved)."""
     description = config_to_dict(cfg)
+    description["run"]["amp"] = resolve_amp(cfg.run.amp, device)
     for key in ("device", "threads", "compile", "cuda_graph"):
         description["run"].pop(key, None)
     description.pop("log", None)
@@ -182,6 +184,7 @@ class _Run:
     trained: dict[tuple[str, str], TrainedNetwork] = field(default_factory=dict)
     models: dict[Path, torch.nn.Module] = field(default_factory=dict)
     trained_now: list[str] = field(default_factory=list)
+    training_amp: set[str] = field(default_factory=set)  # run.amp as resolved, every network
 
     # ---------------------------------------------------------------- images of a split
     def images(
@@ -242,10 +245,12 @@ class _Run:
             init_given=init_given,
             train_data=self._data_spec(net, degradation),
         )
+        learns = _what_it_learns(cfg, resolve_device(self.device))
+        self.training_amp.add(learns["run"]["amp"])
         digest = _hash(
             {
                 "version": 1,
-                "config": _what_it_learns(cfg),
+                "config": learns,
                 "input": dataclasses.asdict(net.input),
                 "target": dataclasses.asdict(net.target),
                 "degradation": self._describe_deg(deg),
@@ -636,6 +641,7 @@ def run_recipe(
     strips: list[Comparison] = []
     views: list[ViewSet] = []
     trained_now: list[str] = []
+    training_amp: set[str] = set()
     networks: dict[str, Path] = {}
     start = time.perf_counter()
     try:
@@ -646,6 +652,7 @@ def run_recipe(
             seed_rows, seed_strips, seed_views = _one_seed(run, lpips)
             rows += seed_rows
             trained_now += run.trained_now
+            training_amp |= run.training_amp
             if seed == 0:
                 strips, views = seed_strips, seed_views
                 networks = {i.label: i.folder for i in run.trained.values() if i.given is None}
@@ -655,6 +662,7 @@ def run_recipe(
     results = _results(rec, prof, tests, rows, seeds=seeds, trained=trained_now, seconds=seconds)
     results["lpips"] = sorted(lpips)
     results["precision"] = precision
+    results["training_amp"] = sorted(training_amp)  # what run.amp resolved to on this machine
     write_report(results, out)
     write_page(
         results, out, strips=strips, views=views, networks=networks, reading=describe(results)

@@ -18,8 +18,9 @@ A checkpoint folder is written under a temporary name and renamed into place; `l
 one-line pointer, written atomically) moves only afterwards, so a kill at any moment leaves the
 previous checkpoint loadable; without `latest.txt` a resume takes the newest complete folder.
 
-Speed: `run.amp=bf16` autocasts on CUDA and on the CPU; `run.cuda_graph` (CUDA) captures the
-whole step once and replays it, a launch-bound step's cure (BENCHMARKS.md, GPU section).
+Speed: `run.amp=bf16` autocasts on CUDA and on the CPU (`auto`, the cpu profile's: only where
+bf16 is native); `run.cuda_graph` (CUDA) captures the whole step once and replays it, a
+launch-bound step's cure (BENCHMARKS.md, GPU section).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from twostage.data.datasets import PairSet, fresh_batch, open_dataset, random_ba
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model, preset_spec
 from twostage.models.checkpoints import load_model, load_weights, read_state, save_model
-from twostage.models.inference import native_bf16, resolve_device
+from twostage.models.inference import native_bf16, resolve_amp, resolve_device
 from twostage.ops.files import (
     atomic_path,
     newest_complete_folder,
@@ -531,6 +532,8 @@ def train(
     d = _dist_from_env()
     owns_group = False
     device = _device_for(cfg.run.device, d)
+    # run.amp=auto → bf16 or none for this device; config.yaml records what ran
+    cfg = replace(cfg, run=replace(cfg.run, amp=resolve_amp(cfg.run.amp, device)))
     if d.enabled and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

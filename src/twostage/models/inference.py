@@ -74,6 +74,14 @@ def native_bf16(device: torch.device) -> str | None:
     return None
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """run.amp on `device`: "auto" → "bf16" where bf16 is native (`native_bf16`), else "none";
+    any other value as given."""
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(device) else "none"
+
+
 def resolve_precision(requested: str, device: torch.device | str) -> Precision:
     """`--precision` (auto, fp32, bf32, bf16) on `device` → the mode to run and why."""
     device = torch.device(device)
