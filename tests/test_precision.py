@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from twostage import cli, runner
-from twostage.config import PROFILES, profile_defaults
+from twostage.config import PROFILES
 from twostage.errors import UserError
 from twostage.models import build_model, preset_spec
 from twostage.models.inference import (
@@ -57,23 +57,32 @@ def test_auto_takes_bf16_only_where_it_is_native(monkeypatch: pytest.MonkeyPatch
 
 
 def test_run_amp_auto_resolves_per_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """run.amp=auto (the cpu profile's, not the shipped model's): bf16 only where native; the
-    runner's cache key holds the resolved value, so `auto` reuses what `none` or `bf16` trained
-    on the same machine, and a machine with other hardware retrains."""
+    """run.amp=auto (the cpu profile's, not the shipped model's): bf16 only where native."""
     assert PROFILES["cpu"].run.amp == "auto" and PROFILES["ship"].run.amp == "none"
-    cfg = profile_defaults("cpu")
-    as_ = {
-        amp: dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, amp=amp))
-        for amp in ("none", "bf16")
-    }
     _cpu_caps(monkeypatch)
     assert resolve_amp("auto", CPU) == "none" and resolve_amp("bf16", CPU) == "bf16"
-    assert runner._what_it_learns(cfg, CPU) == runner._what_it_learns(as_["none"], CPU)
     _cpu_caps(monkeypatch, avx512_bf16=True)
     assert resolve_amp("auto", CPU) == "bf16" and resolve_amp("none", CPU) == "none"
-    assert runner._what_it_learns(cfg, CPU) == runner._what_it_learns(as_["bf16"], CPU)
     _cuda_bf16(monkeypatch, False)
     assert resolve_amp("auto", CUDA) == "none"
+
+
+def test_run_keys_networks_by_the_resolved_amp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's cache key holds run.amp as resolved: `auto` reuses what `none` trained on a
+    CPU without native bf16 and retrains where bf16 is native (other hardware, other weights)."""
+    tiny = PROFILES["tiny"]
+    auto = dataclasses.replace(tiny, run=dataclasses.replace(tiny.run, amp="auto"))
+    where = {"branches": ["direct-rcan"], "device": "cpu", "quiet": True, "out": tmp_path}
+    _cpu_caps(monkeypatch)
+    assert runner.run_recipe("sr-x4", profile=tiny, **where)["networks_trained"]
+    again = runner.run_recipe("sr-x4", profile=auto, **where)
+    assert again["networks_trained"] == [] and again["training_amp"] == ["none"]
+    _cpu_caps(monkeypatch, avx512_bf16=True)
+    native = runner.run_recipe("sr-x4", profile=auto, **where)
+    assert native["networks_trained"] and native["training_amp"] == ["bf16"]
+    assert len(list((tmp_path / "networks").iterdir())) == 2
 
 
 def test_explicit_modes(monkeypatch: pytest.MonkeyPatch) -> None:

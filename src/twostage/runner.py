@@ -144,11 +144,9 @@ def _train_config(
     return apply_overrides(cfg, list(recipe.train_overrides))
 
 
-def _what_it_learns(cfg: TrainConfig, device: torch.device) -> dict:
-    """The TrainConfig without where it runs, its logging, its init file and its name; with
-    the precision it trains in on `device` (run.amp=auto resolved)."""
+def _what_it_learns(cfg: TrainConfig) -> dict:
+    """The TrainConfig without where it runs, its logging, its init file and its name."""
     description = config_to_dict(cfg)
-    description["run"]["amp"] = resolve_amp(cfg.run.amp, device)
     for key in ("device", "threads", "compile", "cuda_graph"):
         description["run"].pop(key, None)
     description.pop("log", None)
@@ -245,12 +243,14 @@ class _Run:
             init_given=init_given,
             train_data=self._data_spec(net, degradation),
         )
-        learns = _what_it_learns(cfg, resolve_device(self.device))
-        self.training_amp.add(learns["run"]["amp"])
+        # run.amp=auto resolved here, so the key names the precision it trains in on this device
+        amp = resolve_amp(cfg.run.amp, resolve_device(self.device))
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, amp=amp))
+        self.training_amp.add(amp)
         digest = _hash(
             {
                 "version": 1,
-                "config": learns,
+                "config": _what_it_learns(cfg),
                 "input": dataclasses.asdict(net.input),
                 "target": dataclasses.asdict(net.target),
                 "degradation": self._describe_deg(deg),
