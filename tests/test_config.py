@@ -34,7 +34,7 @@ def test_save_then_load_gives_an_equal_config(tmp_path: Path, profile: str) -> N
 
 
 def test_paper_profile_is_the_papers_setting() -> None:
-    # DESIGN.md §4 / the paper's §4: batch 8 of 96×96 LR patches, Adam β=(0.9, 0.99), ε=1e-8,
+    # docs/design.md / the paper's §4: batch 8 of 96×96 LR patches, Adam β=(0.9, 0.99), ε=1e-8,
     # lr 1e-4 halved every 50k iterations, 150k iterations, L1, flips and rotations.
     cfg = profile_defaults("paper")
     assert (cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment) == (8, 96, True)

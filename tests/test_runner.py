@@ -97,7 +97,7 @@ def test_table_recipes():
 
 @pytest.mark.parametrize("name", ["sr-x4", "bicubic-x4", "deblur"])
 def test_paper_recipes_match_design_section_4(name):
-    """configs/paper/*.yaml: the paper's networks and training hyper-parameters (DESIGN.md §4)."""
+    """configs/paper/*.yaml: the paper's networks and training hyper-parameters (docs/design.md)."""
     from twostage.models import preset_spec
 
     recipe = load_recipe(ROOT / "configs" / "paper" / f"{name}.yaml")

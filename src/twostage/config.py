@@ -148,7 +148,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # DESIGN.md §4: rcan-paper, batch 8 of 96×96, lr 1e-4 halved every 50k, 150k iterations.
+    # docs/design.md: rcan-paper, batch 8 of 96×96, lr 1e-4 halved every 50k, 150k iterations.
     "paper": Profile(
         "paper",
         rcan="rcan-paper",

@@ -1,7 +1,7 @@
 """`twostage evaluate`: PSNR/SSIM (and LPIPS) of predicted images against ground truth.
 
 Predictions and ground truth are paired by file stem after stripping the usual SR suffixes
-(`0801x4.png` ↔ `0801.png`, `Canon_001_LR4` ↔ `Canon_001_HR`). Metrics follow DESIGN §4 (see
+(`0801x4.png` ↔ `0801.png`, `Canon_001_LR4` ↔ `Canon_001_HR`). Metrics follow docs/design.md (see
 `twostage.ops.metrics`): uint8-rounded, [0, 255], crop `crop_border`, RGB or Y.
 """
 

@@ -2,7 +2,7 @@
 
 A **recipe** names the networks it needs (`NetworkDef`: architecture, scale, what it learns to
 map from and to) and the **branches** it compares (`BranchDef`: stage 1, stage 2, repeats), plus
-the training degradation(s) and the test degradations. Built in (DESIGN.md §1):
+the training degradation(s) and the test degradations. Built in (docs/design.md):
 
 - `sr-x4`      Fig. 3 / Table 2: direct-edsr, direct-rcan, map1-offshelf-x2x2, map1-offshelf-x4,
                map1-specialized-x4, map2-offshelf-x2, map2-specialized-x2.

@@ -1,6 +1,6 @@
 """The numbers of an experiment: results.{json,csv,md,tex}, their reading, strips and curves.
 
-`results` is the dict written as results.json (DESIGN.md §3): recipe, profile, seed,
+`results` is the dict written as results.json (docs/design.md, "Contracts"): recipe, profile, seed,
 in_distribution, test_sets, branches, rows (one per branch × test set × image) and means (one per
 branch × test set). With several seeds each row also carries its `seed`, `results["seeds"]` lists
 them, and a mean carries `<metric>_std`: the standard deviation over seeds of the per-seed means.

@@ -695,7 +695,7 @@ def _results(
     trained: list[str],
     seconds: float,
 ) -> dict:
-    """results.json's dict (DESIGN.md §3)."""
+    """results.json's dict (docs/design.md, "Contracts")."""
     results = {
         "recipe": rec.name,
         "profile": prof.name,

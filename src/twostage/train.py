@@ -3,7 +3,7 @@
 The loop follows BasicSR/EDSR practice: random LR patches with flips and 90° rotations, Adam,
 a step schedule, L1, whole-image validation (PSNR/SSIM on RGB, crop = scale).
 
-Run folder (DESIGN.md §3):
+Run folder (docs/design.md, "Contracts"):
   config.yaml        the full config (reproduces the run)
   checkpoints/       iter_XXXXXXXX/{model.safetensors, state.pt}, latest.txt, best.txt
   metrics.csv        iteration, loss, lr, val_psnr, val_ssim, seconds
@@ -379,7 +379,7 @@ def validate(
     channels_last: bool = False,
     keep_images: int = 0,
 ) -> tuple[float, float, list[tuple[str, np.ndarray]]]:
-    """Mean PSNR/SSIM (RGB, crop = scale, DESIGN §4) of `model` on whole images, and the first
+    """Mean PSNR/SSIM (RGB, crop = scale, docs/design.md) of `model` on whole images, and the first
     `keep_images` outputs (H×W×3 float) for TensorBoard."""
     was_training = model.training
     model.eval()

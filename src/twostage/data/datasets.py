@@ -4,7 +4,7 @@ Every dataset is a `PairSet`: named pairs whose target is exactly `scale`× the 
 once and kept in memory as uint8 (8-bit sources) or float32 (16-bit sources and the float blur
 presets), so that the loader costs a few crops per step and never decodes during training.
 
-Layouts (DESIGN.md §4):
+Layouts (docs/design.md):
 
 - DIV2K: `DIV2K_{train,valid}_HR/0001.png` with `DIV2K_{train,valid}_LR_{bicubic,unknown}/X4/
   0001x4.png`; train is 0001–0800, valid 0801–0900 (the paper's test set; `split="test"` is

@@ -1,6 +1,6 @@
 """Checkpoint files: our native format, the official EDSR/RCAN and BasicSR layouts, spandrel.
 
-Layouts (DESIGN §4):
+Layouts (docs/design.md, "Conventions of the field"):
 - **native**: `.safetensors` whose tensors use the official key names (our modules are laid
   out as the official code) and whose metadata is `{"format": "twostage", "version", "spec":
   JSON of ModelSpec}`;
