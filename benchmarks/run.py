@@ -1595,22 +1595,57 @@ def _render_profile(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _gpu_results() -> list[tuple[str, dict[str, Any]]]:
+def _gpu_results(prefix: str = "gpu-") -> list[tuple[str, dict[str, Any]]]:
+    """benchmarks/results/<prefix>*.json: the stand-alone step's (gpu.py), or with prefix
+    "gpu_trainer-" the trainer check's (gpu_trainer.py, saved under that name)."""
     found = []
-    for p in sorted(RESULTS.glob("gpu-*.json")):
+    for p in sorted(RESULTS.glob(f"{prefix}*.json")):
+        if prefix == "gpu-" and p.name.startswith("gpu-trainer"):
+            continue  # gpu_trainer.py's own output name, copied as is
         with contextlib.suppress(OSError, ValueError):
             found.append((p.name, json.loads(p.read_text(encoding="utf-8"))))
     return found
 
 
+_TRAINER_CHECK = (
+    "`bash benchmarks/gpu.sh` is the prepared check, one command under 9 minutes "
+    "(`benchmarks/gpu_trainer.py`): the paper profile trained by `twostage.train` itself for "
+    "200 steps eager and 200 with `run.cuda_graph=true` from one seed, per-step losses compared "
+    "(exit 1 on a mismatch), then the trainer's step time and MFU of both; results in "
+    "`$OUT/gpu-trainer.{json,md}` (save the JSON as `benchmarks/results/gpu_trainer-<card>.json`)."
+)
+
+
+def _render_trainer_check() -> list[str]:
+    checks = _gpu_results("gpu_trainer-")
+    if not checks:
+        return [
+            "**The trainer's CUDA graph path (`run.cuda_graph`) has never run on a GPU, so it is "
+            "off by default.** " + _TRAINER_CHECK + " Result: **not yet run**. Turn the default "
+            "on only if the losses agree.",
+            "",
+        ]
+    import gpu_trainer  # benchmarks/ is on sys.path (above)
+
+    L = [_TRAINER_CHECK, ""]
+    for name, g in checks:
+        L += [gpu_trainer.markdown(g).replace("## ", "### "), f"(`benchmarks/results/{name}`)", ""]
+    return L
+
+
 def _render_gpu() -> list[str]:
-    L = ["## GPU", ""]
+    L = ["## GPU", "", *_render_trainer_check()]
     runs = _gpu_results()
     if not runs:
-        return [*L, "Not measured yet: `bash benchmarks/gpu.sh OUT_DIR` on a CUDA machine.", ""]
+        return [*L, "Stand-alone step not measured yet: `python3 benchmarks/gpu.py`.", ""]
+    L += [
+        "The rows below are of the stand-alone step (`benchmarks/gpu.py`; "
+        "`GPU_BENCH_STANDALONE=1 bash benchmarks/gpu.sh` runs it too), not of the trainer.",
+        "",
+    ]
     for name, g in runs:
         L += [
-            f"`benchmarks/gpu.sh` on {g.get('device')} (torch {g.get('torch')}), "
+            f"`benchmarks/gpu.py` on {g.get('device')} (torch {g.get('torch')}), "
             f"{g.get('preset')} batch {g.get('batch')} of {g.get('patch')}², "
             f"results `benchmarks/results/{name}`. Measured matmul "
             f"{fmt(g.get('matmul_tflops'), '.0f')} TFLOP/s bf16 "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -294,3 +295,100 @@ def test_render_variants_states_the_trainers_bf16_ratio() -> None:
     rows = [row(run.Variant(), 0.7), row(run.TRAINER_FP32, 0.5), row(run.TRAINER_BF16, 0.625)]
     text = run.render({"machine": {"cpu": "x"}, "sections": {"variants": _section(rows)}})
     assert "edsr-cpu ×4: `run.amp: bf16` trains 0.80× as fast as fp32" in text
+
+
+def test_gpu_sh_cpu_smoke_runs_the_real_trainer_and_writes_json(tmp_path: Path) -> None:
+    env = {**_env(), "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), "--device", "cpu", "--tiny", "--steps", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:]
+    result = json.loads((tmp_path / "gpu-trainer.json").read_text())
+    assert {"gpu", "torch", "preset", "steps", "losses", "comparison", "timing", "speedup"} <= set(
+        result
+    )
+    assert result["preset"] == "rcan-tiny" and result["steps"] == 2
+    assert result["graph_active"] is False and "CUDA" in result["graph_blocker"]
+    assert result["comparison"]["equal"] and result["comparison"]["steps"] == 2
+    for mode in ("eager", "graph"):
+        assert len(result["losses"][mode]) == 2 and all(v > 0 for v in result["losses"][mode])
+        timing = result["timing"][mode]
+        assert timing["step_ms"] > 0 and timing["tflops"] > 0
+        assert timing["mfu_tf32_datasheet"] is None  # no datasheet peak for a CPU
+    # the losses are the trainer's own, read from the run's metrics.csv (one row per step)
+    with open(tmp_path / "equality-eager-metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["loss"]) for r in rows] == result["losses"]["eager"]
+    assert "EQUAL" in (tmp_path / "gpu-trainer.md").read_text()
+
+
+def test_gpu_trainer_comparison_flags_a_mismatch() -> None:
+    gpu_trainer = _load("gpu_trainer")
+    same = gpu_trainer.compare_losses([0.5, 0.25, 0.125], [0.5, 0.25, 0.125], rtol=1e-3)
+    assert same["equal"] and same["identical_steps"] == 3 and same["first_mismatch"] is None
+    close = gpu_trainer.compare_losses([0.5, 0.25], [0.5002, 0.25], rtol=1e-3)
+    assert close["equal"] and close["max_abs_diff"] == pytest.approx(2e-4)
+    off = gpu_trainer.compare_losses([0.5, 0.25, 0.125], [0.5, 0.26, 0.125], rtol=1e-3)
+    assert not off["equal"] and off["first_mismatch"] == 2 and off["mismatches"] == 1
+    assert off["max_rel_diff"] == pytest.approx(0.04)
+    assert not gpu_trainer.compare_losses([0.5, float("nan")], [0.5, float("nan")], rtol=1)["equal"]
+    assert not gpu_trainer.compare_losses([0.5, 0.25], [0.5], rtol=1e-3)["equal"]  # cut short
+    assert not gpu_trainer.compare_losses([], [], rtol=1e-3)["equal"]
+
+
+def test_gpu_trainer_exits_1_and_says_so_on_a_mismatch(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    gpu_trainer = _load("gpu_trainer")
+    real = gpu_trainer.compare_losses
+
+    def shifted(eager: list[float], graph: list[float], *, rtol: float) -> dict:
+        return real(eager, [v * 1.1 for v in graph], rtol=rtol)
+
+    monkeypatch.setattr(gpu_trainer, "compare_losses", shifted)
+    args = ["--device", "cpu", "--tiny", "--steps", "2", "--out", str(tmp_path)]
+    assert gpu_trainer.main(args) == 1
+    assert "MISMATCH" in capsys.readouterr().err
+    assert (
+        json.loads((tmp_path / "gpu-trainer.json").read_text())["comparison"]["first_mismatch"] == 1
+    )
+
+
+def test_gpu_section_says_the_trainer_check_has_not_run_until_a_result_exists(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    gpu_trainer = _load("gpu_trainer")
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    text = "\n".join(run._render_gpu())
+    assert "off by default" in text and "not yet run" in text
+    result = {
+        "device": "cuda:0",
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "torch": "2.11",
+        "preset": "rcan-paper",
+        "scale": 2,
+        "batch": 8,
+        "patch": 96,
+        "amp": "none",
+        "steps": 200,
+        "graph_active": True,
+        "graph_blocker": None,
+        "comparison": gpu_trainer.compare_losses([0.1, 0.09], [0.1, 0.2], rtol=1e-3),
+        "weights_max_abs_diff": 0.5,
+        "timing": {
+            m: {
+                "step_ms": ms,
+                "tflops": 40.0,
+                "mfu_tf32_datasheet": 0.08,
+                "mfu_bf16_datasheet": 0.04,
+            }
+            for m, ms in (("eager", 80.0), ("graph", 40.0))
+        },
+        "speedup": 2.0,
+    }
+    (tmp_path / "gpu_trainer-h100.json").write_text(json.dumps(result))
+    text = "\n".join(run._render_gpu())
+    assert "not yet run" not in text and "**MISMATCH**" in text and "first mismatch 2" in text
+    assert "| graph | 40.0 |" in text

@@ -11,6 +11,7 @@ import pytest
 from twostage.config import (
     ConfigError,
     ModelConfig,
+    RunConfig,
     TrainConfig,
     apply_overrides,
     config_to_dict,
@@ -195,3 +196,62 @@ def test_ship_profile_is_the_cpu_profile_with_larger_longer_networks() -> None:
     assert ship.rcan == "rcan-small" and PRESETS["rcan-small"].n_feats > PRESETS["rcan-cpu"].n_feats
     assert ship.iterations_for("mapping") == 6 * cpu.iterations_for("mapping")
     assert (ship.train_crop, ship.patch_size, ship.batch_size) == (cpu.train_crop, 32, 8)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "optim.eps=.inf",
+        "optim.lr=.inf",
+        "optim.lr=.nan",
+        "optim.lr=nan",
+        "optim.lr=1e400",
+        "optim.betas=[0.9, .nan]",
+        "optim.lr_gamma=.nan",
+        "optim.grad_clip=.inf",
+        "optim.ema=-.inf",
+    ],
+)
+def test_non_finite_float_is_refused_naming_the_key(item: str) -> None:
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: must be a finite number") as err:
+        apply_overrides(profile_defaults("tiny"), [item])
+    assert "\n" not in str(err.value)
+
+
+def test_non_finite_float_in_a_yaml_file_is_refused_naming_the_file_and_key(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("profile: tiny\noptim:\n  eps: .inf\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: optim\.eps: must be a finite number"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "item,rule",
+    [
+        ("optim.eps=0", r"optim\.eps must be > 0"),
+        ("optim.eps=-1e-8", r"optim\.eps must be > 0"),
+        ("optim.betas=[0.9, 1.0]", r"optim\.betas must be in \[0, 1\)"),
+        ("optim.betas=[-0.1, 0.9]", r"optim\.betas must be in \[0, 1\)"),
+        ("optim.lr_gamma=0", r"optim\.lr_gamma must be in \(0, 1\]"),
+        ("optim.grad_clip=-1", r"optim\.grad_clip must be >= 0"),
+        ("optim.ema=-0.5", r"optim\.ema must be in \[0, 1\)"),
+    ],
+)
+def test_optimizer_floats_out_of_range_are_refused(item: str, rule: str) -> None:
+    with pytest.raises(ConfigError, match=rule):
+        apply_overrides(profile_defaults("tiny"), [item])
+
+
+def test_finite_numeric_strings_are_still_floats() -> None:
+    cfg = apply_overrides(profile_defaults("tiny"), ["optim.lr='2e-4'", "optim.eps=1e-10"])
+    assert (cfg.optim.lr, cfg.optim.eps) == (2e-4, 1e-10)
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu", "tiny", "ship"])
+def test_cuda_graph_is_off_by_default_until_a_gpu_has_run_it(profile: str) -> None:
+    assert RunConfig().cuda_graph is False
+    assert profile_defaults(profile).run.cuda_graph is False
+    assert apply_overrides(profile_defaults(profile), ["run.cuda_graph=true"]).run.cuda_graph

@@ -131,16 +131,30 @@ def test_y_channel_and_single_files(tmp_path, capsys):
     assert "Y (BT.601)" in out
 
 
-def test_identical_images_give_inf_and_null_in_json(tmp_path, capsys):
-    gt = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    _save(tmp_path / "gt" / "a_HR.png", gt)
-    _save(tmp_path / "pred" / "a_SR.png", gt)
+def _strict_json(text: str):
+    def refuse(name: str):
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_one_identical_pair_keeps_the_mean_psnr_finite_at_the_100_db_ceiling(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    gt_a, gt_b = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    pred_b = _noisy(gt_b, seed=2)
+    _save(tmp_path / "gt" / "a_HR.png", gt_a)
+    _save(tmp_path / "pred" / "a_SR.png", gt_a)
+    _save(tmp_path / "gt" / "b_HR.png", gt_b)
+    _save(tmp_path / "pred" / "b_SR.png", pred_b)
     code, out, _ = _run(
         capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
     )
-    assert code == 0 and "inf" in out
-    data = json.loads((tmp_path / "r.json").read_text())
-    assert data["images"][0]["psnr"] is None and data["images"][0]["ssim"] == pytest.approx(1.0)
+    assert code == 0 and "inf" not in out
+    data = _strict_json((tmp_path / "r.json").read_text())
+    psnr_b = peak_signal_noise_ratio(gt_b, pred_b, data_range=255)
+    assert [r["psnr"] for r in data["images"]] == [100.0, pytest.approx(psnr_b, abs=1e-9)]
+    assert data["mean"]["psnr"] == pytest.approx((100.0 + psnr_b) / 2, abs=1e-9)
+    assert data["images"][0]["ssim"] == pytest.approx(1.0)
 
 
 def _assert_failed(code, err, json_path, *needles):

@@ -12,7 +12,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from twostage.errors import UserError
+from twostage.errors import InputWarning, UserError
 from twostage.ops import imageio
 from twostage.ops.imageio import (
     ImageReadError,
@@ -405,3 +405,90 @@ def test_quantisation_in_row_blocks_equals_the_whole_image_formula(monkeypatch):
         got = convert(x)
         assert got.dtype == (np.uint8 if levels == 255 else np.uint16)
         np.testing.assert_array_equal(got, expected.astype(got.dtype))
+
+
+# ----------------------------------------------------------------------------- sample types
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "uint32", "int64", "uint64"])
+def test_tiff_with_integer_samples_of_undefined_range_is_refused(tmp_path, dtype):
+    path = tmp_path / f"{dtype}.tif"
+    tifffile.imwrite(path, np.arange(12).reshape(3, 4).astype(dtype), photometric="minisblack")
+    with pytest.raises(ImageReadError, match=rf"{dtype}\.tif: {dtype} TIFF samples") as err:
+        read_image(path)
+    assert "\n" not in str(err.value)
+
+
+def test_float_tiff_in_unit_range_is_read_as_is_without_warning(tmp_path, recwarn):
+    values = _rng(7).random((5, 6, 3)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", values, photometric="rgb")
+    img, info = read_image(tmp_path / "f.tif")
+    np.testing.assert_array_equal(img, values)
+    assert info.bit_depth == 16 and not recwarn.list
+
+
+def test_float_tiff_outside_unit_range_warns_that_it_is_clipped(tmp_path):
+    values = np.linspace(-0.5, 3.0, 12, dtype=np.float32).reshape(3, 4)
+    tifffile.imwrite(tmp_path / "hdr.tif", values, photometric="minisblack")
+    with pytest.warns(InputWarning, match=r"hdr\.tif: float samples span \[-0\.5, 3\]; .*clipped"):
+        img, _ = read_image(tmp_path / "hdr.tif")
+    np.testing.assert_array_equal(img[..., 0], np.clip(values, 0, 1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_float_tiff_is_refused_when_read(tmp_path, bad):
+    values = np.full((4, 4), 0.5, np.float32)
+    values[1, 2] = bad
+    tifffile.imwrite(tmp_path / "n.tif", values, photometric="minisblack")
+    with pytest.raises(ImageReadError, match=r"n\.tif: holds NaN or Inf sample values"):
+        read_image(tmp_path / "n.tif")
+
+
+def test_multi_page_tiff_uses_the_first_page_and_warns(tmp_path):
+    pages = _rng(8).integers(0, 256, (3, 4, 5), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "m.tif") as tif:
+        for page in pages:
+            tif.write(page, photometric="minisblack")
+    with pytest.warns(InputWarning, match=r"m\.tif has 3 pages; only the first is used"):
+        img, _ = read_image(tmp_path / "m.tif")
+    np.testing.assert_array_equal(np.round(img[..., 0] * 255), pages[0])
+
+
+def test_single_page_tiff_gives_no_warning(tmp_path, recwarn):
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((4, 5, 3), np.uint8), photometric="rgb")
+    read_image(tmp_path / "s.tif")
+    assert not recwarn.list
+
+
+# ----------------------------------------------------------------------------- gray + alpha
+
+
+@pytest.mark.parametrize("suffix,bit_depth", [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16)])
+def test_gray_with_alpha_is_written_as_gray_plus_alpha(tmp_path, suffix, bit_depth):
+    gray = _rng(9).random((4, 5))
+    alpha = _rng(10).random((4, 5))
+    path = tmp_path / f"la{suffix}"
+    write_image(path, gray, alpha=alpha, bit_depth=bit_depth)
+    if suffix == ".png":
+        assert path.read_bytes()[25] == 4  # IHDR colour type 4: gray + alpha
+    else:
+        assert tifffile.imread(path).shape == (4, 5, 2)
+    img, info = read_image(path)
+    step = 1 / (255 if bit_depth == 8 else 65535)
+    assert info.gray and info.bit_depth == bit_depth
+    np.testing.assert_allclose(img[..., 0], gray, atol=step / 2 + 1e-7)
+    np.testing.assert_allclose(info.alpha, alpha, atol=step / 2 + 1e-7)
+
+
+def test_gray_png_with_alpha_round_trips_as_la_and_rgba_as_rgba(tmp_path):
+    g = _rng(11).integers(0, 256, (6, 7, 2), dtype=np.uint8)
+    rgba = _rng(12).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    for name, pixels, mode in (("la", g, "LA"), ("rgba", rgba, "RGBA")):
+        Image.fromarray(pixels, mode=mode).save(tmp_path / f"{name}.png")
+        img, info = read_image(tmp_path / f"{name}.png")
+        write_image(
+            tmp_path / f"{name}_out.png", img[..., 0] if info.gray else img, alpha=info.alpha
+        )
+        with Image.open(tmp_path / f"{name}_out.png") as out:
+            assert out.mode == mode
+            np.testing.assert_array_equal(np.asarray(out), pixels)

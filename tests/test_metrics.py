@@ -115,10 +115,19 @@ def test_float_inputs_are_rounded_to_uint8_first():
     assert ssim(pred_f, gt.astype(np.float32) / 255) == ssim(pred, gt)
 
 
-def test_identical_images():
+def test_identical_images_score_the_psnr_ceiling_not_inf():
     _, gt = _pair(seed=6)
-    assert psnr(gt, gt) == math.inf
+    assert psnr(gt, gt) == metrics.PSNR_CEILING == 100.0
     assert ssim(gt, gt) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_psnr_is_capped_at_the_ceiling_and_exact_below_it():
+    a = np.zeros((500, 500, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 1  # MSE = 1/750000: 107 dB uncapped
+    assert 10 * math.log10(255**2 * a.size) > 100 and psnr(a, b) == 100.0
+    b[:10] = 1  # MSE = 0.02: 65.1 dB
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 0.02), abs=1e-9)
 
 
 def test_known_psnr_value():

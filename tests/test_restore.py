@@ -362,3 +362,44 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         main(["restore", "--model", str(path), str(tmp_path / "a.png"), "--out", str(out)]) == 130
     )
     assert not out.exists() or not list(out.rglob("*"))
+
+
+def test_gray_with_alpha_is_restored_as_gray_with_alpha(tmp_path: Path) -> None:
+    path = _write_model("native", tmp_path, _edsr())
+    la = np.zeros((12, 16, 2), np.uint8)
+    la[..., 0] = _photo(12, 16)[..., 1]
+    la[:, 8:, 1] = 255
+    Image.fromarray(la, "LA").save(tmp_path / "mark.png")
+    out = tmp_path / "out"
+    assert (
+        main(["restore", "--model", str(path), str(tmp_path / "mark.png"), "--out", str(out)]) == 0
+    )
+    with Image.open(out / "mark.png") as im:
+        assert im.mode == "LA" and im.size == (32, 24)
+        alpha = np.asarray(im)[..., 1]
+    assert (alpha[:, :12] == 0).all() and (alpha[:, 20:] == 255).all()
+
+
+def test_nan_in_the_input_is_blamed_on_the_input_not_the_weights(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import tifffile
+
+    path = _write_model("native", tmp_path, _edsr())
+    values = np.full((12, 16, 3), 0.5, np.float32)
+    values[3, 4, 1] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", values, photometric="rgb")
+    assert (
+        main(
+            [
+                "restore",
+                "--model",
+                str(path),
+                str(tmp_path / "nan.tif"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "nan.tif: holds NaN or Inf sample values" in err and "diverged" not in err
+    assert not (tmp_path / "o" / "nan.png").exists()

@@ -424,11 +424,11 @@ def test_bf16_on_cpu_with_channels_last_resumes_exactly(
 
 
 def test_cuda_graph_is_chosen_only_where_it_works() -> None:
-    """run.cuda_graph (default on): captured on CUDA for none/bf16, single process, eager
+    """run.cuda_graph (opt-in): captured on CUDA for none/bf16, single process, eager
     modules; the reason otherwise. On the CPU the switch is ignored: no graph, float lr."""
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    cfg = tiny()
-    assert cfg.run.cuda_graph and tiny("run.cuda_graph=false").run.cuda_graph is False
+    cfg = tiny("run.cuda_graph=true")
+    assert cfg.run.cuda_graph and tiny().run.cuda_graph is False
     assert train_mod.graph_blocker(cfg, cuda) is None
     assert train_mod.graph_blocker(tiny("run.amp=bf16"), cuda) is None
     assert "GradScaler" in train_mod.graph_blocker(tiny("run.amp=fp16"), cuda)

@@ -4,7 +4,8 @@ A config is a tree of frozen dataclasses (`TrainConfig` at the root). YAML files
 tree; `save_config` writes every field, so a run's `config.yaml` reproduces the run on its own.
 A YAML file may start from a profile (`profile: cpu`) and override only what differs.
 Values are type-checked against the dataclass annotations; a wrong key or type is a
-`ConfigError` naming the key, the expected type and the value.
+`ConfigError` naming the key, the expected type and the value. Every float field must be
+finite (NaN and ±Inf are refused in one place); `check_config` holds the range rules.
 
 The ONE profile table (`PROFILES`: paper, cpu, tiny; README "Profiles" states the values)
 sizes both `twostage train` (a YAML's `profile: NAME`) and `twostage run --profile NAME`.
@@ -13,6 +14,7 @@ sizes both `twostage train` (a YAML's `profile: NAME`) and `twostage run --profi
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -94,8 +96,9 @@ class RunConfig:
     channels_last: bool = False  # NHWC activations (faster on CUDA and on oneDNN CPUs)
     compile: bool = False  # torch.compile the network
     # CUDA: capture the whole step (forward, backward, Adam) once and replay it; ignored on the
-    # CPU, and off (with a note) under fp16, DDP or compile
-    cuda_graph: bool = True
+    # CPU, and off (with a note) under fp16, DDP or compile. Off by default until a GPU run of
+    # benchmarks/gpu.sh shows graph and eager losses equal (BENCHMARKS.md)
+    cuda_graph: bool = False
     deterministic: bool = True  # CUDA: deterministic kernels, no cudnn.benchmark
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
@@ -352,14 +355,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         raise _Mismatch
     if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise _Mismatch from None
-        raise _Mismatch
+        return _finite_float(value, key)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -396,6 +392,21 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise _Mismatch
+
+
+def _finite_float(value: Any, key: str) -> float:
+    """A number (or a numeric string: PyYAML reads '2e-4' as one) as a finite float. NaN and
+    ±Inf are refused for every float field in one place: no config value means them, and
+    `optim.eps=.inf` or `optim.lr=.nan` would train nothing and still report success."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Mismatch
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise _Mismatch from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: must be a finite number, got {short(value)}")
+    return number
 
 
 def _check_value(value: Any, tp: Any, key: str) -> Any:

@@ -2,7 +2,8 @@
 
 Predictions and ground truth are paired by file stem after stripping the usual SR suffixes
 (`0801x4.png` ↔ `0801.png`, `Canon_001_LR4` ↔ `Canon_001_HR`). Metrics follow docs/design.md (see
-`twostage.ops.metrics`): uint8-rounded, [0, 255], crop `crop_border`, RGB or Y.
+`twostage.ops.metrics`): uint8-rounded, [0, 255], crop `crop_border`, RGB or Y. PSNR is capped
+at 100 dB (`metrics.PSNR_CEILING`): an identical pair scores 100, so the mean stays finite.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _json_number(v: float) -> float | None:
-    """JSON has no infinity: PSNR of identical images is written as null."""
+    """JSON has no infinity or NaN: written as null (PSNR itself is capped, so finite)."""
     return None if math.isinf(v) or math.isnan(v) else v
 
 
@@ -123,7 +124,8 @@ def evaluate_folders(
     `pred` and `gt` are folders (searched recursively) or single files. Returns
     {"images": [{"name", "pred", "gt", "psnr", "ssim", "lpips_alex"?, ...}], "mean": {...},
     "crop_border", "y_channel"}. A missing partner, unequal sizes or an unreadable file raise
-    UserError before anything is written; the JSON is written atomically (inf PSNR as null).
+    UserError before anything is written; the JSON is written atomically (strict JSON: any
+    non-finite number as null).
     """
     pred, gt = Path(pred), Path(gt)
     if json_path is not None:

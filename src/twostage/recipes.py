@@ -110,7 +110,11 @@ class Recipe:
         return dataclasses.replace(self, given=tuple(sorted(merged.items())))
 
     def with_suite(self) -> Recipe:
-        """The recipe also tested on every held-out SUITE degradation (`--test-suite`)."""
+        """The recipe also tested on every held-out SUITE degradation (`--test-suite`).
+
+        The suite is of ×4 super-resolution degradations: a ×1 recipe (deblur) is refused
+        rather than tested on a suite degraded at ×1, where bicubic is the identity."""
+        _check_suite_scale(self, "--test-suite")
         tests = tuple(dict.fromkeys((*self.test_degradations, *SUITE)))
         return dataclasses.replace(self, test_degradations=tests)
 
@@ -153,6 +157,14 @@ class Recipe:
                 if name:
                     visit(name)
         return [self.network(n) for n in order]
+
+
+def _check_suite_scale(recipe: Recipe, option: str) -> None:
+    if recipe.scale == 1:
+        raise UserError(
+            f"{option}: the held-out suite is of ×4 super-resolution degradations; recipe "
+            f"{recipe.name} is ×1 ({recipe.base}), so the suite does not apply to it"
+        )
 
 
 def _rcan(
@@ -276,6 +288,24 @@ def _flatten(prefix: str, value: object) -> list[str]:
     return [f"{prefix[:-1]}={text}"]
 
 
+# TrainConfig keys a recipe's `train:` may not set: `twostage run` makes each network's pairs
+# itself (in memory), so these would be recorded in config.yaml and silently ignored.
+_SET_BY_RUN = {
+    "data.train": "`twostage run` takes its data from --data and the recipe's degradations",
+    "data.val": "`twostage run` validates on its test data (from --data and the recipe)",
+}
+
+
+def _check_train_keys(train: dict, source: str) -> None:
+    for item in _flatten("", train):
+        key = item.partition("=")[0]
+        for owned, why in _SET_BY_RUN.items():
+            if key == owned or key.startswith(owned + "."):
+                raise UserError(f"{source}: train.{owned} is not used: {why}; remove it")
+            if owned.startswith(key + "."):  # the whole mapping above it, e.g. `data: null`
+                raise UserError(f"{source}: train.{key} sets {owned}, which is not used: {why}")
+
+
 def _expand_suite(names: Sequence[str]) -> tuple[str, ...]:
     """`suite` in test_degradations stands for the nine held-out SUITE presets, in order."""
     out = [n for name in names for n in (SUITE if name == "suite" else (name,))]
@@ -330,6 +360,8 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
         if domain is not None and domain not in DOMAINS:
             raise UserError(f"{source}: domain must be one of {', '.join(DOMAINS)}")
         recipe = deblur(degradations=degs or ("blur7", "blur11"), domain=domain or "blur9")
+        if "suite" in (data.get("test_degradations") or ()):
+            _check_suite_scale(recipe, f"{source}: test_degradations: suite")
         if tests:
             recipe = dataclasses.replace(recipe, test_degradations=tests)
     if domain is not None and base != "deblur":
@@ -346,6 +378,7 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
     train = data.get("train") or {}
     if not isinstance(train, dict):
         raise UserError(f"{source}: train must be a mapping of TrainConfig fields")
+    _check_train_keys(train, source)
     recipe = dataclasses.replace(
         recipe,
         name=str(data.get("name") or recipe.name),

@@ -474,15 +474,33 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def strict_json(obj: object) -> str:
+    """`obj` as strict JSON (RFC 8259): NaN and ±Inf, which Python's json writes as bare
+    `NaN`/`Infinity` that strict parsers reject, become null. The one place results.json's
+    numbers are made safe; allow_nan=False makes any other path fail loudly."""
+
+    def finite(value: object) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
+
+
 def write_report(results: dict, out_dir: Path) -> list[Path]:
-    """Write results.{json,csv,md,tex} into `out_dir` and return their paths.
+    """Write results.{json,csv,md,tex} into `out_dir` and return their paths (results.json is
+    strict JSON: a non-finite number is written as null).
 
     The page (index.html, its strips, views and curves) is report_html.write_page's;
     with a generalization matrix, its heat-map goes to figures/generalization.png.
     """
     out_dir = Path(out_dir)
     files = {
-        "results.json": json.dumps(results, indent=2) + "\n",
+        "results.json": strict_json(results) + "\n",
         "results.csv": format_csv(results),
         "results.md": format_markdown(results) + "\n",
         "results.tex": format_latex(results),

@@ -8,6 +8,11 @@ pixels that decode to gigabytes. Animated GIF/WebP/PNG: the first frame is read,
 Formats: PNG, JPEG, TIFF, BMP, WebP; 1/2/4/8/16-bit; gray, gray+alpha, RGB, RGBA, palette (with
 tRNS transparency). EXIF orientation is applied, so a phone photo comes out upright.
 
+Sample values: unsigned 8/16-bit integers are scaled by their full range; float samples are
+taken as [0, 1] (values outside are clipped, with an `InputWarning`). Signed or 32/64-bit
+integer samples have no defined white level and are refused, as are NaN and Inf samples. A
+multi-page TIFF is read from its first page, with an `InputWarning`.
+
 Routes: Pillow for everything 8-bit; 16-bit PNG through `pypng` (Pillow truncates 16-bit RGB PNG
 to 8 bits) and TIFF through `tifffile` (keeps 16-bit RGB; Pillow is the fallback for codecs
 tifffile cannot decode without `imagecodecs`, such as LZW).
@@ -177,6 +182,8 @@ def _split(
     values: np.ndarray, maxval: float, path: Path, bit_depth: int, gray: bool, has_alpha: bool
 ) -> tuple[np.ndarray, ImageInfo]:
     """H×W×C integer or float channels → float32 RGB and ImageInfo."""
+    if np.issubdtype(values.dtype, np.floating):
+        _check_float_samples(values, path)
     arr = values.astype(np.float64) / maxval if maxval != 1.0 else values.astype(np.float64)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -188,6 +195,38 @@ def _split(
         arr = np.repeat(arr, 3, axis=2)
     rgb = np.ascontiguousarray(np.clip(arr[:, :, :3], 0, 1), dtype=np.float32)
     return rgb, ImageInfo(bit_depth=bit_depth, alpha=alpha, gray=gray, path=path)
+
+
+def _check_float_samples(values: np.ndarray, path: Path) -> None:
+    """Float samples: NaN or Inf is refused here, so that no later step blames the model for
+    it; values outside [0, 1] are clipped, with a warning saying so."""
+    if not np.isfinite(values).all():
+        raise ImageReadError(path, "holds NaN or Inf sample values")
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if low < 0.0 or high > 1.0:
+        warnings.warn(
+            f"{path}: float samples span [{low:g}, {high:g}]; values outside [0, 1] are clipped",
+            InputWarning,
+            stacklevel=5,
+        )
+
+
+def _check_sample_type(dtype: np.dtype, path: Path) -> None:
+    """Refuse integer samples other than unsigned 8/16-bit: their white level is undefined
+    (dividing int32 by 65535 gave all-white pictures)."""
+    if np.issubdtype(dtype, np.integer) and dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(
+            path,
+            f"{dtype.name} TIFF samples have no defined white level "
+            "(unsigned 8/16-bit or float [0, 1] TIFFs are read)",
+        )
+
+
+def _warn_pages(path: Path, pages: int) -> None:
+    if pages > 1:
+        warnings.warn(
+            f"{path} has {pages} pages; only the first is used", InputWarning, stacklevel=5
+        )
 
 
 def _exif_orientation(path: Path) -> int:
@@ -222,6 +261,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageInfo] | None:
         # MINISWHITE=0, MINISBLACK=1, RGB=2; palette, CMYK, YCbCr, bilevel: leave to Pillow.
         if photometric not in (1, 2) or page.bitspersample not in (8, 16, 32, 64):
             return None
+        _check_sample_type(np.dtype(page.dtype), path)
         try:
             values = page.asarray()
         except (KeyError, ValueError, NotImplementedError) as exc:
@@ -232,6 +272,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageInfo] | None:
             if "imagecodecs" in str(exc):
                 return None
             raise
+        _warn_pages(path, len(tif.pages))
         axes = page.axes
         orientation_tag = page.tags.get(274)
         orientation = int(orientation_tag.value) if orientation_tag is not None else 1
@@ -270,7 +311,10 @@ def _own_size_limit() -> Iterator[None]:
 def _read_pillow(path: Path) -> tuple[np.ndarray, ImageInfo]:
     with _own_size_limit(), Image.open(path) as opened:
         frames = int(getattr(opened, "n_frames", 1))
-        if frames > 1:
+        if opened.format == "TIFF":
+            _refuse_pillow_tiff_integers(opened, path)
+            _warn_pages(path, frames)
+        elif frames > 1:
             warnings.warn(
                 f"{path} is animated ({frames} frames); only the first is used",
                 InputWarning,
@@ -279,8 +323,8 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, ImageInfo]:
         opened.load()
         im = ImageOps.exif_transpose(opened)
     mode = im.mode
-    if mode.startswith("I;16") or mode == "I":
-        values = np.asarray(im).astype(np.float64)
+    if mode.startswith("I;16") or mode == "I":  # 16-bit gray (mode I: Pillow's 16-bit PGM)
+        values = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
         return _split(values, 65535.0, path, 16, True, False)
     if mode == "F":
         return _split(np.asarray(im, dtype=np.float64), 1.0, path, 16, True, False)
@@ -292,6 +336,17 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, ImageInfo]:
         im = im.convert("RGBA" if has_alpha else "RGB")
         gray = False
     return _split(np.asarray(im), 255.0, path, 8, gray, has_alpha)
+
+
+def _refuse_pillow_tiff_integers(im: Image.Image, path: Path) -> None:
+    """The TIFFs Pillow decodes for tifffile: signed or 32-bit integer samples are refused."""
+    sample_format = im.tag_v2.get(339, 1)  # TIFF SampleFormat: 1 uint, 2 int, 3 float
+    sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+    bits = im.tag_v2.get(258, (8,))  # BitsPerSample
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    if sample_format == 2 or (sample_format == 1 and int(bits) > 16):
+        kind = "int" if sample_format == 2 else "uint"
+        _check_sample_type(np.dtype(f"{kind}{int(bits)}"), path)
 
 
 def _header_size(path: Path, head: bytes) -> tuple[int, int]:
@@ -375,7 +430,8 @@ def write_image(
 
     The format follows the suffix (PNG, JPEG quality 95 4:4:4, TIFF zlib, BMP, lossless WebP).
     bit_depth 16 is for PNG and TIFF only. `alpha` (H×W, [0, 1]) adds an alpha channel
-    (not for JPEG). A failed write leaves nothing behind.
+    (not for JPEG); a gray image with alpha is written gray + alpha where the format holds it
+    (PNG, TIFF), else RGBA. A failed write leaves nothing behind.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -400,7 +456,7 @@ def write_image(
         if a.shape != arr.shape[:2]:
             raise ValueError(f"write_image: alpha shape {a.shape} != image {arr.shape[:2]}")
         if pixels.ndim == 2:
-            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+            pixels = pixels[:, :, None]  # gray + alpha stays gray + alpha (LA)
         pixels = np.concatenate([pixels, quantise(a)[:, :, None]], axis=2)
     pixels = np.ascontiguousarray(pixels)
     try:
@@ -416,19 +472,20 @@ def _encode(tmp: Path, pixels: np.ndarray, suffix: str) -> None:
         import png  # pypng: Pillow cannot write 16-bit RGB(A) PNG
 
         height, width = pixels.shape[:2]
-        writer = png.Writer(
-            width, height, greyscale=channels == 1, alpha=channels == 4, bitdepth=16
-        )
+        gray, alpha = channels in (1, 2), channels in (2, 4)
+        writer = png.Writer(width, height, greyscale=gray, alpha=alpha, bitdepth=16)
         with open(tmp, "wb") as f:
             writer.write(f, pixels.reshape(height, width * channels))
         return
     if suffix in (".tif", ".tiff"):
-        extra = ["unassalpha"] if channels == 4 else None
-        photometric = "minisblack" if channels == 1 else "rgb"
+        extra = ["unassalpha"] if channels in (2, 4) else None
+        photometric = "minisblack" if channels in (1, 2) else "rgb"
         tifffile.imwrite(
             tmp, pixels, photometric=photometric, extrasamples=extra, compression="zlib"
         )
         return
+    if channels == 2 and suffix != ".png":  # BMP and WebP have no gray + alpha mode
+        pixels = np.concatenate([np.repeat(pixels[:, :, :1], 3, axis=2), pixels[:, :, 1:]], axis=2)
     im = Image.fromarray(pixels)
     if suffix == ".png":
         im.save(tmp, format="PNG")

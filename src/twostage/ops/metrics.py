@@ -4,6 +4,10 @@
   image, and results are comparable with papers that evaluate PNG files.
 - Computed on [0, 255] in float64, after cropping `crop_border` pixels at every side (the
   scale, by convention: the border pixels of an upscaled image are meaningless).
+- PSNR is capped at `PSNR_CEILING` (100 dB, the convention of EDSR-era SR code): identical
+  images score 100 dB, not inf, so one identical pair cannot make a mean infinite. A differing
+  pair reaches the cap only when its MSE is under 6.5e-6 (less than one 8-bit step in 150,000
+  samples), far above any SR result.
 - RGB by default (the paper); `y_channel=True` uses BT.601 luma as BasicSR's
   `rgb2ycbcr(y_only=True)`: Y = (65.481·R + 128.553·G + 24.966·B)/255 + 16 on [0, 255] values.
 - SSIM: Gaussian window 11×11, σ = 1.5, C1 = (0.01·255)², C2 = (0.03·255)², statistics on the
@@ -23,7 +27,9 @@ from scipy.ndimage import correlate1d
 from twostage.errors import UserError
 from twostage.ops.imageio import to_uint8
 
-__all__ = ["Lpips", "gaussian_window", "psnr", "rgb_to_y", "ssim"]
+__all__ = ["PSNR_CEILING", "Lpips", "gaussian_window", "psnr", "rgb_to_y", "ssim"]
+
+PSNR_CEILING = 100.0  # dB: the PSNR of identical images (and the most any pair scores)
 
 LPIPS_INSTALL_HINT = (
     "pip install torchvision lpips==0.1.4 (the optional extra twostage[lpips] plus torchvision)"
@@ -77,12 +83,13 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
 def psnr(
     pred: np.ndarray, gt: np.ndarray, *, crop_border: int = 0, y_channel: bool = False
 ) -> float:
-    """Peak signal-to-noise ratio in dB on [0, 255]; inf for identical images."""
+    """Peak signal-to-noise ratio in dB on [0, 255], at most PSNR_CEILING (identical images
+    score the ceiling: a mean over images stays finite)."""
     a, b = _prepare(pred, gt, crop_border, y_channel)
     mse = float(np.mean((a - b) ** 2))
     if mse == 0:
-        return math.inf
-    return 10.0 * math.log10(255.0 * 255.0 / mse)
+        return PSNR_CEILING
+    return min(PSNR_CEILING, 10.0 * math.log10(255.0 * 255.0 / mse))
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
