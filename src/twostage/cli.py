@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips", type=_lpips_nets, default=[], metavar="alex,vgg")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --json file (never an input)"
+    )
+    p.add_argument(
         "--allow-missing",
         action="store_true",
         help="ground truth without a prediction is a warning, not an error",
@@ -240,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--onnx", type=Path, required=True)
     p.add_argument("--opset", type=_positive_int, default=17)
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --onnx file (never --model)"
+    )
 
     sub.add_parser("models", help="list the shipped models, and the presets with their sizes")
 
@@ -351,6 +357,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             y_channel=args.y_channel,
             lpips=args.lpips,
             json_path=args.json,
+            overwrite=args.overwrite,
             allow_missing=args.allow_missing,
             max_pixels=args.max_pixels,
         )
@@ -376,7 +383,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elif cmd == "export":
         from twostage.export import export_onnx
 
-        diff = export_onnx(args.model, args.onnx, opset=args.opset)
+        diff = export_onnx(args.model, args.onnx, opset=args.opset, overwrite=args.overwrite)
         print(f"wrote {args.onnx} (onnxruntime vs PyTorch max abs diff {diff:.2e})")
     elif cmd == "models":
         from twostage.models import presets_table
