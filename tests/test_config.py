@@ -195,3 +195,24 @@ def test_ship_profile_is_the_cpu_profile_with_larger_longer_networks() -> None:
     assert ship.rcan == "rcan-small" and PRESETS["rcan-small"].n_feats > PRESETS["rcan-cpu"].n_feats
     assert ship.iterations_for("mapping") == 6 * cpu.iterations_for("mapping")
     assert (ship.train_crop, ship.patch_size, ship.batch_size) == (cpu.train_crop, 32, 8)
+
+
+@pytest.mark.parametrize("name", ["/abs/dir", "../up", "a/b", "a\\b", "..", ".", "x\0y"])
+def test_name_must_be_one_folder_name(tmp_path: Path, name: str) -> None:
+    """`name` picks the default run folder runs/<name>: a path there would leave runs/."""
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"profile": "tiny", "name": name}))
+    with pytest.raises(ConfigError, match=r"run\.yaml: name must be one folder name") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"--set name=.*name must be one folder name"):
+        apply_overrides(profile_defaults("tiny"), [f"name={name!r}"])
+    assert load_config_text(tmp_path, "name: my-run_2.0").name == "my-run_2.0"
+
+
+def load_config_text(tmp_path: Path, text: str) -> TrainConfig:
+    path = tmp_path / "ok.yaml"
+    path.write_text(f"profile: tiny\n{text}\n")
+    return load_config(path)
