@@ -121,7 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from OUT/checkpoints/latest.txt's checkpoint (without that file: the "
         "newest complete one; none: start afresh)",
     )
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: config's)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds other files: config.yaml, metrics.csv "
+        "and model.safetensors are written over, an earlier run's checkpoints deleted; "
+        "nothing else is touched",
+    )
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<name>)")
     p.add_argument("--device", choices=DEVICES, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -309,6 +316,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             args.config,
             overrides=args.overrides,
             resume=args.resume,
+            overwrite=args.overwrite,
             out=args.out,
             device=args.device,
             quiet=args.quiet,

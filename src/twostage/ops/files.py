@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "check_outputs",
     "check_suffix",
     "folder_lock",
+    "is_temp_name",
     "newest_complete_folder",
     "parse_yaml",
     "read_yaml",
@@ -144,6 +146,11 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is a temporary file or folder name that `temp_path` makes."""
+    return _TEMP_NAME.match(name) is not None
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
@@ -263,13 +270,14 @@ LOCK_NAME = "twostage.lock"  # inside a locked folder; it names the holder
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike, what: str, *, then: str = "") -> Iterator[Path]:
     """Hold an exclusive lock on `folder` (created if missing) while the block runs.
 
     The lock is `fcntl.flock` on `folder/twostage.lock`: the system drops it when the holder
     exits, however it ends, so a killed run never leaves a stale lock. A folder another
-    process holds is a UserError naming `what`, the folder, and the holder's pid, host and
-    start time (written into the lock file). Without `fcntl` (Windows) nothing is locked.
+    process holds is a UserError naming `what`, the folder, the holder's pid, host and start
+    time (written into the lock file) and `then` (what to do once it has ended). Without
+    `fcntl` (Windows) nothing is locked.
     """
     folder = Path(folder)
     try:
@@ -277,19 +285,24 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
     except ImportError:  # pragma: no cover - not POSIX
         yield folder
         return
+    path = folder / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, flags, 0o666)
     except OSError as exc:
         raise UserError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from None
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > 4096:
+            raise UserError(f"{path} is not a twostage lock file; move it out of the way")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
             raise UserError(
-                f"{what} {folder} is in use by {' '.join(holder.split())}; wait for it to end "
-                "or choose another folder"
+                f"{what} {folder} is in use by {' '.join(holder.split())}; wait for it to end"
+                f"{' (' + then + ')' if then else ''} or choose another folder"
             ) from None
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         os.ftruncate(fd, 0)
