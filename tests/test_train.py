@@ -564,7 +564,7 @@ def test_keep_last_deletes_only_checkpoint_folders_the_trainer_wrote(
         assert (root / name / "mine.txt").read_text() == name
     (root / "iter_00000001").mkdir()
     (root / "iter_00000001" / "mine.txt").write_text("keep")
-    with pytest.raises(UserError, match=r"iter_00000001 was not written by twostage train"):
+    with pytest.raises(UserError, match=r"iter_00000001 holds no twostage-checkpoint.txt"):
         train(tiny("optim.iterations=60"), out=out, resume=True, quiet=True)
     assert (root / "iter_00000001" / "mine.txt").read_text() == "keep"
 

@@ -5,7 +5,9 @@ a step schedule, L1, whole-image validation (PSNR/SSIM on RGB, crop = scale).
 
 Run folder (DESIGN.md §3):
   config.yaml        the full config (reproduces the run)
-  checkpoints/       iter_XXXXXXXX/{model.safetensors, state.pt}, latest.txt, best.txt
+  checkpoints/       iter_XXXXXXXX/{model.safetensors, state.pt, twostage-checkpoint.txt},
+                     latest.txt, best.txt (the clean-ups delete only folders with the mark)
+  twostage.lock      held (flock) while a run trains here; names the holder
   metrics.csv        iteration, loss, lr, val_psnr, val_ssim, seconds
   events.out.tfevents.*  TensorBoard: loss, lr, val PSNR/SSIM, a few validation outputs
   model.safetensors  the final weights (the EMA weights when optim.ema > 0), with metadata
@@ -17,6 +19,8 @@ uninterrupted one, with the same metrics.csv losses.
 A checkpoint folder is written under a temporary name and renamed into place; `latest.txt` (a
 one-line pointer, written atomically) moves only afterwards, so a kill at any moment leaves the
 previous checkpoint loadable; without `latest.txt` a resume takes the newest complete folder.
+The training state stores the run's config: a resume is checked against it, not against the
+editable config.yaml. A fresh run refuses a folder it does not own (`train`'s docstring).
 
 Speed: `run.amp=bf16` autocasts on CUDA and on the CPU (`auto`, the cpu profile's: only where
 bf16 is native); `run.cuda_graph` (CUDA) captures the whole step once and replays it, a
@@ -315,7 +319,7 @@ def write_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / _checkpoint_name(iteration)
     if final in _foreign_checkpoints(root):
-        raise UserError(f"{final} was not written by twostage train; move it out of the way")
+        raise UserError(f"{final} holds no {CHECKPOINT_MARK}; move it out of the way")
     tmp = temp_path(final, folder=True)  # 0777 less the umask; a killed writer's is stale
     try:
         save_model(tmp / "model.safetensors", net, metadata={"iteration": str(iteration)})
@@ -650,20 +654,28 @@ def _changed_keys(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     )
 
 
+def _some(keys: list[str], shown: int = 4) -> str:
+    """`keys` for a message: the first `shown`, then how many more."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
 def _check_resumable(state: dict[str, Any], cfg: TrainConfig, checkpoint: Path) -> None:
     """The config the checkpoint was trained with (stored in its state, not the editable
     config.yaml) against the resuming one."""
     try:
         saved = json.loads(state["config"])
+        if not isinstance(saved, dict):
+            raise TypeError
     except (KeyError, TypeError, ValueError):
         raise UserError(
             f"cannot resume from {checkpoint}: its training state records no config (an older "
             f"twostage wrote it); delete {checkpoint.parent} to start afresh"
         ) from None
-    changed = _changed_keys(saved if isinstance(saved, dict) else {}, cfg)
+    changed = _changed_keys(saved, cfg)
     if changed:
         raise UserError(
-            f"cannot resume: the config differs from {checkpoint}'s in {', '.join(changed)} "
+            f"cannot resume: the config differs from {checkpoint}'s in {_some(changed)} "
             f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
         )
 
@@ -726,7 +738,7 @@ def _check_fresh_folder(cfg: TrainConfig, out: Path) -> None:
     changed = [] if saved is None else _changed_keys(config_to_dict(saved), cfg)
     if changed:
         raise UserError(
-            f"{out} holds a run of another config ({', '.join(changed[:3])} differ); choose "
+            f"{out} holds a run of another config ({_some(changed)} differ); choose "
             "another --out, or pass --overwrite"
         )
 
@@ -751,8 +763,8 @@ def _prepare_run_dir(
     foreign = _foreign_checkpoints(out / "checkpoints")
     if foreign:
         raise UserError(
-            f"{foreign[0]} was not written by twostage train (a later checkpoint would replace "
-            "it); move it out of the way"
+            f"{foreign[0]} holds no {CHECKPOINT_MARK} (another program's folder, or an older "
+            "twostage's): a later checkpoint would replace it; move it out of the way"
         )
     latest = resume_point(out) if resume else None
     if resume and d.main and not (out / "checkpoints" / "latest.txt").exists():

@@ -291,6 +291,8 @@ def folder_lock(folder: str | os.PathLike, what: str, *, then: str = "") -> Iter
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: a symlink is never followed, nor truncated
+            raise UserError(f"{path} is not a twostage lock file; move it out of the way") from None
         raise UserError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
