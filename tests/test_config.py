@@ -255,3 +255,24 @@ def test_cuda_graph_is_off_by_default_until_a_gpu_has_run_it(profile: str) -> No
     assert RunConfig().cuda_graph is False
     assert profile_defaults(profile).run.cuda_graph is False
     assert apply_overrides(profile_defaults(profile), ["run.cuda_graph=true"]).run.cuda_graph
+
+
+@pytest.mark.parametrize("name", ["/abs/dir", "../up", "a/b", "a\\b", "..", ".", "x\0y"])
+def test_name_must_be_one_folder_name(tmp_path: Path, name: str) -> None:
+    """`name` picks the default run folder runs/<name>: a path there would leave runs/."""
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"profile": "tiny", "name": name}))
+    with pytest.raises(ConfigError, match=r"run\.yaml: name must be one folder name") as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"--set name=.*name must be one folder name"):
+        apply_overrides(profile_defaults("tiny"), [f"name={name!r}"])
+    assert load_config_text(tmp_path, "name: my-run_2.0").name == "my-run_2.0"
+
+
+def load_config_text(tmp_path: Path, text: str) -> TrainConfig:
+    path = tmp_path / "ok.yaml"
+    path.write_text(f"profile: tiny\n{text}\n")
+    return load_config(path)

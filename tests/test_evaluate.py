@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 
@@ -226,10 +227,17 @@ def test_error_keeps_an_existing_json(tmp_path, capsys):
     _dataset(tmp_path, n=2)
     (tmp_path / "r.json").write_text("old")
     _save(tmp_path / "pred" / "0002_SR.png", np.zeros((12, 10, 3), dtype=np.uint8))
-    code, _, _ = _run(
-        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
+    code, _, err = _run(
+        capsys,
+        "--pred",
+        tmp_path / "pred",
+        "--gt",
+        tmp_path / "gt",
+        "--json",
+        tmp_path / "r.json",
+        "--overwrite",
     )
-    assert code == 2 and (tmp_path / "r.json").read_text() == "old"
+    assert code == 2 and "0002_SR.png" in err and (tmp_path / "r.json").read_text() == "old"
 
 
 def test_lpips_unavailable_is_a_clean_error(tmp_path, capsys, monkeypatch):
@@ -289,3 +297,42 @@ def test_evaluate_arrays_with_lpips_models():
     )
     assert table.splitlines()[0].split() == ["image", "PSNR", "SSIM", "LPIPS-alex"]
     assert "0.1250" in table and not math.isnan(row["ssim"])
+
+
+def test_json_never_writes_over_an_input_image(tmp_path, capsys):
+    """--json naming a ground-truth or prediction image (directly, through a symlink or a hard
+    link) is refused with or without --overwrite; the image is untouched."""
+    _dataset(tmp_path, n=2)
+    gt_img, pred_img = tmp_path / "gt" / "0001.png", tmp_path / "pred" / "0002_SR.png"
+    before = {p: p.read_bytes() for p in (gt_img, pred_img)}
+    (tmp_path / "link.json").symlink_to(gt_img)
+    os.link(pred_img, tmp_path / "hard.json")
+    for target in (gt_img, pred_img, tmp_path / "link.json", tmp_path / "hard.json"):
+        for extra in ([], ["--overwrite"]):
+            code, _, err = _run(
+                capsys,
+                "--pred",
+                tmp_path / "pred",
+                "--gt",
+                tmp_path / "gt",
+                "--json",
+                target,
+                *extra,
+            )
+            assert code == 2 and "--json" in err and len(err.splitlines()) == 1, (target, err)
+    code, _, err = _run(
+        capsys, "--pred", pred_img, "--gt", gt_img, "--json", pred_img, "--overwrite"
+    )
+    assert code == 2 and "is the input" in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_json_replaces_an_existing_file_only_with_overwrite(tmp_path, capsys):
+    _dataset(tmp_path, n=2)
+    (tmp_path / "r.json").write_text("mine")
+    args = ["--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"]
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and "exists (--overwrite" in err
+    assert (tmp_path / "r.json").read_text() == "mine"
+    code, _, _ = _run(capsys, *args, "--overwrite")
+    assert code == 0 and len(json.loads((tmp_path / "r.json").read_text())["images"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,39 @@ def test_onnx_model_cannot_be_exported_again(tmp_path: Path) -> None:
         main(["export", "--model", str(tmp_path / "m.onnx"), "--onnx", str(tmp_path / "n.onnx")])
         == 2
     )
+
+
+def test_export_refuses_to_write_over_the_model_file(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--onnx naming the --model file (as given, by a symlink, a hard link or a `..` path) is
+    refused with or without --overwrite, and the weights stay as they were."""
+    model = tmp_path / "m.safetensors"
+    _bundle(model)
+    before = model.read_bytes()
+    (tmp_path / "link.onnx").symlink_to(model)
+    (tmp_path / "sub").mkdir()
+    os.link(model, tmp_path / "hard.onnx")
+    names = [
+        model,
+        tmp_path / "link.onnx",
+        tmp_path / "hard.onnx",
+        tmp_path / "sub/../m.safetensors",
+    ]
+    for onnx in names:
+        for extra in ([], ["--overwrite"]):
+            code = main(["export", "--model", str(model), "--onnx", str(onnx), *extra])
+            err = capsys.readouterr().err
+            assert code == 2 and "--onnx" in err and len(err.splitlines()) == 1, (onnx, err)
+            assert model.read_bytes() == before
+
+
+def test_export_refuses_an_existing_file_unless_overwrite(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    model = tmp_path / "m.safetensors"
+    _bundle(model)
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    args = ["export", "--model", str(model), "--onnx", str(other)]
+    assert main(args) == 2
+    assert "exists (--overwrite" in capsys.readouterr().err
+    assert other.read_text() == "mine"
+    assert main([*args, "--overwrite"]) == 0
+    assert ort.InferenceSession(str(other), providers=["CPUExecutionProvider"]) is not None

@@ -513,3 +513,26 @@ def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path, degra
         assert all(torch.equal(want[k], got[k]) for k in want), name
     special = load_config(folders[f"specialized-x2-{degradation}"] / "config.yaml")
     assert Path(special.data.train.input_dir).parent.parent == out / "mapped"
+
+
+def test_second_run_into_a_locked_out_is_refused_naming_the_holder(tmp_path, capsys):
+    """Two `twostage run`s into one --out would train the same network folders at once: the
+    second is refused (exit 2, one line) naming the holder the lock file records, and told
+    what `run` offers (run again), not a flag it lacks (--resume)."""
+    import fcntl
+
+    from twostage.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / "twostage.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("twostage pid 4242 on otherhost since 2025-01-01 10:00:00 UTC\n")
+        held.flush()
+        args = ["run", "sr-x4", "--profile", "tiny", "--branches", "direct-rcan"]
+        code = main([*args, "--out", str(out), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "pid 4242 on otherhost since 2025-01-01" in err and "run again" in err
+    assert "--resume" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["twostage.lock"]

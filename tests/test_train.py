@@ -6,8 +6,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +21,7 @@ from photo_pairs import write_photo_pairs
 from safetensors.torch import load_file
 
 import twostage.train as train_mod
+from twostage.cli import main
 from twostage.config import (
     OptimConfig,
     TrainConfig,
@@ -483,3 +487,130 @@ def test_channels_last_on_cpu_trains_the_same_network(tmp_path: Path, reference:
     for key in ref:
         assert ours[key].is_contiguous(), key
         torch.testing.assert_close(ours[key], ref[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# run folders the trainer does not own
+
+
+def _copy(run: Path, out: Path) -> Path:
+    shutil.copytree(run, out)
+    return out
+
+
+def test_fresh_run_refuses_a_folder_it_does_not_own(tmp_path: Path) -> None:
+    """Files a user keeps in the folder (even under the names a run writes) are never written
+    over without --overwrite; with it only the run's own names are, the rest stays."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine: dict[str, str] = {}
+    first = {"config.yaml": "my notes\n", "metrics.csv": "a,b\n1,2\n"}
+    for extra in (first, {"model.safetensors": "w"}, {"notes.txt": "keep"}):
+        mine.update(extra)
+        for name, text in extra.items():
+            (out / name).write_text(text)
+        with pytest.raises(UserError, match=r"mine holds .*choose another --out, or pass --over"):
+            train(tiny("optim.iterations=10"), out=out, quiet=True)
+        assert {n: (out / n).read_text() for n in mine} == mine
+    train(tiny("optim.iterations=10"), out=out, overwrite=True, quiet=True)
+    assert load_config(out / "config.yaml") == tiny("optim.iterations=10")
+    assert (out / "notes.txt").read_text() == "keep"
+
+
+def test_fresh_run_refuses_a_run_of_another_config(tmp_path: Path, reference: Path) -> None:
+    """A run killed before its first checkpoint may be started afresh with its own config,
+    not with another one; a finished run needs --resume or --overwrite."""
+    out = tmp_path / "run"
+    out.mkdir()
+    save_config(tiny("optim.iterations=10"), out / "config.yaml")
+    (out / "metrics.csv").write_text("iteration,loss\n5,0.1\n")
+    with pytest.raises(UserError, match=r"another config \(optim\.lr differ"):
+        train(tiny("optim.iterations=10", "optim.lr=5e-4"), out=out, quiet=True)
+    train(tiny("optim.iterations=10"), out=out, quiet=True)  # the same config: afresh
+    with pytest.raises(UserError, match=r"already holds a training run.*--overwrite"):
+        train(tiny("optim.iterations=10"), out=out, quiet=True)
+
+
+def test_overwrite_deletes_only_the_checkpoints_a_run_wrote(
+    tmp_path: Path, reference: Path
+) -> None:
+    out = _copy(reference, tmp_path / "run")
+    (out / "notes.txt").write_text("keep")
+    (out / "checkpoints" / "iter_1").mkdir()
+    (out / "checkpoints" / "iter_1" / "mine.txt").write_text("keep")
+    train(tiny("optim.iterations=10"), out=out, overwrite=True, quiet=True)
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir() if p.is_dir())
+    assert kept == ["iter_00000010", "iter_1"]  # the old run's 20, 30 and best are gone
+    assert (out / "checkpoints" / "best.txt").read_text().strip() == "iter_00000010"
+    assert (out / "checkpoints" / "iter_1" / "mine.txt").read_text() == "keep"
+    assert (out / "notes.txt").read_text() == "keep"
+    assert [r["iteration"] for r in csv.DictReader((out / "metrics.csv").open())] == ["5", "10"]
+
+
+def test_keep_last_deletes_only_checkpoint_folders_the_trainer_wrote(
+    tmp_path: Path, reference: Path
+) -> None:
+    """Folders named like checkpoints (iter_1, iter_7) that the trainer did not write survive
+    the keep-last clean-up; one it would have to replace (iter_00000001) is refused up front."""
+    out = _copy(reference, tmp_path / "run")
+    root = out / "checkpoints"
+    for name in ("iter_1", "iter_7"):
+        (root / name).mkdir()
+        (root / name / "mine.txt").write_text(name)
+    train(tiny("optim.iterations=50"), out=out, resume=True, quiet=True)
+    assert latest_checkpoint(out) == root / "iter_00000050"
+    assert not (root / "iter_00000030").exists()  # the trainer's own: cleaned up
+    for name in ("iter_1", "iter_7"):
+        assert (root / name / "mine.txt").read_text() == name
+    (root / "iter_00000001").mkdir()
+    (root / "iter_00000001" / "mine.txt").write_text("keep")
+    with pytest.raises(UserError, match=r"iter_00000001 holds no twostage-checkpoint.txt"):
+        train(tiny("optim.iterations=60"), out=out, resume=True, quiet=True)
+    assert (root / "iter_00000001" / "mine.txt").read_text() == "keep"
+
+
+def test_resume_is_checked_against_the_config_stored_in_the_checkpoint(
+    tmp_path: Path, reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An edited OUT/config.yaml does not make a changed lr resumable: the checkpoint holds the
+    config it was trained with. An unreadable config.yaml is a one-line error, not a skip."""
+    out = _copy(reference, tmp_path / "run")
+    edited = tiny("optim.lr=0.5", "optim.iterations=40")
+    save_config(edited, out / "config.yaml")
+    with pytest.raises(UserError, match=r"config differs from .*iter_00000030's in optim\.lr\b"):
+        train(edited, out=out, resume=True, quiet=True)
+    args = ["train", str(out / "config.yaml"), "--resume", "--out", str(out), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr" in err and len(err.splitlines()) == 1
+    (out / "config.yaml").write_text("optim: [\n")  # unparseable
+    for cfg in (tiny("optim.iterations=40"), tiny("data.patch_size=8", "optim.iterations=40")):
+        with pytest.raises(UserError, match=r"cannot resume: .*config\.yaml.*invalid YAML"):
+            train(cfg, out=out, resume=True, quiet=True)
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000030"
+
+
+def test_resume_refuses_a_checkpoint_without_a_stored_config(
+    tmp_path: Path, reference: Path
+) -> None:
+    """A training state written before the config was stored in it cannot be checked, so it
+    is not resumed (the message says what to delete)."""
+    out = _copy(reference, tmp_path / "run")
+    state_path = out / "checkpoints" / "iter_00000030" / "state.pt"
+    state = torch.load(state_path, weights_only=True)
+    assert json.loads(state.pop("config")) == json.loads(train_mod.config_json(tiny()))
+    torch.save(state, state_path)
+    with pytest.raises(UserError, match=r"records no config.*delete .*checkpoints"):
+        train(tiny("optim.iterations=40"), out=out, resume=True, quiet=True)
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    from twostage.ops.files import folder_lock
+
+    out = tmp_path / "run"
+    with folder_lock(out, "run folder"):
+        with pytest.raises(UserError, match=rf"in use by twostage pid {os.getpid()} on ") as err:
+            train(tiny("optim.iterations=10"), out=out, quiet=True)
+        assert socket.gethostname() in str(err.value)
+    assert not (out / "config.yaml").exists()
+    train(tiny("optim.iterations=10"), out=out, quiet=True)  # released

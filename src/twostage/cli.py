@@ -121,7 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from OUT/checkpoints/latest.txt's checkpoint (without that file: the "
         "newest complete one; none: start afresh)",
     )
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: config's)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds other files: config.yaml, metrics.csv "
+        "and model.safetensors are written over, an earlier run's checkpoints deleted; "
+        "nothing else is touched",
+    )
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<name>)")
     p.add_argument("--device", choices=DEVICES, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -186,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips", type=_lpips_nets, default=[], metavar="alex,vgg")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --json file (never an input)"
+    )
+    p.add_argument(
         "--allow-missing",
         action="store_true",
         help="ground truth without a prediction is a warning, not an error",
@@ -240,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--onnx", type=Path, required=True)
     p.add_argument("--opset", type=_positive_int, default=17)
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --onnx file (never --model)"
+    )
 
     sub.add_parser("models", help="list the shipped models, and the presets with their sizes")
 
@@ -303,6 +316,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             args.config,
             overrides=args.overrides,
             resume=args.resume,
+            overwrite=args.overwrite,
             out=args.out,
             device=args.device,
             quiet=args.quiet,
@@ -351,6 +365,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             y_channel=args.y_channel,
             lpips=args.lpips,
             json_path=args.json,
+            overwrite=args.overwrite,
             allow_missing=args.allow_missing,
             max_pixels=args.max_pixels,
         )
@@ -376,7 +391,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elif cmd == "export":
         from twostage.export import export_onnx
 
-        diff = export_onnx(args.model, args.onnx, opset=args.opset)
+        diff = export_onnx(args.model, args.onnx, opset=args.opset, overwrite=args.overwrite)
         print(f"wrote {args.onnx} (onnxruntime vs PyTorch max abs diff {diff:.2e})")
     elif cmd == "models":
         from twostage.models import presets_table

@@ -486,6 +486,14 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> TrainCo
     return cfg
 
 
+def _one_path_component(name: str) -> bool:
+    """Whether `name` names a folder inside runs/ (the default run folder): "" (unset, the
+    file's stem is used) or one path component, never a path that leaves runs/."""
+    return name == "" or not (
+        any(c in name for c in "/\\\0") or name in (".", "..") or Path(name).is_absolute()
+    )
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Range checks that types cannot express; each error names the option."""
     checks = [
@@ -507,6 +515,11 @@ def check_config(cfg: TrainConfig) -> None:
         ("log.n_val_images", cfg.log.n_val_images >= 0, "must be >= 0"),
         ("run.threads", cfg.run.threads >= 0, "must be >= 0"),
         ("run.seed", 0 <= cfg.run.seed <= SEED_MAX, f"must be in [0, {SEED_MAX}] (numpy's range)"),
+        (
+            "name",
+            _one_path_component(cfg.name),
+            f"must be one folder name (no /, \\, '.' or '..'), got {short(cfg.name)}",
+        ),
     ]
     for key, ok, rule in checks:
         if not ok:

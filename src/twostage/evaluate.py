@@ -70,12 +70,12 @@ def _index(files: list[Path], role: str) -> dict[str, Path]:
         raise UserError(f"--{role}: {exc}") from None
 
 
-def _pairs(pred: Path, gt: Path, allow_missing: bool) -> list[tuple[str, Path, Path]]:
+def _pairs(
+    pred: Path, pred_files: list[Path], gt: Path, gt_files: list[Path], allow_missing: bool
+) -> list[tuple[str, Path, Path]]:
     """(name, prediction, ground truth) for every prediction; every one must have a partner,
     and every ground truth a prediction (else the mean covers only part of the set) unless
     `allow_missing`, which makes that a warning."""
-    pred_files = _images(pred, "pred")
-    gt_files = _images(gt, "gt")
     if pred.is_file() and gt.is_file():
         return [(strip_suffixes(pred.stem), pred, gt)]
     gts, preds = _index(gt_files, "gt"), _index(pred_files, "pred")
@@ -118,6 +118,7 @@ def evaluate_folders(
     quiet: bool = False,
     allow_missing: bool = False,
     max_pixels: int = MAX_PIXELS,
+    overwrite: bool = False,
 ) -> dict:
     """Score every prediction against its ground truth; optionally write the result as JSON.
 
@@ -125,12 +126,15 @@ def evaluate_folders(
     {"images": [{"name", "pred", "gt", "psnr", "ssim", "lpips_alex"?, ...}], "mean": {...},
     "crop_border", "y_channel"}. A missing partner, unequal sizes or an unreadable file raise
     UserError before anything is written; the JSON is written atomically (strict JSON: any
-    non-finite number as null).
+    non-finite number as null). `json_path` is never an input image; an existing file is
+    replaced only with `overwrite`.
     """
     pred, gt = Path(pred), Path(gt)
+    pred_files, gt_files = _images(pred, "pred"), _images(gt, "gt")
     if json_path is not None:
-        check_output_file(json_path, "--json")
-    pairs = _pairs(pred, gt, allow_missing)
+        inputs = [*pred_files, *gt_files]
+        check_output_file(json_path, "--json", inputs=inputs, overwrite=overwrite)
+    pairs = _pairs(pred, pred_files, gt, gt_files, allow_missing)
     models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
     rows = []
     few, start = len(pairs) <= _PROGRESS_ABOVE, time.perf_counter()

@@ -95,14 +95,19 @@ def _add_metadata(path: Path, pipe: Pipeline) -> None:
     onnx_lib.save(model, str(path))
 
 
-def export_onnx(model: str | Path, onnx: str | Path, *, opset: int = 17) -> float:
-    """Export `model` (anything `load_pipeline` reads but .onnx) to `onnx`, checked; max diff."""
+def export_onnx(
+    model: str | Path, onnx: str | Path, *, opset: int = 17, overwrite: bool = False
+) -> float:
+    """Export `model` (anything `load_pipeline` reads but .onnx) to `onnx`, checked; max diff.
+
+    `onnx` may never be the model file (however named); an existing file is replaced only with
+    `overwrite`."""
     model, onnx_path = Path(model), Path(onnx)
     if model.suffix.lower() == ".onnx":
         raise UserError(f"--model {model} is already an ONNX file")
     if opset not in OPSETS:
         raise UserError(f"--opset {opset}: expected {OPSETS.start} to {OPSETS.stop - 1}")
-    check_output_file(onnx_path, "--onnx")
+    check_output_file(onnx_path, "--onnx", inputs=[model], overwrite=overwrite)
     pipe = load_pipeline(model, device="cpu")
     assert isinstance(pipe, Pipeline)
     pipe.eval()

@@ -44,7 +44,7 @@ from twostage.evaluate import evaluate_arrays
 from twostage.models.checkpoints import load_model
 from twostage.models.inference import PRECISIONS, resolve_amp, resolve_device
 from twostage.ops.degrade import DOMAINS, SUITE, get_preset, preset_to_dict
-from twostage.ops.files import write_text_atomic
+from twostage.ops.files import folder_lock, write_text_atomic
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.metrics import Lpips
 from twostage.ops.progress import bar, on_terminal, stage_line
@@ -353,6 +353,7 @@ class _Run:
             cfg,
             out=inst.folder,
             resume=resume,
+            overwrite=not resume,  # the folder is ours (keyed by the config's hash)
             train_set=train_set,
             val_set=val_set,
             quiet=self.quiet or not on_terminal(),  # in a log, _Progress's line says it
@@ -631,43 +632,47 @@ def run_recipe(
     if prof.threads:
         torch.set_num_threads(prof.threads)
     out = Path(out)
-    sr = rec.base != "deblur"
-    train, tests = plan_data(rec, data, prof, sr=sr, track=div2k_track(rec))
-    progress = _Progress(
-        _estimate(rec, prof, tests, seeds), quiet=quiet, desc=f"{rec.name} ({prof.name})"
-    )
-    lpips = _lpips_models(device if device != "auto" else "cpu")
-    rows: list[dict] = []
-    strips: list[Comparison] = []
-    views: list[ViewSet] = []
-    trained_now: list[str] = []
-    training_amp: set[str] = set()
-    networks: dict[str, Path] = {}
-    start = time.perf_counter()
-    try:
-        for seed in range(seeds):
-            run = _Run(
-                rec, prof, out, device, quiet, train, tests, progress, seed, precision=precision
-            )
-            seed_rows, seed_strips, seed_views = _one_seed(run, lpips)
-            rows += seed_rows
-            trained_now += run.trained_now
-            training_amp |= run.training_amp
-            if seed == 0:
-                strips, views = seed_strips, seed_views
-                networks = {i.label: i.folder for i in run.trained.values() if i.given is None}
-    finally:
-        progress.close()
-    seconds = round(time.perf_counter() - start, 1)
-    results = _results(rec, prof, tests, rows, seeds=seeds, trained=trained_now, seconds=seconds)
-    results["lpips"] = sorted(lpips)
-    results["precision"] = precision
-    results["training_amp"] = sorted(training_amp)  # what run.amp resolved to on this machine
-    write_report(results, out)
-    write_page(
-        results, out, strips=strips, views=views, networks=networks, reading=describe(results)
-    )
-    return results
+    then = "then run again: it reuses the finished networks and resumes the others"
+    with folder_lock(out, "--out", then=then):  # two runs in one folder would race
+        sr = rec.base != "deblur"
+        train, tests = plan_data(rec, data, prof, sr=sr, track=div2k_track(rec))
+        progress = _Progress(
+            _estimate(rec, prof, tests, seeds), quiet=quiet, desc=f"{rec.name} ({prof.name})"
+        )
+        lpips = _lpips_models(device if device != "auto" else "cpu")
+        rows: list[dict] = []
+        strips: list[Comparison] = []
+        views: list[ViewSet] = []
+        trained_now: list[str] = []
+        training_amp: set[str] = set()
+        networks: dict[str, Path] = {}
+        start = time.perf_counter()
+        try:
+            for seed in range(seeds):
+                run = _Run(
+                    rec, prof, out, device, quiet, train, tests, progress, seed, precision=precision
+                )
+                seed_rows, seed_strips, seed_views = _one_seed(run, lpips)
+                rows += seed_rows
+                trained_now += run.trained_now
+                training_amp |= run.training_amp
+                if seed == 0:
+                    strips, views = seed_strips, seed_views
+                    networks = {i.label: i.folder for i in run.trained.values() if i.given is None}
+        finally:
+            progress.close()
+        seconds = round(time.perf_counter() - start, 1)
+        results = _results(
+            rec, prof, tests, rows, seeds=seeds, trained=trained_now, seconds=seconds
+        )
+        results["lpips"] = sorted(lpips)
+        results["precision"] = precision
+        results["training_amp"] = sorted(training_amp)  # what run.amp resolved to on this machine
+        write_report(results, out)
+        write_page(
+            results, out, strips=strips, views=views, networks=networks, reading=describe(results)
+        )
+        return results
 
 
 def _chosen(

@@ -5,7 +5,9 @@ a step schedule, L1, whole-image validation (PSNR/SSIM on RGB, crop = scale).
 
 Run folder (docs/design.md, "Contracts"):
   config.yaml        the full config (reproduces the run)
-  checkpoints/       iter_XXXXXXXX/{model.safetensors, state.pt}, latest.txt, best.txt
+  checkpoints/       iter_XXXXXXXX/{model.safetensors, state.pt, twostage-checkpoint.txt},
+                     latest.txt, best.txt (the clean-ups delete only folders with the mark)
+  twostage.lock      held (flock) while a run trains here; names the holder
   metrics.csv        iteration, loss, lr, val_psnr, val_ssim, seconds
   events.out.tfevents.*  TensorBoard: loss, lr, val PSNR/SSIM, a few validation outputs
   model.safetensors  the final weights (the EMA weights when optim.ema > 0), with metadata
@@ -17,6 +19,8 @@ uninterrupted one, with the same metrics.csv losses.
 A checkpoint folder is written under a temporary name and renamed into place; `latest.txt` (a
 one-line pointer, written atomically) moves only afterwards, so a kill at any moment leaves the
 previous checkpoint loadable; without `latest.txt` a resume takes the newest complete folder.
+The training state stores the run's config: a resume is checked against it, not against the
+editable config.yaml. A fresh run refuses a folder it does not own (`train`'s docstring).
 
 Speed: `run.amp=bf16` autocasts on CUDA and on the CPU (`auto`, the cpu profile's: only where
 bf16 is native); `run.cuda_graph` (CUDA) captures the whole step once and replays it, a
@@ -65,7 +69,10 @@ from twostage.models import ModelSpec, build_model, preset_spec
 from twostage.models.checkpoints import load_model, load_weights, read_state, save_model
 from twostage.models.inference import native_bf16, resolve_amp, resolve_device
 from twostage.ops.files import (
+    LOCK_NAME,
     atomic_path,
+    folder_lock,
+    is_temp_name,
     newest_complete_folder,
     remove_stale_temps,
     temp_path,
@@ -76,7 +83,7 @@ from twostage.ops.progress import bar as progress_bar
 from twostage.ops.progress import on_terminal, stage_line
 
 STATE_FORMAT = "twostage-train-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the state holds the run's config ("config", JSON)
 METRIC_FIELDS = ("iteration", "loss", "lr", "val_psnr", "val_ssim", "seconds")
 # On resume these may differ from the run's config.yaml; anything else would change the result.
 RESUMABLE_CHANGES = (
@@ -90,6 +97,12 @@ RESUMABLE_CHANGES = (
 )
 CHECKPOINT_NAME = r"iter_(\d{8})"
 CHECKPOINT_FILES = ("model.safetensors", "state.pt")
+# Written into every checkpoint folder: the clean-ups delete only folders that hold it.
+CHECKPOINT_MARK = "twostage-checkpoint.txt"
+MARK_TEXT = "written by twostage train; it deletes only checkpoint folders holding this file\n"
+# What a run writes at the top of its folder (besides TensorBoard's events.out.tfevents.*).
+RUN_FILES = ("config.yaml", "metrics.csv", "model.safetensors", "checkpoints", LOCK_NAME)
+POINTERS = ("latest.txt", "best.txt")
 GRAPH_WARMUP = 3  # eager steps before the capture: cuDNN picks algorithms, Adam makes its state
 
 
@@ -180,13 +193,32 @@ def _checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:08d}"
 
 
+def _is_ours(folder: Path) -> bool:
+    """Whether `folder` is a checkpoint folder this trainer wrote (it holds the mark)."""
+    return folder.is_dir() and not folder.is_symlink() and (folder / CHECKPOINT_MARK).is_file()
+
+
 def checkpoint_dirs(root: Path) -> list[tuple[int, Path]]:
-    """The complete checkpoint folders under `root`, oldest first."""
+    """The checkpoint folders under `root` that this trainer wrote (marked), oldest first:
+    the only ones its clean-ups delete."""
     found = []
     if root.is_dir():
         for p in root.iterdir():
-            if p.is_dir() and p.name.startswith("iter_") and p.name[5:].isdigit():
-                found.append((int(p.name[5:]), p))
+            match = re.fullmatch(CHECKPOINT_NAME, p.name)
+            if match and _is_ours(p):
+                found.append((int(match.group(1)), p))
+    return sorted(found)
+
+
+def _foreign_checkpoints(root: Path) -> list[Path]:
+    """Folders under `root` named like checkpoints but not written by this trainer (no mark)
+    and not empty: a later checkpoint of that name would have to delete them."""
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            named = re.fullmatch(CHECKPOINT_NAME, p.name) and not _is_ours(p)
+            if named and (p.is_symlink() or not p.is_dir() or any(p.iterdir())):
+                found.append(p)
     return sorted(found)
 
 
@@ -242,6 +274,12 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     `torch.load(weights_only=True)`."""
     folder = Path(folder)
     weights, _ = read_state(folder / "model.safetensors")
+    return weights, read_training_state(folder)
+
+
+def read_training_state(folder: str | Path) -> dict[str, Any]:
+    """The training state (state.pt) of a checkpoint folder, read without running code."""
+    folder = Path(folder)
     path = folder / "state.pt"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -251,7 +289,7 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
         raise UserError(f"cannot read training state {path}: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path} is not a twostage training state")
-    return weights, state
+    return state
 
 
 def _fsync_dir(path: Path) -> None:
@@ -280,14 +318,19 @@ def write_checkpoint(
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / _checkpoint_name(iteration)
+    if final in _foreign_checkpoints(root):
+        raise UserError(f"{final} holds no {CHECKPOINT_MARK}; move it out of the way")
     tmp = temp_path(final, folder=True)  # 0777 less the umask; a killed writer's is stale
     try:
         save_model(tmp / "model.safetensors", net, metadata={"iteration": str(iteration)})
         with atomic_path(tmp / "state.pt") as part:
             torch.save(state, part)
+        (tmp / CHECKPOINT_MARK).write_text(MARK_TEXT, encoding="utf-8")
         _fsync_dir(tmp)
-        if final.exists():  # left by a run killed before it moved the pointer; never `latest`
+        if _is_ours(final):  # left by a run killed before it moved the pointer; never `latest`
             shutil.rmtree(final)
+        elif final.is_dir():  # empty (else refused above)
+            final.rmdir()
         os.replace(tmp, final)
         _fsync_dir(root)
     except BaseException:
@@ -517,6 +560,7 @@ def train(
     *,
     out: str | Path,
     resume: bool = False,
+    overwrite: bool = False,
     train_set: PairSet | None = None,
     val_set: PairSet | None = None,
     quiet: bool = False,
@@ -525,6 +569,12 @@ def train(
     (default: `cfg.data.val`), into run folder `out`. Under torchrun (WORLD_SIZE > 1) every
     process calls this; they form a DDP group (NCCL on GPU, gloo on CPU), each draws its own
     batches, and only rank 0 logs and writes files.
+
+    `out` must be empty or missing, or hold a run of the same config stopped before its first
+    checkpoint; `resume` continues the run there; `overwrite` starts afresh in a folder that
+    holds other files: config.yaml, metrics.csv and model.safetensors are written over and the
+    checkpoints a twostage run wrote there are deleted; nothing else is touched. Rank 0 locks
+    `out` (`folder_lock`) for the whole run.
 
     Raises UserError for a bad config, data or run folder, `TrainingDiverged` on a NaN/inf loss,
     and KeyboardInterrupt after saving a checkpoint when interrupted (Ctrl-C, SIGTERM).
@@ -544,6 +594,7 @@ def train(
             cfg,
             out=Path(out),
             resume=resume,
+            overwrite=overwrite,
             train_set=train_set,
             val_set=val_set,
             quiet=quiet,
@@ -560,11 +611,12 @@ def train_from_file(
     *,
     overrides: Sequence[str] = (),
     resume: bool = False,
+    overwrite: bool = False,
     out: str | Path | None = None,
     device: str | None = None,
     quiet: bool = False,
 ) -> Path:
-    """`twostage train CONFIG.yaml [--set k=v]... [--resume] [--out DIR] [--device D]`.
+    """`twostage train CONFIG.yaml [--set k=v]... [--resume|--overwrite] [--out DIR] ...`.
     The run folder defaults to runs/<name> (the config's name, else its file stem).
     Returns the path of the trained model file."""
     cfg = apply_overrides(load_config(config), list(overrides))
@@ -572,7 +624,8 @@ def train_from_file(
         cfg = replace(cfg, run=replace(cfg.run, device=device))
     if out is None:
         out = Path("runs") / (cfg.name or Path(config).stem)
-    return train(cfg, out=Path(out), resume=resume, quiet=quiet).model_path
+    result = train(cfg, out=Path(out), resume=resume, overwrite=overwrite, quiet=quiet)
+    return result.model_path
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -584,47 +637,153 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: data}
 
 
-def _check_resumable(saved: TrainConfig, cfg: TrainConfig, path: Path) -> None:
-    a, b = _flat(config_to_dict(saved)), _flat(config_to_dict(cfg))
-    changed = sorted(
+def config_json(cfg: TrainConfig) -> str:
+    """`cfg` as canonical JSON: what a checkpoint stores and a resume compares against."""
+    return json.dumps(config_to_dict(cfg), sort_keys=True)
+
+
+def _changed_keys(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The dotted keys where `cfg` differs from the plain-data config `saved` in a way that
+    would change the result (RESUMABLE_CHANGES may differ)."""
+    a, b = _flat(saved), _flat(json.loads(config_json(cfg)))
+    return sorted(
         k
         for k in a.keys() | b.keys()
         if a.get(k) != b.get(k)
         and not any(k == c or (c.endswith(".") and k.startswith(c)) for c in RESUMABLE_CHANGES)
     )
+
+
+def _some(keys: list[str], shown: int = 4) -> str:
+    """`keys` for a message: the first `shown`, then how many more."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def _check_resumable(state: dict[str, Any], cfg: TrainConfig, checkpoint: Path) -> None:
+    """The config the checkpoint was trained with (stored in its state, not the editable
+    config.yaml) against the resuming one."""
+    try:
+        saved = json.loads(state["config"])
+        if not isinstance(saved, dict):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise UserError(
+            f"cannot resume from {checkpoint}: its training state records no config (an older "
+            f"twostage wrote it); delete {checkpoint.parent} to start afresh"
+        ) from None
+    changed = _changed_keys(saved, cfg)
     if changed:
         raise UserError(
-            f"cannot resume: the config differs from {path} in {', '.join(changed)} "
+            f"cannot resume: the config differs from {checkpoint}'s in {_some(changed)} "
             f"(only {', '.join(RESUMABLE_CHANGES)} may change)"
         )
 
 
-def _prepare_run_dir(cfg: TrainConfig, out: Path, resume: bool, d: _Dist) -> Path | None:
+def _saved_config(out: Path) -> TrainConfig | None:
+    """The run folder's config.yaml (None when there is none); unreadable: ConfigError."""
+    path = out / "config.yaml"
+    return load_config(path) if path.exists() or path.is_symlink() else None
+
+
+def _foreign_entries(out: Path) -> list[str]:
+    """What run folder `out` holds that no twostage run writes (its temporaries excepted)."""
+    names = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in sorted(out.iterdir()):
+            name = entry.name
+            ours = name in RUN_FILES or name.startswith("events.out.tfevents.")
+            if not (ours or is_temp_name(name)):
+                names.append(name)
+    root = out / "checkpoints"
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        names.append("checkpoints")
+    elif root.is_dir():
+        for entry in sorted(root.iterdir()):
+            name = entry.name
+            if re.fullmatch(CHECKPOINT_NAME, name):
+                if entry in _foreign_checkpoints(root):
+                    names.append(f"checkpoints/{name}")
+            elif not (name in POINTERS or is_temp_name(name)):
+                names.append(f"checkpoints/{name}")
+    return names
+
+
+def _check_fresh_folder(cfg: TrainConfig, out: Path) -> None:
+    """A fresh run writes only into an empty folder or one that a run of the same config left
+    before its first checkpoint; anything else needs --resume or --overwrite."""
+    if has_checkpoint(out):
+        raise UserError(
+            f"{out} already holds a training run; pass --resume to continue it or --overwrite "
+            "to start afresh, or choose another --out"
+        )
+    foreign = _foreign_entries(out)
+    if foreign:
+        more = ", …" if len(foreign) > 3 else ""
+        raise UserError(
+            f"run folder {out} holds files twostage train did not write "
+            f"({', '.join(foreign[:3])}{more}); choose another --out, or pass --overwrite"
+        )
+    if (out / "model.safetensors").exists():
+        raise UserError(
+            f"{out} holds a finished model.safetensors; choose another --out, or pass --overwrite"
+        )
+    try:
+        saved = _saved_config(out)
+    except ConfigError as exc:
+        raise UserError(
+            f"{out} holds a config.yaml that is not a twostage config ({exc}); choose another "
+            "--out, or pass --overwrite"
+        ) from None
+    changed = [] if saved is None else _changed_keys(config_to_dict(saved), cfg)
+    if changed:
+        raise UserError(
+            f"{out} holds a run of another config ({_some(changed)} differ); choose "
+            "another --out, or pass --overwrite"
+        )
+
+
+def _clear_checkpoints(root: Path) -> None:
+    """--overwrite: delete the checkpoints and pointers an earlier run wrote (marked only)."""
+    for _, p in checkpoint_dirs(root):
+        shutil.rmtree(p)
+    for name in POINTERS:
+        (root / name).unlink(missing_ok=True)
+
+
+def _prepare_run_dir(
+    cfg: TrainConfig, out: Path, *, resume: bool, overwrite: bool, d: _Dist
+) -> tuple[Path, dict[str, Any]] | None:
     """Check the run folder for a fresh run or a resume and (rank 0) delete the temporary
-    files of killed writers. Returns the checkpoint to resume from (None: start afresh)."""
+    files of killed writers. Returns the checkpoint to resume from and its training state
+    (None: start afresh)."""
     if d.main:
         remove_stale_temps(out)
         remove_stale_temps(out / "checkpoints")
-    if not resume:
-        if has_checkpoint(out):
-            raise UserError(
-                f"{out} already holds a training run; pass --resume to continue it or "
-                "choose another --out"
-            )
-        return None
-    latest = resume_point(out)
-    if d.main and not (out / "checkpoints" / "latest.txt").exists():
+    foreign = _foreign_checkpoints(out / "checkpoints")
+    if foreign:
+        raise UserError(
+            f"{foreign[0]} holds no {CHECKPOINT_MARK} (another program's folder, or an older "
+            "twostage's): a later checkpoint would replace it; move it out of the way"
+        )
+    latest = resume_point(out) if resume else None
+    if resume and d.main and not (out / "checkpoints" / "latest.txt").exists():
         found = f"resuming from {latest}" if latest else "starting from scratch"
         tqdm.write(f"twostage: note: no checkpoint pointer in {out / 'checkpoints'}; {found}")
-    saved_path = out / "config.yaml"
-    if latest is not None and saved_path.is_file():
+    if latest is not None:
         try:
-            saved = load_config(saved_path)
-        except ConfigError:
-            saved = None  # an older or edited file: the checkpoint still decides
-        if saved is not None:
-            _check_resumable(saved, cfg, saved_path)
-    return latest
+            _saved_config(out)  # unreadable: an error, never a skipped check
+        except ConfigError as exc:
+            raise UserError(f"cannot resume: {exc} (fix it, or delete it)") from None
+        state = read_training_state(latest)
+        _check_resumable(state, cfg, latest)
+        return latest, state
+    if overwrite:
+        if d.main:
+            _clear_checkpoints(out / "checkpoints")
+    else:
+        _check_fresh_folder(cfg, out)
+    return None
 
 
 def _write_config(cfg: TrainConfig, out: Path) -> None:
@@ -730,10 +889,10 @@ def _build_net(cfg: TrainConfig, device: torch.device, *, fresh: bool) -> nn.Mod
     return net
 
 
-def _resume(loop: _Loop, latest: Path) -> None:
+def _resume(loop: _Loop, latest: Path, state: dict[str, Any]) -> None:
     """Weights, optimizer, EMA, scaler, RNG and bookkeeping from the latest checkpoint."""
     o, d = loop.cfg.optim, loop.d
-    weights, state = load_checkpoint(latest)
+    weights, _ = read_state(latest / "model.safetensors")
     start = int(state["iteration"])
     if start > o.iterations:
         raise UserError(
@@ -771,6 +930,7 @@ def _set_up(
     *,
     out: Path,
     resume: bool,
+    overwrite: bool,
     train_set: PairSet | None,
     val_set: PairSet | None,
     d: _Dist,
@@ -778,8 +938,8 @@ def _set_up(
 ) -> _Loop:
     """Run folder, data, network, optimizer, and the state of a resumed run."""
     o, rn = cfg.optim, cfg.run
-    _set_up_run(cfg, device, d)
-    latest = _prepare_run_dir(cfg, out, resume, d)
+    resumed = _prepare_run_dir(cfg, out, resume=resume, overwrite=overwrite, d=d)
+    latest = resumed[0] if resumed is not None else None
     train_set, val_set = _data(cfg, train_set, val_set, d)
     net = _build_net(cfg, device, fresh=latest is None)
     ema = copy.deepcopy(net).requires_grad_(False).eval() if o.ema > 0 else None
@@ -791,8 +951,8 @@ def _set_up(
     loop = _Loop(cfg, out, d, device, train_set, val_set, net, net, optimizer, scaler, ema, loss_fn)
     loop.loss_sum = torch.zeros((), device=device)
     loop.first_bad = torch.zeros((), dtype=torch.int64, device=device)
-    if latest is not None:
-        _resume(loop, latest)
+    if resumed is not None:
+        _resume(loop, *resumed)
     if d.main:
         _write_config(cfg, out)
     loop.graph = _step_graph(cfg, device, d, optimizer)
@@ -835,6 +995,7 @@ def _save(loop: _Loop, iteration: int, *, best: bool = False) -> None:
         "world_size": loop.d.world,
         "loss_sum": float(loop.loss_sum) if loop.loss_sum is not None else 0.0,
         "loss_count": loop.loss_count,
+        "config": config_json(loop.cfg),  # what a resume is checked against
     }
     root = loop.out / "checkpoints"
     try:
@@ -1135,16 +1296,33 @@ def _train(
     *,
     out: Path,
     resume: bool,
+    overwrite: bool,
     train_set: PairSet | None,
     val_set: PairSet | None,
     quiet: bool,
     d: _Dist,
     device: torch.device,
 ) -> TrainResult:
-    """Set up (and resume), then for each step: batch → step → tick; then the model file."""
-    loop = _set_up(
-        cfg, out=out, resume=resume, train_set=train_set, val_set=val_set, d=d, device=device
-    )
+    """Lock the run folder; set up (and resume), then for each step: batch → step → tick;
+    then the model file."""
+    _set_up_run(cfg, device, d)
+    with folder_lock(out, "run folder") if d.main else contextlib.nullcontext(out):
+        loop = _set_up(
+            cfg,
+            out=out,
+            resume=resume,
+            overwrite=overwrite,
+            train_set=train_set,
+            val_set=val_set,
+            d=d,
+            device=device,
+        )
+        return _run_steps(loop, quiet)
+
+
+def _run_steps(loop: _Loop, quiet: bool) -> TrainResult:
+    """Every step from the first not yet done; then the model file."""
+    cfg, d = loop.cfg, loop.d
     o = cfg.optim
     bar = progress_bar(
         total=o.iterations,

@@ -7,6 +7,8 @@
   `remove_stale_temps` can delete those whose writer is gone (SIGKILL) and leave live ones.
 - A failed write is an `OSError` (`WriteError`) even where the writer raised something else
   (torch's "unexpected pos", safetensors' "I/O error"): callers handle one exception type.
+- `folder_lock` keeps two processes (two `twostage run`s, a run and a `train`) out of one
+  run folder at once.
 - `read_yaml` refuses aliases and files over `YAML_MAX_BYTES`: a 1 KB "billion laughs"
   document cannot expand to gigabytes.
 """
@@ -19,6 +21,9 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import stat
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,8 @@ __all__ = [
     "check_output_file",
     "check_outputs",
     "check_suffix",
+    "folder_lock",
+    "is_temp_name",
     "newest_complete_folder",
     "parse_yaml",
     "read_yaml",
@@ -141,6 +148,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is a temporary file or folder name that `temp_path` makes."""
+    return _TEMP_NAME.match(name) is not None
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Delete our temporary files and folders in `folder` whose writing process has ended.
 
@@ -181,9 +193,17 @@ def newest_complete_folder(
 # output paths
 
 
-def check_output_file(path: str | os.PathLike, option: str) -> Path:
+def check_output_file(
+    path: str | os.PathLike,
+    option: str,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    overwrite: bool = True,
+) -> Path:
     """Refuse, before any work, an output file that cannot be written: a folder, a parent that
-    is a file, or a folder we may not write to. The error names `option` and the path."""
+    is a file, or a folder we may not write to; one of `inputs` (the same file however named:
+    symlinks, hard links, `..`), with or without `overwrite`; and, unless `overwrite`, any
+    existing file. The error names `option` and the path."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path}: is a folder; give a file name")
@@ -192,6 +212,11 @@ def check_output_file(path: str | os.PathLike, option: str) -> Path:
         raise UserError(f"{option} {path}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: {parent} is not writable")
+    clash = _same_file_in(path, inputs)
+    if clash is not None:
+        raise UserError(f"{option} {path}: is the input {clash}; choose another name")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise UserError(f"{option} {path}: exists (--overwrite to replace it)")
     return path
 
 
@@ -200,6 +225,14 @@ def _file_id(path: Path) -> tuple[int, int] | None:
         st = path.stat()
         return (st.st_dev, st.st_ino)
     return None
+
+
+def _same_file_in(path: Path, files: Iterable[str | os.PathLike]) -> Path | None:
+    """The first of `files` that is `path` (the same device and inode), or None."""
+    target = _file_id(path)
+    if target is None:
+        return None
+    return next((Path(f) for f in files if _file_id(Path(f)) == target), None)
 
 
 def check_outputs(plan: Iterable[tuple[Path, Path]], *, out: Path) -> None:
@@ -228,6 +261,61 @@ def check_suffix(suffix: str, option: str = "--suffix") -> str:
     if any(s in suffix for s in seps) or ".." in suffix or "\0" in suffix:
         raise UserError(f"{option} {suffix!r}: may not hold path separators or '..'")
     return suffix
+
+
+# ---------------------------------------------------------------------------------------------
+# folder locks
+
+LOCK_NAME = "twostage.lock"  # inside a locked folder; it names the holder
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str, *, then: str = "") -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if missing) while the block runs.
+
+    The lock is `fcntl.flock` on `folder/twostage.lock`: the system drops it when the holder
+    exits, however it ends, so a killed run never leaves a stale lock. A folder another
+    process holds is a UserError naming `what`, the folder, the holder's pid, host and start
+    time (written into the lock file) and `then` (what to do once it has ended). Without
+    `fcntl` (Windows) nothing is locked.
+    """
+    folder = Path(folder)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield folder
+        return
+    path = folder / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: a symlink is never followed, nor truncated
+            raise UserError(f"{path} is not a twostage lock file; move it out of the way") from None
+        raise UserError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > 4096:
+            raise UserError(f"{path} is not a twostage lock file; move it out of the way")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "another process"
+            raise UserError(
+                f"{what} {folder} is in use by {' '.join(holder.split())}; wait for it to end"
+                f"{' (' + then + ')' if then else ''} or choose another folder"
+            ) from None
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd,
+            f"twostage pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(),
+            0,
+        )
+        yield folder
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
