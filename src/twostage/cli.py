@@ -382,7 +382,11 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from twostage.models import presets_table
         from twostage.models.shipped import shipped_table
 
-        print(shipped_table() + "\n\nModel presets (architectures to train):\n" + presets_table())
+        shipped, problems = shipped_table()
+        print(shipped + "\n\nModel presets (architectures to train):\n" + presets_table())
+        for problem in problems:
+            sys.stderr.write(f"twostage: error: {problem}\n")
+        return 2 if problems else 0
     elif cmd == "data":
         if args.data_command != "samples":
             parser.parse_args(["data", "--help"])
