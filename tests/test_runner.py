@@ -513,3 +513,19 @@ def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path, degra
         assert all(torch.equal(want[k], got[k]) for k in want), name
     special = load_config(folders[f"specialized-x2-{degradation}"] / "config.yaml")
     assert Path(special.data.train.input_dir).parent.parent == out / "mapped"
+
+
+def test_a_corrupted_mapped_set_marker_is_recomputed_not_a_traceback(tmp_path):
+    out = tmp_path / "run"
+    recipe = sr_x4().with_branches(["map2-offshelf-x2"])
+    first = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    markers = sorted(out.glob("mapped/*/*/complete.json"))
+    assert len(markers) == 2
+    images = {p: p.read_bytes() for p in out.glob("mapped/*/*/*.png")}
+    for marker, junk in zip(markers, [b"\xff\xfe{not json", b"[1, 2]"]):
+        marker.write_bytes(junk)
+    again = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    assert again["networks_trained"] == []
+    assert [r["psnr"] for r in again["rows"]] == pytest.approx([r["psnr"] for r in first["rows"]])
+    assert all(json.loads(m.read_text())["images"] for m in markers)
+    assert {p: p.read_bytes() for p in out.glob("mapped/*/*/*.png")} == images
