@@ -147,3 +147,11 @@ def test_onnx_model_cannot_be_exported_again(tmp_path: Path) -> None:
         main(["export", "--model", str(tmp_path / "m.onnx"), "--onnx", str(tmp_path / "n.onnx")])
         == 2
     )
+
+
+def test_an_onnx_name_over_255_bytes_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    _bundle(tmp_path / "p.safetensors")
+    onnx = tmp_path / f"{'m' * 300}.onnx"
+    assert main(["export", "--model", str(tmp_path / "p.safetensors"), "--onnx", str(onnx)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--onnx" in err[0] and str(onnx) in err[0]

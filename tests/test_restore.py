@@ -362,3 +362,21 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         main(["restore", "--model", str(path), str(tmp_path / "a.png"), "--out", str(out)]) == 130
     )
     assert not out.exists() or not list(out.rglob("*"))
+
+
+def test_a_suffix_that_makes_a_name_too_long_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "m.safetensors"
+    save_model(model, _edsr())
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (12, 10), (90, 120, 30)).save(photo)
+    out = tmp_path / "out"
+    args = ["restore", "--model", str(model), str(photo), "--out", str(out)]
+    assert main([*args, "--suffix", "x" * 260]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and str(out / "a") in err[0] and "255" in err[0]
+    assert not out.exists()
+    # a name just under the limit is written: its temporary name is cut to fit as well
+    assert main([*args, "--suffix", "x" * 245]) == 0
+    assert [p.name for p in out.iterdir()] == [f"a{'x' * 245}.png"]
