@@ -405,3 +405,11 @@ def test_quantisation_in_row_blocks_equals_the_whole_image_formula(monkeypatch):
         got = convert(x)
         assert got.dtype == (np.uint8 if levels == 255 else np.uint16)
         np.testing.assert_array_equal(got, expected.astype(got.dtype))
+
+
+def test_writing_an_image_larger_than_its_format_holds_is_a_user_error(tmp_path: Path) -> None:
+    wide = np.zeros((2, 16384, 3), dtype=np.uint8)
+    with pytest.raises(UserError, match=r"wide\.webp.*16383"):
+        write_image(tmp_path / "wide.webp", wide)
+    assert list(tmp_path.iterdir()) == []
+    write_image(tmp_path / "wide.png", wide)  # PNG holds it

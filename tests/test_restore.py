@@ -380,3 +380,21 @@ def test_a_suffix_that_makes_a_name_too_long_is_refused_before_any_work(
     # a name just under the limit is written: its temporary name is cut to fit as well
     assert main([*args, "--suffix", "x" * 245]) == 0
     assert [p.name for p in out.iterdir()] == [f"a{'x' * 245}.png"]
+
+
+def test_an_output_too_wide_for_webp_fails_that_file_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "m.safetensors"
+    save_model(model, _edsr())
+    wide, small = tmp_path / "wide.png", tmp_path / "small.png"
+    Image.new("RGB", (8200, 4), (90, 120, 30)).save(wide)  # ×2: 16400 > WebP's 16383
+    Image.new("RGB", (12, 10), (90, 120, 30)).save(small)
+    out = tmp_path / "out"
+    args = ["restore", "--model", str(model), str(wide), str(small), "--out", str(out)]
+    assert main([*args, "--ext", "webp", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(out / "wide.webp") in errors[0] and "16383" in errors[0]
+    assert [p.name for p in out.iterdir()] == ["small.webp"]
+    assert "restored 1 image(s)" in captured.out and "1 failed" in captured.out
