@@ -195,3 +195,10 @@ def test_ship_profile_is_the_cpu_profile_with_larger_longer_networks() -> None:
     assert ship.rcan == "rcan-small" and PRESETS["rcan-small"].n_feats > PRESETS["rcan-cpu"].n_feats
     assert ship.iterations_for("mapping") == 6 * cpu.iterations_for("mapping")
     assert (ship.train_crop, ship.patch_size, ship.batch_size) == (cpu.train_crop, 32, 8)
+
+
+def test_a_thread_count_torch_cannot_hold_is_a_range_error() -> None:
+    cfg = profile_defaults("tiny")
+    with pytest.raises(ConfigError, match=r"run\.threads must be in \[0, 1024\]"):
+        apply_overrides(cfg, ["run.threads=99999999999"])
+    assert apply_overrides(cfg, ["run.threads=1024"]).run.threads == 1024
