@@ -258,6 +258,56 @@ def test_missing_unexpected_and_misshaped_keys_are_listed(tmp_path: Path) -> Non
         from_basicsr(bsr)
 
 
+CRAFTED_TENSORS = {
+    "empty conv": ("head.0.weight", torch.zeros(0, 3, 3, 3)),
+    "empty upsampler input": ("tail.0.0.weight", torch.zeros(32, 0, 3, 3)),
+    "empty squeeze": ("body.0.body.0.body.3.conv_du.0.weight", torch.zeros(0, 8, 1, 1)),
+    "0-d head": ("head.0.weight", torch.tensor(1.0)),
+    "0-d upsampler": ("tail.0.0.weight", torch.tensor(1.0)),
+    "1-d upsampler": ("tail.0.0.weight", torch.ones(32)),
+    "0-d squeeze": ("body.0.body.0.body.3.conv_du.0.weight", torch.tensor(1.0)),
+    "bool conv": ("head.0.weight", torch.ones(8, 3, 3, 3, dtype=torch.bool)),
+    "bool mean shift": ("sub_mean.bias", torch.ones(3, dtype=torch.bool)),
+    "int conv": ("body.0.body.0.body.0.weight", torch.ones(8, 8, 3, 3, dtype=torch.int64)),
+}
+
+
+@pytest.mark.parametrize("kind", CRAFTED_TENSORS)
+def test_crafted_tensors_are_refused_naming_file_and_tensor(kind: str, tmp_path: Path) -> None:
+    key, tensor = CRAFTED_TENSORS[kind]
+    state = to_official(random_model(rcan_spec(2)))
+    state[key] = tensor
+    path = tmp_path / "crafted.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert str(path) in message and key in message and "\n" not in message
+
+
+def test_crafted_model_is_one_line_for_restore_and_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from twostage.cli import main
+
+    state = to_official(random_model(edsr_spec(2)))
+    state["tail.0.0.weight"] = torch.ones(32)
+    model = tmp_path / "crafted.pt"
+    torch.save(state, model)
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (12, 10), (90, 120, 30)).save(photo)
+    commands = [
+        ["restore", "--model", str(model), str(photo), "--out", str(tmp_path / "out")],
+        ["export", "--model", str(model), "--onnx", str(tmp_path / "m.onnx")],
+    ]
+    for args in commands:
+        assert main(args) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "crafted.pt" in err[0] and "tail.0.0.weight" in err[0], args
+
+
 def test_mean_shift_checks() -> None:
     model = random_model(edsr_spec(2))
     state = to_official(model)

@@ -276,3 +276,10 @@ def load_config_text(tmp_path: Path, text: str) -> TrainConfig:
     path = tmp_path / "ok.yaml"
     path.write_text(f"profile: tiny\n{text}\n")
     return load_config(path)
+
+
+def test_a_thread_count_torch_cannot_hold_is_a_range_error() -> None:
+    cfg = profile_defaults("tiny")
+    with pytest.raises(ConfigError, match=r"run\.threads must be in \[0, 1024\]"):
+        apply_overrides(cfg, ["run.threads=99999999999"])
+    assert apply_overrides(cfg, ["run.threads=1024"]).run.threads == 1024

@@ -338,3 +338,20 @@ def test_random_batch_mixed_float_and_uint8() -> None:
     ds = PairSet([Pair("f", f, u)], scale=2, name="mixed")
     lr, hr = random_batch(ds, batch_size=2, patch_size=4, rng=np.random.default_rng(0))
     assert torch.allclose(lr, torch.tensor(0.25)) and torch.allclose(hr, torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("scale", [0, -1, 10**6])
+def test_a_dataset_scale_out_of_range_is_one_line_naming_the_field(
+    scale: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from twostage.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "profile: tiny\nmodel: {preset: rcan-tiny, scale: 2}\n"
+        f"data:\n  train: {{kind: samples, split: train, preset: gaussian-aniso, scale: {scale}}}\n"
+    )
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "data.train" in err[0] and "scale must be an integer" in err[0]
+    assert not (tmp_path / "run").exists()

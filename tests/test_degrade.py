@@ -388,3 +388,27 @@ def test_cli_degrade_errors_are_one_line(tmp_path, capsys, args) -> None:
     err = capsys.readouterr().err
     assert err.startswith("twostage: error:") and err.count("\n") == 1
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_an_output_folder_name_over_255_bytes_is_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    photo = tmp_path / "a.png"
+    write_image(photo, _rand_image(16, 16))
+    out = tmp_path / ("d" * 300)
+    assert main(["degrade", str(photo), "--preset", "bicubic", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "300 bytes" in err[0]
+
+
+def test_a_file_name_that_is_not_utf8_is_degraded_and_named_the_same(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    folder = os.fsencode(tmp_path / "in")
+    os.mkdir(folder)
+    name = os.fsdecode(b"x\xff")
+    write_image(tmp_path / "in" / f"{name}.png", _rand_image(16, 16))
+    out = tmp_path / "out"
+    assert main(["degrade", str(tmp_path / "in"), "--preset", "bicubic", "--out", str(out)]) == 0
+    assert os.listdir(os.fsencode(out)) == [b"x\xffx4.png"]
+    from twostage.ops.degrade import derive_seed
+
+    assert derive_seed(0, name) != derive_seed(0, "x")

@@ -336,3 +336,26 @@ def test_json_replaces_an_existing_file_only_with_overwrite(tmp_path, capsys):
     assert (tmp_path / "r.json").read_text() == "mine"
     code, _, _ = _run(capsys, *args, "--overwrite")
     assert code == 0 and len(json.loads((tmp_path / "r.json").read_text())["images"]) == 2
+
+
+@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "utf-8:strict"}, {"LC_ALL": "C"}])
+def test_a_file_name_that_is_not_utf8_prints_under_a_strict_stdout(tmp_path, env) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    from pathlib import Path
+
+    folder = os.fsencode(tmp_path)
+    for side in (b"pred", b"gt"):
+        os.mkdir(os.path.join(folder, side))
+        Image.new("RGB", (16, 16), (90, 120, 30)).save(os.path.join(folder, side, b"x\xff.png"))
+    src = Path(__file__).resolve().parents[1] / "src"
+    environ = {k: v for k, v in os.environ.items() if k not in ("LANG", "LC_ALL", "LC_CTYPE")}
+    result = subprocess.run(
+        [sys.executable, "-m", "twostage", "evaluate", "--pred", "pred", "--gt", "gt"],
+        cwd=tmp_path,
+        env={**environ, **env, "PYTHONPATH": str(src)},
+        capture_output=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"x\\udcff" in result.stdout and result.stderr == b""

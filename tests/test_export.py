@@ -184,3 +184,11 @@ def test_export_refuses_an_existing_file_unless_overwrite(tmp_path: Path, capsys
     assert other.read_text() == "mine"
     assert main([*args, "--overwrite"]) == 0
     assert ort.InferenceSession(str(other), providers=["CPUExecutionProvider"]) is not None
+
+
+def test_an_onnx_name_over_255_bytes_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    _bundle(tmp_path / "p.safetensors")
+    onnx = tmp_path / f"{'m' * 300}.onnx"
+    assert main(["export", "--model", str(tmp_path / "p.safetensors"), "--onnx", str(onnx)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--onnx" in err[0] and str(onnx) in err[0]

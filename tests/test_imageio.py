@@ -492,3 +492,11 @@ def test_gray_png_with_alpha_round_trips_as_la_and_rgba_as_rgba(tmp_path):
         with Image.open(tmp_path / f"{name}_out.png") as out:
             assert out.mode == mode
             np.testing.assert_array_equal(np.asarray(out), pixels)
+
+
+def test_writing_an_image_larger_than_its_format_holds_is_a_user_error(tmp_path: Path) -> None:
+    wide = np.zeros((2, 16384, 3), dtype=np.uint8)
+    with pytest.raises(UserError, match=r"wide\.webp.*16383"):
+        write_image(tmp_path / "wide.webp", wide)
+    assert list(tmp_path.iterdir()) == []
+    write_image(tmp_path / "wide.png", wide)  # PNG holds it

@@ -267,3 +267,78 @@ def test_bundle_keeps_its_intermediate_rounding(quantize: bool, bits: int, tmp_p
                 s1, s2, quantize_intermediate=other_q, intermediate_bit_depth=other_bits
             )
             assert not np.array_equal(got, other.restore(img, device="cpu"))
+
+
+# ----------------------------------------------------------------------- crafted ONNX models
+
+
+def _onnx_model(
+    path: Path,
+    *,
+    shape: tuple[int | str, ...] = ("N", 3, "H", "W"),
+    dtype: str = "float",
+    second_input: bool = False,
+    meta: dict[str, str] | None = None,
+) -> Path:
+    """A ×2 nearest-neighbour ONNX graph built by hand, with the input and metadata asked for."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = {"float": TensorProto.FLOAT, "uint8": TensorProto.UINT8}[dtype]
+    nodes = [helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT)]
+    nodes.append(helper.make_node("Resize", ["x", "", "scales"], ["output"], mode="nearest"))
+    inputs = [helper.make_tensor_value_info("input", elem, list(shape))]
+    if second_input:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, list(shape)))
+    graph = helper.make_graph(
+        nodes,
+        "x2",
+        inputs,
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, None, None])],
+        initializer=[helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (meta or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+BAD_ONNX = {
+    "fixed size": ({"shape": (1, 3, 32, 32)}, "fixed size"),
+    "second input": ({"second_input": True}, "2 inputs"),
+    "uint8 input": ({"dtype": "uint8"}, r"tensor\(uint8\)"),
+    **{
+        f"{key}={value}": ({"meta": {key: value}}, f"{key}='{value}'")
+        for key in ("scale", "activation_floats_per_pixel")
+        for value in ("abc", "nan", "-2")
+    },
+    "scale=100000": ({"meta": {"scale": "100000"}}, "scale='100000': expected an integer 1 to 16"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_ONNX)
+def test_onnx_models_twostage_cannot_run_are_refused_at_load(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from twostage.cli import main
+
+    options, message = BAD_ONNX[kind]
+    path = _onnx_model(tmp_path / "crafted.onnx", **options)
+    with pytest.raises(UserError, match=message):
+        load_pipeline(path)
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (12, 10), (90, 120, 30)).save(photo)
+    assert main(["restore", "--model", str(path), str(photo), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "crafted.onnx" in err[0]
+
+
+def test_hand_built_onnx_model_restores_at_its_probed_or_stated_scale(tmp_path: Path) -> None:
+    img = np.random.default_rng(0).random((10, 12, 3), dtype=np.float32)
+    for meta in (None, {"scale": "2", "activation_floats_per_pixel": "40.5"}):
+        pipe = load_pipeline(_onnx_model(tmp_path / "x2.onnx", meta=meta))
+        assert pipe.scale == 2
+        np.testing.assert_array_equal(pipe.restore(img, tile=None), img.repeat(2, 0).repeat(2, 1))

@@ -403,3 +403,39 @@ def test_nan_in_the_input_is_blamed_on_the_input_not_the_weights(tmp_path: Path,
     err = capsys.readouterr().err
     assert "nan.tif: holds NaN or Inf sample values" in err and "diverged" not in err
     assert not (tmp_path / "o" / "nan.png").exists()
+
+
+def test_a_suffix_that_makes_a_name_too_long_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "m.safetensors"
+    save_model(model, _edsr())
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (12, 10), (90, 120, 30)).save(photo)
+    out = tmp_path / "out"
+    args = ["restore", "--model", str(model), str(photo), "--out", str(out)]
+    assert main([*args, "--suffix", "x" * 260]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and str(out / "a") in err[0] and "255" in err[0]
+    assert not out.exists()
+    # a name just under the limit is written: its temporary name is cut to fit as well
+    assert main([*args, "--suffix", "x" * 245]) == 0
+    assert [p.name for p in out.iterdir()] == [f"a{'x' * 245}.png"]
+
+
+def test_an_output_too_wide_for_webp_fails_that_file_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "m.safetensors"
+    save_model(model, _edsr())
+    wide, small = tmp_path / "wide.png", tmp_path / "small.png"
+    Image.new("RGB", (8200, 4), (90, 120, 30)).save(wide)  # ×2: 16400 > WebP's 16383
+    Image.new("RGB", (12, 10), (90, 120, 30)).save(small)
+    out = tmp_path / "out"
+    args = ["restore", "--model", str(model), str(wide), str(small), "--out", str(out)]
+    assert main([*args, "--ext", "webp", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(out / "wide.webp") in errors[0] and "16383" in errors[0]
+    assert [p.name for p in out.iterdir()] == ["small.webp"]
+    assert "restored 1 image(s)" in captured.out and "1 failed" in captured.out

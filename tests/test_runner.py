@@ -536,3 +536,19 @@ def test_second_run_into_a_locked_out_is_refused_naming_the_holder(tmp_path, cap
     assert "pid 4242 on otherhost since 2025-01-01" in err and "run again" in err
     assert "--resume" not in err
     assert sorted(p.name for p in out.iterdir()) == ["twostage.lock"]
+
+
+def test_a_corrupted_mapped_set_marker_is_recomputed_not_a_traceback(tmp_path):
+    out = tmp_path / "run"
+    recipe = sr_x4().with_branches(["map2-offshelf-x2"])
+    first = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    markers = sorted(out.glob("mapped/*/*/complete.json"))
+    assert len(markers) == 2
+    images = {p: p.read_bytes() for p in out.glob("mapped/*/*/*.png")}
+    for marker, junk in zip(markers, [b"\xff\xfe{not json", b"[1, 2]"]):
+        marker.write_bytes(junk)
+    again = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    assert again["networks_trained"] == []
+    assert [r["psnr"] for r in again["rows"]] == pytest.approx([r["psnr"] for r in first["rows"]])
+    assert all(json.loads(m.read_text())["images"] for m in markers)
+    assert {p: p.read_bytes() for p in out.glob("mapped/*/*/*.png")} == images

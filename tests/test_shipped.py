@@ -77,3 +77,47 @@ def test_models_lists_the_shipped_model_with_its_headline(capsys) -> None:
     data = card(MODEL)
     assert "blind-x4" in printed and f"{data['suite_mean_margin']:+.2f} dB" in printed
     assert "rcan-small" in printed  # the presets follow
+
+
+def _weights_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the shipped weights folder that `twostage models` reads instead of the real one."""
+    import shutil
+
+    import twostage.models.shipped as shipped
+
+    weights = tmp_path / "weights"
+    shutil.copytree(shipped_path(MODEL).parent, weights)
+    monkeypatch.setattr(shipped, "_weights", lambda: weights)
+    return weights
+
+
+@pytest.mark.parametrize("content", [None, "{not json", "{}", "[1, 2]", '{"suite": "x"}'])
+def test_models_names_a_missing_or_broken_card_and_still_lists(
+    content: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    card_file = _weights_copy(tmp_path, monkeypatch) / "blind-x4.json"
+    if content is None:
+        card_file.unlink()
+    else:
+        card_file.write_text(content)
+    assert main(["models"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert len(err) == 1 and str(card_file) in err[0]
+    assert "blind-x4" in captured.out and "rcan-small" in captured.out
+
+
+def test_models_marks_truncated_or_missing_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    weights = _weights_copy(tmp_path, monkeypatch) / MODEL.file
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["models"]) == 2
+    captured = capsys.readouterr()
+    assert "BROKEN" in captured.out and "rcan-small" in captured.out
+    err = captured.err.splitlines()
+    assert len(err) == 1 and str(weights) in err[0] and "SHA-256" in err[0]
+    weights.unlink()
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "missing" in err[0] and str(weights) in err[0]

@@ -363,6 +363,20 @@ def test_resume_of_a_finished_run_extends_it(tmp_path: Path, reference: Path) ->
     )
 
 
+def test_resume_refuses_a_checkpoint_with_crafted_weights(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    out = tmp_path / "run"
+    train(tiny("optim.iterations=10"), out=out, quiet=True)
+    latest = latest_checkpoint(out)
+    assert latest is not None
+    state = weights(latest / "model.safetensors")
+    state["head.0.weight"] = torch.ones_like(state["head.0.weight"], dtype=torch.bool)
+    save_file(state, str(latest / "model.safetensors"))
+    with pytest.raises(UserError, match=r"model\.safetensors.*head\.0\.weight \(torch\.bool\)"):
+        train(tiny("optim.iterations=20"), out=out, resume=True, quiet=True)
+
+
 def test_scale_mismatch_is_an_error(tmp_path: Path) -> None:
     cfg = tiny()
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scale=3))

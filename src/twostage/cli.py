@@ -397,7 +397,11 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from twostage.models import presets_table
         from twostage.models.shipped import shipped_table
 
-        print(shipped_table() + "\n\nModel presets (architectures to train):\n" + presets_table())
+        shipped, problems = shipped_table()
+        print(shipped + "\n\nModel presets (architectures to train):\n" + presets_table())
+        for problem in problems:
+            sys.stderr.write(f"twostage: error: {problem}\n")
+        return 2 if problems else 0
     elif cmd == "data":
         if args.data_command != "samples":
             parser.parse_args(["data", "--help"])
@@ -419,7 +423,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def _printable_streams() -> None:
+    """Print what the terminal's encoding cannot hold (a file name's undecodable bytes, "×"
+    under LC_ALL=C) as backslash escapes: a strict stdout must not fail after the work."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _printable_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -25,7 +25,7 @@ import yaml
 
 from twostage.data.datasets import DatasetSpec
 from twostage.errors import UserError, short
-from twostage.limits import SEED_MAX
+from twostage.limits import MAX_THREADS, SEED_MAX
 from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
 
 
@@ -513,7 +513,7 @@ def check_config(cfg: TrainConfig) -> None:
         ("log.log_every", cfg.log.log_every >= 1, "must be >= 1"),
         ("log.keep_last", cfg.log.keep_last >= 1, "must be >= 1"),
         ("log.n_val_images", cfg.log.n_val_images >= 0, "must be >= 0"),
-        ("run.threads", cfg.run.threads >= 0, "must be >= 0"),
+        ("run.threads", 0 <= cfg.run.threads <= MAX_THREADS, f"must be in [0, {MAX_THREADS}]"),
         ("run.seed", 0 <= cfg.run.seed <= SEED_MAX, f"must be in [0, {SEED_MAX}] (numpy's range)"),
         (
             "name",

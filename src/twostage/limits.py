@@ -11,3 +11,7 @@ MAX_KERNEL = 255  # pixels on a blur kernel's side; any real blur is far smaller
 MAX_SCALE = 16  # a degradation's or a pipeline's total scale factor
 MAX_STAGE2_REPEATS = 4  # a bundle's stage-2 repeats (the paper's x2x2 uses 2)
 SEED_MAX = 2**32 - 1  # numpy.random.seed's range (run.seed)
+MAX_NAME_BYTES = 255  # bytes in one file or folder name: the limit of ext4, XFS, Btrfs, APFS
+# pixels on an image's longer side that an output format can hold (libwebp's, libjpeg's)
+FORMAT_MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
+MAX_THREADS = 1024  # torch CPU threads (run.threads); torch overflows past a C int

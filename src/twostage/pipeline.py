@@ -460,25 +460,46 @@ class OnnxPipeline:
             self.session = ort.InferenceSession(str(self.path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"cannot load ONNX model {self.path}: {exc}") from None
-        _check_onnx_rgb(self.path, self.session)
+        _check_onnx_io(self.path, self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.precision = Precision("fp32", "ONNX models run in fp32")
         props = self.session.get_modelmeta().custom_metadata_map
         self.name = props.get("name", self.path.stem)
-        self.scale = int(props["scale"]) if "scale" in props else self._probe_scale()
-        self._floats = float(
-            props.get(
-                "activation_floats_per_pixel",
-                activation_floats_per_pixel([(DEFAULT_WIDTH, self.scale)]),
-            )
+        scale = props.get("scale")
+        self.scale = self._probe_scale() if scale is None else self._meta("scale", scale)
+        floats = props.get("activation_floats_per_pixel")
+        self._floats = (
+            activation_floats_per_pixel([(DEFAULT_WIDTH, self.scale)])
+            if floats is None
+            else self._meta("activation_floats_per_pixel", floats)
         )
+
+    def _meta(self, key: str, text: str) -> Any:
+        """Metadata `key`: scale an integer 1..MAX_SCALE, the float estimate finite and > 0."""
+        try:
+            value = int(text) if key == "scale" else float(text)
+        except ValueError:
+            value = math.nan
+        if not (1 <= value <= MAX_SCALE if key == "scale" else 0 < value < math.inf):
+            expected = f"an integer 1 to {MAX_SCALE}" if key == "scale" else "a number > 0"
+            raise UserError(f"{self.path}: metadata {key}={short(text)}: expected {expected}")
+        return value
 
     def _run(self, patch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: patch})[0]
 
     def _probe_scale(self) -> int:
-        out = self._run(np.zeros((1, 3, 16, 16), dtype=np.float32))
-        return out.shape[-1] // 16
+        """The scale of a model without `scale` metadata, from its output on a 16×16 input."""
+        try:
+            height, width = self._run(np.zeros((1, 3, 16, 16), dtype=np.float32)).shape[-2:]
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise UserError(f"{self.path}: cannot run on a 16×16 input: {exc}") from None
+        if height != width or height % 16 or not 1 <= height // 16 <= MAX_SCALE:
+            raise UserError(
+                f"{self.path}: output {height}×{width} for a 16×16 input is not an "
+                f"integer scale of 1 to {MAX_SCALE}"
+            )
+        return height // 16
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self._run(x.detach().float().cpu().numpy())
@@ -513,9 +534,14 @@ class OnnxPipeline:
         )
 
 
-def _check_onnx_rgb(path: Path, session: Any) -> None:
-    """An N×3×H×W (RGB) first input and output, as every twostage model takes and returns."""
-    for role, arg in (("input", session.get_inputs()[0]), ("output", session.get_outputs()[0])):
+def _check_onnx_io(path: Path, session: Any) -> None:
+    """One N×3×H×W float input of any height and width, and an N×3×H×W float output: what
+    twostage feeds and reads."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(short(i.name) for i in inputs)
+        raise UserError(f"{path}: the model has {len(inputs)} inputs ({names}); expected one")
+    for role, arg in (("input", inputs[0]), ("output", session.get_outputs()[0])):
         shape = list(arg.shape)
         channels = shape[1] if len(shape) == 4 else None
         if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
@@ -523,6 +549,13 @@ def _check_onnx_rgb(path: Path, session: Any) -> None:
                 f"{path}: the model's {role} has shape {shape}; twostage runs models "
                 "whose input and output are N×3×H×W (RGB)"
             )
+        if arg.type != "tensor(float)":
+            raise UserError(f"{path}: the model's {role} is {arg.type}; expected tensor(float)")
+    if any(isinstance(n, int) for n in inputs[0].shape[2:]):
+        raise UserError(
+            f"{path}: the model's input has a fixed size {list(inputs[0].shape)}; twostage "
+            "needs any height and width (export with dynamic axes)"
+        )
 
 
 def _onnx_device(device: str | torch.device | None) -> str:

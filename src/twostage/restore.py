@@ -30,7 +30,7 @@ from twostage.errors import UserError
 from twostage.limits import MAX_PIXELS
 from twostage.models.shipped import shipped_for, shipped_path
 from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
-from twostage.ops.imageio import expand_inputs, read_image, write_image
+from twostage.ops.imageio import check_output_size, expand_inputs, read_image, write_image
 from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
 from twostage.pipeline import Tile, load_pipeline
@@ -120,6 +120,7 @@ def restore_files(
             continue
         try:
             img, info = read_image(source, max_pixels=max_pixels)
+            check_output_size(target, img.shape[0] * pipe.scale, img.shape[1] * pipe.scale)
             result = pipe.restore(img, tile=tile, tile_pad=tile_pad, progress=not quiet)
             alpha = info.alpha
             if alpha is not None and ext in NO_ALPHA:

@@ -380,7 +380,7 @@ class _Run:
         folder = self._mapped_folder(inst, degradation, set_name)
         marker = folder / "complete.json"
         bits = bit_depth(inst.definition.target)
-        if marker.is_file() and json.loads(marker.read_text()).get("images") == split.names:
+        if _marker_images(marker) == split.names:
             return [read_image(folder / f"{n}.png")[0] for n in split.names]
         pipe = Pipeline(None, self.model(inst))
         outputs = []
@@ -393,6 +393,18 @@ class _Run:
         about = {"network": inst.label, "key": inst.key, "images": split.names, "bit_depth": bits}
         write_text_atomic(marker, json.dumps(about) + "\n")
         return outputs
+
+
+def _marker_images(marker: Path) -> object:
+    """The image names a mapped set's `complete.json` lists; None when it is missing or
+    unreadable (a crash or a hand edit): the set is then computed again, into its own folder."""
+    if not marker.is_file():
+        return None
+    try:
+        about = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or UTF-8
+        return None
+    return about.get("images") if isinstance(about, dict) else None
 
 
 # ============================================================================ evaluation

@@ -903,7 +903,7 @@ def _resume(loop: _Loop, latest: Path, state: dict[str, Any]) -> None:
             f"cannot resume: {latest} was written by {state.get('world_size')} "
             f"process(es), this run has {d.world} (the batches would differ)"
         )
-    loop.net.load_state_dict(weights)
+    load_weights(loop.net, weights, source=str(latest / "model.safetensors"))
     loop.optimizer.load_state_dict(state["optimizer"])
     if loop.ema is not None:
         if not state.get("params_ema"):

@@ -38,6 +38,7 @@ import torch
 
 from twostage.data.samples import load_samples
 from twostage.errors import UserError
+from twostage.limits import MAX_SCALE
 from twostage.ops.degrade import (
     DOMAINS,
     Domain,
@@ -458,6 +459,10 @@ class DatasetSpec:
     # (the pairs hold (target, HR); `fresh_batch` makes the input), instead of one per image
     per_patch: bool = False
     instances: int = 1  # kind split: K fixed degraded instances per image, named NAME~k
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.scale, int) and 1 <= self.scale <= MAX_SCALE):
+            raise UserError(f"scale must be an integer from 1 to {MAX_SCALE}, got {self.scale!r}")
 
 
 def _need(value: Path | None, field: str, kind: str) -> Path:

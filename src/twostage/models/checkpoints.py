@@ -286,13 +286,13 @@ def detect_spec(state: Mapping[str, Tensor]) -> ModelSpec:
                 else _run_length(state, "body.{}.conv1.weight")
             )
             squeeze = "body.0.residual_group.0.rcab.3.attention.1.weight"
-        n_feats = int(state[first].shape[0])
-        if tuple(state[first].shape[1:]) != (3, 3, 3):
+        n_feats, *rest = _conv_shape(state, first)
+        if tuple(rest) != (3, 3, 3):
             raise CheckpointError(
                 f"{first} has shape {tuple(state[first].shape)}; only RGB "
                 "networks with 3×3 convolutions are supported"
             )
-        reduction = n_feats // int(state[squeeze].shape[0]) if rcan else 16
+        reduction = n_feats // _conv_shape(state, squeeze)[0] if rcan else 16
         scale = _upsample_scale(state, upsample)
     except KeyError as e:
         raise CheckpointError(f"incomplete {layout} state dict: missing {e}") from None
@@ -319,11 +319,20 @@ def _run_length(state: Mapping[str, Any], pattern: str) -> int:
     return n
 
 
+def _conv_shape(state: Mapping[str, Tensor], key: str) -> tuple[int, int, int, int]:
+    """The shape of convolution weight `key` (KeyError when missing); any other rank, or a
+    zero-size dimension, is a CheckpointError naming the key."""
+    shape = tuple(int(n) for n in state[key].shape)
+    if len(shape) != 4 or 0 in shape:
+        raise CheckpointError(f"{key} has shape {shape}: not a convolution weight")
+    return shape  # type: ignore[return-value]
+
+
 def _upsample_scale(state: Mapping[str, Tensor], prefix: str) -> int:
     """Scale of a pixel-shuffle upsampler `prefix.{0,2,4…}` (1 when there is none)."""
     scale, i = 1, 0
     while f"{prefix}.{i}.weight" in state:
-        out_ch, in_ch = state[f"{prefix}.{i}.weight"].shape[:2]
+        out_ch, in_ch = _conv_shape(state, f"{prefix}.{i}.weight")[:2]
         step = math.isqrt(out_ch // in_ch)
         if out_ch != step * step * in_ch or step not in (2, 3):
             raise CheckpointError(
@@ -345,6 +354,7 @@ def model_from_state(
     `CheckpointError` that lists them; nothing is skipped.
     """
     state = {_strip_module(k): v for k, v in state.items()}
+    check_weights(state, source)
     try:
         detected = detect_spec(state)
     except UserError as e:
@@ -354,7 +364,6 @@ def model_from_state(
             f"{source}: the weights are {_what(detected)}, but {_what(spec)} was expected"
         )
     spec = spec or detected
-    check_finite(state, source)
     if _layout(state) == "basicsr":
         official_of = {b: o for o, b in _basicsr_names(spec).items()}
         _check_keys(
@@ -392,6 +401,18 @@ def _structure(spec: ModelSpec) -> tuple[object, ...]:
 
 def _what(spec: ModelSpec) -> str:
     return f"{spec.arch.upper()} ×{spec.scale} ({spec.describe()})"
+
+
+def check_weights(state: Mapping[str, Tensor], source: str) -> None:
+    """Refuse tensors no RCAN/EDSR weight can be: not floating point (bool, int, complex),
+    empty, or holding NaN or Inf."""
+    not_float = [f"{k} ({v.dtype})" for k, v in state.items() if not v.is_floating_point()]
+    if not_float:
+        raise CheckpointError(f"{source}: weights must be floats, found {_key_list(not_float)}")
+    empty = [f"{k} {tuple(v.shape)}" for k, v in state.items() if v.numel() == 0]
+    if empty:
+        raise CheckpointError(f"{source}: empty weight tensors {_key_list(empty)}")
+    check_finite(state, source)
 
 
 def check_finite(state: Mapping[str, Tensor], source: str) -> None:

@@ -72,21 +72,56 @@ def shipped_path(model: Shipped, *, verify: bool = True) -> Path:
     return path
 
 
+# The card fields `twostage models` prints, with their JSON types.
+HEADLINE = {
+    "suite_mean_margin": (int, float),
+    "suite_above": (int,),
+    "suite": (list,),
+    "vs_demo": (int, float),
+}
+
+
 def card(model: Shipped) -> dict:
-    """The card data `scripts/ship_model.py` wrote beside the weights (`<name>.json`)."""
-    return json.loads((_weights() / f"{Path(model.file).stem}.json").read_text())
+    """The card data `scripts/ship_model.py` wrote beside the weights (`<name>.json`); a
+    missing or unreadable card, or one without the headline fields, is a UserError naming it."""
+    path = _weights() / f"{Path(model.file).stem}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or UTF-8
+        raise UserError(f"cannot read the model card {path}: {exc}") from None
+    bad = [
+        key
+        for key, types in HEADLINE.items()
+        if not isinstance(data, dict)
+        or isinstance(data.get(key), bool)
+        or not isinstance(data.get(key), types)
+    ]
+    if bad:
+        raise UserError(f"{path}: not a model card (no valid {', '.join(bad)})")
+    return data
 
 
-def shipped_table() -> str:
-    """The text `twostage models` prints about the shipped models: one line each + headline."""
+def shipped_table() -> tuple[str, list[str]]:
+    """The text `twostage models` prints about the shipped models (one line each + headline),
+    and one line per problem: a missing, changed or truncated file, or a broken card. The
+    entry of a broken model is marked, so the rest of the listing stays readable."""
     lines = ["Shipped models (twostage restore INPUT --out DIR uses them; docs/models.md):"]
+    problems: list[str] = []
     for model in SHIPPED.values():
-        data = card(model)
-        mb = shipped_path(model, verify=False).stat().st_size / 1e6
-        lines.append(f"  {model.name}  ×{model.scale}  {mb:.1f} MB  {model.summary}")
+        try:
+            size = f"{shipped_path(model).stat().st_size / 1e6:.1f} MB"
+        except UserError as exc:
+            problems.append(str(exc))
+            size = "BROKEN (see the error below)"
+        lines.append(f"  {model.name}  ×{model.scale}  {size}  {model.summary}")
+        try:
+            data = card(model)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
         lines.append(
             f"    suite mean {data['suite_mean_margin']:+.2f} dB over bicubic interpolation "
             f"(above it on {data['suite_above']} of {len(data['suite'])}); "
             f"{data['vs_demo']:+.2f} dB vs the demo's map2-specialized-x2"
         )
-    return "\n".join(lines)
+    return "\n".join(lines), problems

@@ -555,9 +555,11 @@ def derive_seed(seed: int, name: str) -> int:
     """A per-image seed from a run seed and an image name (stable across runs and file sets).
 
     The first 8 bytes of SHA-256 of "<seed>:<name>", so that adding or removing files never
-    changes the degradation of the others.
+    changes the degradation of the others. A name's undecodable bytes (a file name that is not
+    UTF-8) are hashed as they are on disk.
     """
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little")
+    text = f"{seed}:{name}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little")
 
 
 # --------------------------------------------------------------------------------------------

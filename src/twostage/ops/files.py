@@ -30,11 +30,13 @@ from typing import Any
 
 import yaml
 
-from twostage.errors import UserError
+from twostage.errors import UserError, short
+from twostage.limits import MAX_NAME_BYTES
 
 __all__ = [
     "WriteError",
     "atomic_path",
+    "check_name_lengths",
     "check_output_file",
     "check_outputs",
     "check_suffix",
@@ -72,8 +74,11 @@ def temp_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the stem is cut so that the temporary name (22 bytes longer, at most) is a legal name too
+    keep = max(0, MAX_NAME_BYTES - 32 - len(os.fsencode(path.suffix)))
+    stem = os.fsdecode(os.fsencode(path.stem)[:keep])
     for _ in range(100):
-        tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
+        tmp = path.parent / f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
         try:
             if folder:
                 tmp.mkdir()
@@ -205,6 +210,7 @@ def check_output_file(
     symlinks, hard links, `..`), with or without `overwrite`; and, unless `overwrite`, any
     existing file. The error names `option` and the path."""
     path = Path(path)
+    check_name_lengths(path, option)
     if path.is_dir():
         raise UserError(f"{option} {path}: is a folder; give a file name")
     parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
@@ -218,6 +224,18 @@ def check_output_file(
     if not overwrite and (path.exists() or path.is_symlink()):
         raise UserError(f"{option} {path}: exists (--overwrite to replace it)")
     return path
+
+
+def check_name_lengths(path: Path, what: str) -> None:
+    """Refuse a path with a file or folder name longer than file systems allow (ENAMETOOLONG
+    only when the write comes)."""
+    for name in path.parts:
+        size = len(os.fsencode(name))
+        if size > MAX_NAME_BYTES:
+            raise UserError(
+                f"{what} {path}: the name {short(name)} is {size} bytes; file systems allow "
+                f"at most {MAX_NAME_BYTES}"
+            )
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -246,6 +264,7 @@ def check_outputs(plan: Iterable[tuple[Path, Path]], *, out: Path) -> None:
     sources = {_file_id(source): source for source, _ in pairs}
     sources.pop(None, None)
     for _, target in pairs:
+        check_name_lengths(target, "output")
         if not target.resolve().is_relative_to(root):
             raise UserError(f"output {target} would be written outside --out {out}")
         clash = sources.get(_file_id(target))

@@ -35,13 +35,14 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from twostage.errors import InputWarning, UserError
-from twostage.limits import MAX_PIXELS
+from twostage.limits import FORMAT_MAX_SIDE, MAX_PIXELS
 from twostage.ops.files import atomic_path
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageInfo",
     "ImageReadError",
+    "check_output_size",
     "expand_inputs",
     "image_to_tensor",
     "read_image",
@@ -449,6 +450,7 @@ def write_image(
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or arr.size == 0:
         raise ValueError(f"write_image: expected an H×W×3 or H×W image, got shape {arr.shape}")
+    check_output_size(path, *arr.shape[:2])
     quantise = to_uint16 if bit_depth == 16 else to_uint8
     pixels = quantise(arr)
     if alpha is not None:
@@ -464,6 +466,17 @@ def write_image(
             _encode(tmp, pixels, suffix)
     except OSError as exc:
         raise UserError(f"cannot write image {path}: {exc.strerror or exc}") from None
+
+
+def check_output_size(path: Path, height: int, width: int) -> None:
+    """Refuse an image larger than its format holds (WebP: 16383 pixels a side), by name;
+    callers that know the size before computing the image check it first."""
+    limit = FORMAT_MAX_SIDE.get(path.suffix.lower())
+    if limit is not None and max(height, width) > limit:
+        raise UserError(
+            f"cannot write image {path}: {width}×{height} is larger than {path.suffix} holds "
+            f"({limit} pixels a side); write png or tif instead"
+        )
 
 
 def _encode(tmp: Path, pixels: np.ndarray, suffix: str) -> None:
