@@ -195,3 +195,23 @@ def test_ship_profile_is_the_cpu_profile_with_larger_longer_networks() -> None:
     assert ship.rcan == "rcan-small" and PRESETS["rcan-small"].n_feats > PRESETS["rcan-cpu"].n_feats
     assert ship.iterations_for("mapping") == 6 * cpu.iterations_for("mapping")
     assert (ship.train_crop, ship.patch_size, ship.batch_size) == (cpu.train_crop, 32, 8)
+
+
+@pytest.mark.parametrize(
+    "item, key",
+    [
+        ("data.batch_size=100000000", "data.batch_size"),
+        ("data.train.instances=1000000", "data.train.instances"),
+        ("data.val={kind: samples, instances: 1000000}", "data.val.instances"),
+    ],
+)
+def test_sizes_past_the_limits_are_refused_naming_the_key(item: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)} must be from 1 to \d+"):
+        apply_overrides(profile_defaults("tiny"), [item])
+
+
+def test_a_yaml_batch_size_past_the_limit_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("profile: tiny\ndata:\n  batch_size: 100000000\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"big\.yaml: data\.batch_size must be from 1 to"):
+        load_config(path)
