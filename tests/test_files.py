@@ -16,12 +16,16 @@ from twostage.ops.files import YAML_MAX_BYTES, read_yaml
 from twostage.recipes import load_recipe
 
 
+class _Blocked(Exception):
+    """Not an OSError (TimeoutError is one), so that no `except OSError` can swallow it."""
+
+
 @pytest.fixture
 def alarm() -> Iterator[None]:
     """Fail, instead of hanging, a test whose read blocks for more than 10 seconds."""
 
     def _timeout(signum: int, frame: object) -> None:
-        raise TimeoutError("the read blocked")
+        raise _Blocked("the read blocked for 10 s")
 
     previous = signal.signal(signal.SIGALRM, _timeout)
     signal.alarm(10)

@@ -392,12 +392,16 @@ def test_expand_inputs_errors(tmp_path):
         expand_inputs([tmp_path / "empty"])
 
 
+class _StillRunning(Exception):
+    """Not an OSError (TimeoutError is one), so that no `except OSError` can swallow it."""
+
+
 @contextlib.contextmanager
 def _fail_after(seconds: int) -> Iterator[None]:
-    """Raise TimeoutError in a call still running after `seconds` (instead of hanging)."""
+    """Raise _StillRunning in a call still running after `seconds` (instead of hanging)."""
 
     def _timeout(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s")
+        raise _StillRunning(f"still running after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, _timeout)
     signal.alarm(seconds)
