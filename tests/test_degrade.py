@@ -392,13 +392,14 @@ def test_cli_degrade_errors_are_one_line(tmp_path, capsys, args) -> None:
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_a_sigma_far_below_a_pixel_is_no_blur_even_before_decimation() -> None:
+@pytest.mark.parametrize("sigma", [0.01, 1e-300])
+def test_a_sigma_far_below_a_pixel_is_no_blur_even_before_decimation(sigma: float) -> None:
     hr = _rand_image(32, 32, seed=3).astype(np.float64)
     tiny = preset_from_dict(
         {
             "scale": 4,
             "steps": [
-                {"blur": {"kernel": "gaussian-aniso", "sigma": 0.01}},
+                {"blur": {"kernel": "gaussian-aniso", "sigma": sigma}},
                 {"resize": {"method": "decimate"}},
             ],
         }

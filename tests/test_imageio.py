@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import struct
 import zlib
@@ -390,6 +391,14 @@ def test_expand_inputs_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images found"):
         expand_inputs([tmp_path / "empty"])
+
+
+def test_an_input_that_is_a_fifo_or_device_is_named_as_such(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/null")
+    for name in ("pipe.png", "zero.png"):
+        with pytest.raises(UserError, match=rf"{name}: not a regular file or folder"):
+            expand_inputs([tmp_path / name])
 
 
 class _StillRunning(Exception):

@@ -322,6 +322,9 @@ class Preset:
 # Kernels
 
 
+MIN_SIGMA = 1e-3  # pixels: a Gaussian this narrow is already a delta on the pixel grid
+
+
 def _odd_size(extent: float) -> int:
     return 2 * math.ceil(extent - 1e-9) + 1
 
@@ -334,8 +337,10 @@ def gaussian_kernel(
     Point-sampled at integer offsets (the usual SRMD/KernelGAN construction) and normalised
     to sum 1. `angle` is in radians from the +x (column) axis towards +y (rows). Exponents are
     taken relative to the largest tap, so a σ far below a pixel gives the limit (a delta, or
-    equal weights on the taps nearest an off-grid centre), never 0/0.
+    equal weights on the taps nearest an off-grid centre), never 0/0; σ under MIN_SIGMA, whose
+    kernel is that limit already, is taken as MIN_SIGMA (smaller ones overflow the exponent).
     """
+    sigma1, sigma2 = max(sigma1, MIN_SIGMA), max(sigma2, MIN_SIGMA)
     c = size // 2
     yy, xx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64) - shift
     cos, sin = math.cos(angle), math.sin(angle)
@@ -405,7 +410,8 @@ def _kernel_side(blur: Blur, sigma: Range | None, radius: Range | None, factor: 
         return 2 * math.ceil(blur.length[1] * factor / 2 + 1) + 1
     if blur.size and blur.reference_scale:
         return _odd_size((blur.size // 2) * factor)
-    return blur.size if blur.size else _odd_size(3 * (sigma or (0.0, 0.0))[1])
+    # at least 3×3, so that even a vanishing σ can be sampled off-centre before a decimation
+    return blur.size if blur.size else max(3, _odd_size(3 * (sigma or (0.0, 0.0))[1]))
 
 
 def sample_kernel(

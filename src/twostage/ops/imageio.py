@@ -510,6 +510,8 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             found.extend(_folder_images(path))
         elif path.is_file():
             found.append(path)
+        elif path.exists():
+            raise UserError(f"{item}: not a regular file or folder (a FIFO, device or socket)")
         elif glob.has_magic(str(item)):
             matches = _glob(str(item))
             if not matches:
