@@ -283,3 +283,23 @@ def test_a_thread_count_torch_cannot_hold_is_a_range_error() -> None:
     with pytest.raises(ConfigError, match=r"run\.threads must be in \[0, 1024\]"):
         apply_overrides(cfg, ["run.threads=99999999999"])
     assert apply_overrides(cfg, ["run.threads=1024"]).run.threads == 1024
+
+
+@pytest.mark.parametrize(
+    "item, key",
+    [
+        ("data.batch_size=100000000", "data.batch_size"),
+        ("data.train.instances=1000000", "data.train.instances"),
+        ("data.val={kind: samples, instances: 1000000}", "data.val.instances"),
+    ],
+)
+def test_sizes_past_the_limits_are_refused_naming_the_key(item: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)} must be from 1 to \d+"):
+        apply_overrides(profile_defaults("tiny"), [item])
+
+
+def test_a_yaml_batch_size_past_the_limit_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("profile: tiny\ndata:\n  batch_size: 100000000\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"big\.yaml: data\.batch_size must be from 1 to"):
+        load_config(path)

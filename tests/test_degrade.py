@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from twostage.ops.degrade import (
     intermediate,
     load_preset,
     motion_kernel,
+    preset_from_dict,
     presets_table,
     sample_kernel,
     save_preset,
@@ -412,3 +414,67 @@ def test_a_file_name_that_is_not_utf8_is_degraded_and_named_the_same(tmp_path, c
     from twostage.ops.degrade import derive_seed
 
     assert derive_seed(0, name) != derive_seed(0, "x")
+
+
+@pytest.mark.parametrize("sigma", [0.01, 1e-300])
+def test_a_sigma_far_below_a_pixel_is_no_blur_even_before_decimation(sigma: float) -> None:
+    hr = _rand_image(32, 32, seed=3).astype(np.float64)
+    tiny = preset_from_dict(
+        {
+            "scale": 4,
+            "steps": [
+                {"blur": {"kernel": "gaussian-aniso", "sigma": sigma}},
+                {"resize": {"method": "decimate"}},
+            ],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 in the kernel
+        lr = degrade(hr, tiny, seed=0)
+    # LR pixel i sits at HR 4i + 1.5: a vanishing blur leaves the mean of the two nearest pixels
+    # in each axis there (the limit of any point-sampled Gaussian centred between them)
+    near = (hr[1::4] + hr[2::4])[:, 1::4] + (hr[1::4] + hr[2::4])[:, 2::4]
+    np.testing.assert_allclose(lr, np.floor(near / 4 * 255 + 0.5) / 255, atol=1e-6)
+    k = gaussian_kernel(5, 1e-3, 2e-3, angle=0.3)
+    np.testing.assert_array_equal(k, np.pad([[1.0]], 2))  # centred: a delta
+
+
+@pytest.mark.parametrize(
+    ("noise", "needle"),
+    [
+        ({"kind": "bsnr", "bsnr": 100000}, "bsnr must be a number of dB from -200 to 200"),
+        ({"kind": "bsnr", "bsnr": -100000}, "bsnr must be a number of dB from -200 to 200"),
+        ({"kind": "poisson-gaussian", "gain": 1e-30}, r"gain must be 0 .* at least 1e-12"),
+        ({"kind": "poisson-gaussian", "gain": [1e-30, 1e-3]}, "gain must be 0"),
+    ],
+)
+def test_noise_past_the_numeric_range_is_refused_naming_the_field(noise, needle: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserError, match=rf"my\.yaml: step 1: noise step: {needle}"):
+        preset_from_dict({"steps": [{"noise": noise}]}, source="my.yaml")
+
+
+def test_poisson_gain_from_zero_and_extreme_bsnr_within_range_are_well_defined() -> None:
+    img = _rand_image(16, 16)
+    for noise in (
+        Noise(kind="poisson-gaussian", gain=(0.0, 1e-3)),
+        Noise(kind="bsnr", bsnr=200),
+        Noise(kind="bsnr", bsnr=-200),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = degrade(img, Preset(name="n", steps=(noise,), scale=1), seed=1)
+        assert np.isfinite(out).all() and 0 <= out.min() <= out.max() <= 1
+
+
+def test_a_motion_blur_scaled_past_the_kernel_cap_is_refused() -> None:
+    preset = preset_from_dict(
+        {
+            "scale": 16,
+            "steps": [
+                {"blur": {"kernel": "motion", "length": 40, "reference_scale": 1}},
+                {"resize": {}},
+            ],
+        }
+    )
+    with pytest.raises(UserError, match=r"kernel would be \d+×\d+ pixels \(at most 255\).*length"):
+        degrade(np.zeros((32, 32, 3)), preset, seed=0)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -387,6 +391,49 @@ def test_expand_inputs_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images found"):
         expand_inputs([tmp_path / "empty"])
+
+
+def test_an_input_that_is_a_fifo_or_device_is_named_as_such(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/null")
+    for name in ("pipe.png", "zero.png"):
+        with pytest.raises(UserError, match=rf"{name}: not a regular file or folder"):
+            expand_inputs([tmp_path / name])
+
+
+class _StillRunning(Exception):
+    """Not an OSError (TimeoutError is one), so that no `except OSError` can swallow it."""
+
+
+@contextlib.contextmanager
+def _fail_after(seconds: int) -> Iterator[None]:
+    """Raise _StillRunning in a call still running after `seconds` (instead of hanging)."""
+
+    def _timeout(signum: int, frame: object) -> None:
+        raise _StillRunning(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_globs_and_folders_do_not_follow_symlinked_folders_round_a_loop(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for rel in ["a.png", "sub/b.png"]:
+        (photos / rel).write_bytes(b"x")
+    (photos / "sub" / "up").symlink_to("..")  # loops back to photos/
+    (photos / "here").symlink_to(".")
+    (photos / "linked.png").symlink_to(photos / "a.png")  # a linked file is still taken
+    want = [photos / "a.png", photos / "linked.png", photos / "sub/b.png"]
+    with _fail_after(20):
+        assert expand_inputs([str(photos / "**" / "*.png")]) == want
+        assert expand_inputs([photos]) == want
+        assert expand_inputs([str(photos / "*")]) == want  # "here" matches but is a link
 
 
 def test_quantisation_in_row_blocks_equals_the_whole_image_formula(monkeypatch):

@@ -188,6 +188,48 @@ def test_restore_rejects_a_model_with_the_wrong_scale() -> None:
         restore_image(lambda p: p, np.zeros((8, 8, 3), np.float32), scale=1, tile=8, tile_pad=-1)
 
 
+def test_a_tile_pad_past_the_image_runs_the_image_once() -> None:
+    img = _photo((24, 20))
+    calls: list[tuple[int, ...]] = []
+
+    def run(patch: np.ndarray) -> np.ndarray:
+        calls.append(patch.shape)
+        return np.repeat(np.repeat(patch, 2, axis=2), 2, axis=3)
+
+    out = restore_image(run, img, scale=2, tile=8, tile_pad=10**9)
+    assert calls == [(1, 3, 24, 20)]
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(img, 2, axis=0), 2, axis=1))
+
+
+def test_a_tile_pad_that_is_not_an_integer_is_refused() -> None:
+    img = np.zeros((8, 8, 3), np.float32)
+    for pad in (1.5, 1e9, "16", True):
+        with pytest.raises(UserError, match=r"--tile-pad must be an integer >= 0"):
+            restore_image(lambda p: p, img, scale=1, tile=8, tile_pad=pad)  # type: ignore[arg-type]
+
+
+def test_auto_tile_refuses_a_pad_that_leaves_no_room_for_a_tile() -> None:
+    budget = 400 * 100 * 100  # 100×100 pixels of 100 floats
+    with pytest.raises(
+        UserError, match=r"--tile-pad 1000000000: .*lower --tile-pad \(at most 42 here\)"
+    ):
+        auto_tile(500, 300, floats_per_pixel=100, tile_pad=10**9, budget=budget)
+    assert auto_tile(500, 300, floats_per_pixel=100, tile_pad=42, budget=budget) == 16
+
+
+@pytest.mark.parametrize("dtype, levels", [(np.uint8, 255), (np.uint16, 65535)])
+def test_an_integer_output_buffer_holds_what_writing_the_float_one_would(
+    dtype: type, levels: int
+) -> None:
+    pipe = Pipeline(None, _net("edsr", 2, 3))
+    img = _photo((20, 24))
+    floats = pipe.restore(img, tile=8, tile_pad=4)
+    ints = pipe.restore(img, tile=8, tile_pad=4, dtype=dtype)
+    assert ints.dtype == dtype and ints.shape == floats.shape
+    want = np.clip(np.floor(floats.astype(np.float64) * levels + 0.5), 0, levels)
+    np.testing.assert_array_equal(ints, want.astype(dtype))
+
+
 # --- bundles ---------------------------------------------------------------------------------
 
 

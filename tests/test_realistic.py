@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from twostage.cli import main
 from twostage.errors import UserError
-from twostage.ops.degrade import PRESETS, degrade, gaussian_kernel, get_preset
+from twostage.ops.degrade import PRESETS, degrade, gaussian_kernel, get_preset, preset_from_dict
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.realistic import (
     REALISTIC,
@@ -264,3 +264,19 @@ def test_mixture_shares_clean_and_plain_samples(patches: torch.Tensor) -> None:
     after = np.random.default_rng([0, 0, 0])
     _draw_plan(after, Realistic(clean_prob=0.0))
     assert rng.random() == after.random()
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"kernel_size": [20001, 20001]}, "kernel_size must be odd sizes of at most 255"),
+        ({"kernel_size": [7, 257]}, "kernel_size must be odd sizes of at most 255"),
+        ({"resize_range": [0.5, 2000]}, "resize_range: resize factors must be > 0 and at most 4"),
+        ({"resize_range2": [0.3, 5]}, "resize_range2: resize factors must be > 0 and at most"),
+        ({"blur_sigma": [0, 0]}, "blur_sigma must be > 0"),
+        ({"sinc_cutoff": [0, 1]}, "sinc_cutoff must be > 0"),
+    ],
+)
+def test_sizes_past_the_caps_are_refused_in_a_preset_naming_the_field(fields, needle) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserError, match=rf"big\.yaml: step 1: realistic step: {needle}"):
+        preset_from_dict({"steps": [{"realistic": fields}]}, source="big.yaml")

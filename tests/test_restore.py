@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -439,3 +441,60 @@ def test_an_output_too_wide_for_webp_fails_that_file_only(
     assert len(errors) == 1 and str(out / "wide.webp") in errors[0] and "16383" in errors[0]
     assert [p.name for p in out.iterdir()] == ["small.webp"]
     assert "restored 1 image(s)" in captured.out and "1 failed" in captured.out
+
+
+def _png_claiming(path: Path, width: int, height: int) -> None:
+    """A gray PNG whose header says width×height but whose data is one row: a few hundred
+    bytes that no test decodes (a crafted file, or a huge mostly-constant photo)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\x00" + bytes(width))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
+
+
+def _x4_model(folder: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(arch="edsr", scale=4, n_feats=8, n_resblocks=1)).eval()
+    return _write_model("native", folder, model)
+
+
+def test_an_output_over_the_limit_is_refused_from_the_header_and_others_still_written(
+    tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    model = _x4_model(tmp_path)
+    _png_claiming(tmp_path / "big.png", 9000, 9000)  # 81 MP: under the input limit
+    Image.fromarray(_photo(6, 8)).save(tmp_path / "small.png")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "restore",
+            "--model",
+            str(model),
+            str(tmp_path / "big.png"),
+            str(tmp_path / "small.png"),
+            "--out",
+            str(out),
+        ]
+    )
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(err) == 1
+    assert "big.png" in err[0] and "36000×36000 (1296 MP)" in err[0]
+    assert "over the limit of 400 MP (--max-output-pixels raises it)" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["small.png"]
+
+
+def test_max_output_pixels_sets_the_output_limit(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    model = _x4_model(tmp_path)
+    Image.fromarray(_photo(6, 8)).save(tmp_path / "a.png")  # ×4: 32×24 = 768 pixels
+    args = ["restore", "--model", str(model), str(tmp_path / "a.png")]
+    assert main([*args, "--out", str(tmp_path / "o1"), "--max-output-pixels", "767"]) == 2
+    assert "32×24 (0.000768 MP), over the limit of 0.000767 MP" in capsys.readouterr().err
+    assert not (tmp_path / "o1" / "a.png").exists()
+    assert main([*args, "--out", str(tmp_path / "o2"), "--max-output-pixels", "768"]) == 0
+    assert Image.open(tmp_path / "o2" / "a.png").size == (32, 24)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from twostage import __version__
 from twostage.errors import InputWarning, UserError
-from twostage.limits import MAX_PIXELS, MIN_TILE
+from twostage.limits import MAX_OUTPUT_PIXELS, MAX_PIXELS, MIN_TILE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-pad",
         type=_non_negative_int,
         default=16,
-        help="pixels of context around each tile (default 16)",
+        help="pixels of context around each tile (default 16); more than the image's side "
+        "is the whole image",
     )
     p.add_argument(
         "--device", choices=DEVICES, default="auto", help="where to run (default: cuda if any)"
@@ -245,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _max_pixels_arg(p)
+    p.add_argument(
+        "--max-output-pixels",
+        type=_positive_int,
+        default=MAX_OUTPUT_PIXELS,
+        metavar="N",
+        help="refuse inputs whose output would have more than N pixels, read from the "
+        f"input's header (default {MAX_OUTPUT_PIXELS:,})",
+    )
 
     p = sub.add_parser("export", help="export a model or pipeline to ONNX (checked)")
     p.add_argument("--model", type=Path, required=True)
@@ -386,6 +395,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             ext=args.ext,
             overwrite=args.overwrite,
             max_pixels=args.max_pixels,
+            max_output_pixels=args.max_output_pixels,
         )
         return 2 if failures else 0
     elif cmd == "export":

@@ -25,7 +25,7 @@ import yaml
 
 from twostage.data.datasets import DatasetSpec
 from twostage.errors import UserError, short
-from twostage.limits import MAX_THREADS, SEED_MAX
+from twostage.limits import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_THREADS, SEED_MAX
 from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
 
 
@@ -499,7 +499,20 @@ def check_config(cfg: TrainConfig) -> None:
     checks = [
         ("model.scale", cfg.model.scale >= 1, "must be >= 1"),
         ("data.patch_size", cfg.data.patch_size >= 1, "must be >= 1"),
-        ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
+        (
+            "data.batch_size",
+            1 <= cfg.data.batch_size <= MAX_BATCH_SIZE,
+            f"must be from 1 to {MAX_BATCH_SIZE}",
+        ),
+        *(
+            (
+                f"data.{split}.instances",
+                1 <= spec.instances <= MAX_INSTANCES,
+                f"must be from 1 to {MAX_INSTANCES}",
+            )
+            for split, spec in (("train", cfg.data.train), ("val", cfg.data.val))
+            if spec is not None
+        ),
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("optim.betas", all(0 <= b < 1 for b in cfg.optim.betas), "must be in [0, 1)"),
         ("optim.eps", cfg.optim.eps > 0, "must be > 0"),

@@ -6,10 +6,20 @@ help without importing anything heavy.
 """
 
 MAX_PIXELS = 100_000_000  # width × height of an input image, read from its header (--max-pixels)
+# width × height of a restored image (--max-output-pixels): ×4 of a 25 MP photo, a 1.2 GB 8-bit
+# buffer (2.4 GB at 16 bits), checked from the input's header before anything is decoded
+MAX_OUTPUT_PIXELS = 400_000_000
 MIN_TILE = 8  # input pixels on a tile's side; smaller tiles are nearly all padding (--tile)
 MAX_KERNEL = 255  # pixels on a blur kernel's side; any real blur is far smaller
 MAX_SCALE = 16  # a degradation's or a pipeline's total scale factor
+MAX_RESIZE = 4  # a realistic step's resize factor (Real-ESRGAN's largest is 1.5)
 MAX_STAGE2_REPEATS = 4  # a bundle's stage-2 repeats (the paper's x2x2 uses 2)
+MAX_BATCH_SIZE = 1024  # patches per training batch (data.batch_size); the paper uses 8
+MAX_INSTANCES = 100  # fixed degraded copies of each training image (data.*.instances)
+MAX_ABS_BSNR = 200  # dB either side of 0 (a noise step's bsnr): noise 10^±10 times the signal's
+# a noise step's Poisson gain, if not 0: below it the noise variance is under 1e-12 (none), and
+# near 1e-19 the photon counts overflow numpy's Poisson sampler
+MIN_POISSON_GAIN = 1e-12
 SEED_MAX = 2**32 - 1  # numpy.random.seed's range (run.seed)
 MAX_NAME_BYTES = 255  # bytes in one file or folder name: the limit of ext4, XFS, Btrfs, APFS
 # pixels on an image's longer side that an output format can hold (libwebp's, libjpeg's)

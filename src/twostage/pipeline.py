@@ -60,6 +60,7 @@ from twostage.models.inference import (
     resolve_precision,
 )
 from twostage.ops.files import atomic_path
+from twostage.ops.imageio import to_uint8, to_uint16
 from twostage.ops.progress import bar
 
 __all__ = [
@@ -138,13 +139,21 @@ def auto_tile(
 ) -> int | None:
     """The largest tile (a multiple of 8, at least 16) whose padded square fits `budget` bytes.
 
-    None when the whole image fits at once (no tiling needed).
+    None when the whole image fits at once (no tiling needed). A pad that leaves no room for
+    a 16-pixel tile in a budget that holds one is an error naming --tile-pad.
     """
     bytes_per_pixel = 4.0 * floats_per_pixel
     if height * width * bytes_per_pixel <= budget:
         return None
-    side = int(math.sqrt(budget / bytes_per_pixel)) - 2 * tile_pad
-    tile = max(16, side // 8 * 8)
+    pad = _tile_pad(tile_pad, height, width)
+    fits = int(math.sqrt(budget / bytes_per_pixel))
+    if fits - 2 * pad < 16 <= fits:
+        raise UserError(
+            f"--tile-pad {tile_pad}: a tile with that much context needs more than the "
+            f"{budget / 2**20:.0f} MiB of free memory it may use; lower --tile-pad "
+            f"(at most {max(0, (fits - 16) // 2)} here)"
+        )
+    tile = max(16, (fits - 2 * pad) // 8 * 8)
     return None if tile >= max(height, width) else tile
 
 
@@ -165,21 +174,26 @@ def restore_image(
     tile: int | None,
     tile_pad: int,
     progress: bool = False,
+    dtype: type = np.float32,
 ) -> np.ndarray:
-    """Run `run` over a float image H×W×3, whole or tile by tile; returns (H·s)×(W·s)×3 float32.
+    """Run `run` over a float image H×W×3, whole or tile by tile; returns (H·s)×(W·s)×3 float32
+    in [0, 1], or, for `dtype` uint8 or uint16, each tile quantised as `write_image` would.
 
     The output buffer is allocated once; each tile's padded input and output are freed before
-    the next, so peak memory is the input, the output buffer and one tile's activations.
+    the next, so peak memory is the input, the output buffer and one tile's activations. A tile
+    pad larger than the image is the whole image (`_tile_pad`).
     """
     if img.ndim != 3 or img.shape[2] != 3:
         raise UserError(f"expected an H×W×3 image, got shape {img.shape}")
     if tile is not None and tile < MIN_TILE:
         raise UserError(f"--tile must be 'auto' or at least {MIN_TILE}, got {tile}")
-    if tile_pad < 0:
-        raise UserError(f"--tile-pad must be >= 0, got {tile_pad}")
     height, width = img.shape[:2]
+    tile_pad = _tile_pad(tile_pad, height, width)
+    if tile_pad == max(height, width):
+        tile = None  # every tile would run the whole image: run it once
+    quantise = {np.uint8: to_uint8, np.uint16: to_uint16}.get(dtype)
     img = np.ascontiguousarray(img, dtype=np.float32)
-    out = np.empty((height * scale, width * scale, 3), dtype=np.float32)
+    out = np.empty((height * scale, width * scale, 3), dtype=dtype)
     regions = _tiles(height, width, tile) if tile else [(0, height, 0, width)]
     tiles = bar(regions, quiet=not progress or len(regions) == 1, desc="tiles", leave=False)
     for y0, y1, x0, x1 in tiles:
@@ -199,9 +213,19 @@ def restore_image(
             raise UserError(
                 "the model produced NaN or Inf (broken or diverged weights); nothing written"
             )
-        out[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = core.transpose(1, 2, 0)
-    np.clip(out, 0.0, 1.0, out=out)
+        core = core.transpose(1, 2, 0)
+        out[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = quantise(core) if quantise else core
+    if quantise is None:
+        np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def _tile_pad(tile_pad: int, height: int, width: int) -> int:
+    """`tile_pad` checked and clamped to the image's longer side: context past the image's
+    edges does not exist, so a larger pad is the same as the whole image."""
+    if not isinstance(tile_pad, int | np.integer) or isinstance(tile_pad, bool) or tile_pad < 0:
+        raise UserError(f"--tile-pad must be an integer >= 0, got {short(tile_pad)}")
+    return min(int(tile_pad), max(height, width))
 
 
 class Pipeline(nn.Module):
@@ -278,11 +302,13 @@ class Pipeline(nn.Module):
         device: str | torch.device | None = None,
         progress: bool = False,
         precision: str | None = None,
+        dtype: type = np.float32,
     ) -> np.ndarray:
         """Restore one float image H×W×3 of any size → (H·s)×(W·s)×3 float32 in [0, 1].
 
         `device`: where to run (moves the pipeline there); None keeps its current device.
         `precision`: auto, fp32, bf32 or bf16 for this call; None keeps `self.precision`.
+        `dtype` uint8 or uint16: the output quantised tile by tile (`restore_image`).
         """
         dev = self.device() if device is None else resolve_device(device)
         mode = self.precision.mode if precision is None else resolve_precision(precision, dev).mode
@@ -302,7 +328,7 @@ class Pipeline(nn.Module):
             return y.float().cpu().numpy()
 
         return restore_image(
-            run, img, scale=self.scale, tile=tile, tile_pad=tile_pad, progress=progress
+            run, img, scale=self.scale, tile=tile, tile_pad=tile_pad, progress=progress, dtype=dtype
         )
 
     def save_bundle(self, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
@@ -516,6 +542,7 @@ class OnnxPipeline:
         tile_pad: int = 16,
         device: str | torch.device | None = None,
         progress: bool = False,
+        dtype: type = np.float32,
     ) -> np.ndarray:
         """As `Pipeline.restore`; `device` must match the one given at load (or be None)."""
         if device is not None and _onnx_device(device) != self.device_name:
@@ -530,7 +557,13 @@ class OnnxPipeline:
                 budget=free_memory(dev),
             )
         return restore_image(
-            self._run, img, scale=self.scale, tile=tile, tile_pad=tile_pad, progress=progress
+            self._run,
+            img,
+            scale=self.scale,
+            tile=tile,
+            tile_pad=tile_pad,
+            progress=progress,
+            dtype=dtype,
         )
 
 

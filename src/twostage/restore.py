@@ -4,7 +4,10 @@
   structure below that folder. An existing output is skipped with a note unless `--overwrite`;
   an output that is an input file, or lies outside `--out`, is refused with or without it.
 - Tiling is automatic by default (`--tile auto`): the tile is chosen from free memory, so a
-  large image never runs out of memory (`pipeline.auto_tile`).
+  large image never runs out of memory (`pipeline.auto_tile`). The output is bounded too: one
+  over `max_output_pixels` (`--max-output-pixels`) is refused from the input's header, before
+  anything is decoded, and the output buffer holds the 8- or 16-bit values that are written
+  (float only for gray input, whose three channels are averaged first).
 - 16-bit input gives 16-bit output where the format holds it (png, tif); else 8-bit, noted.
 - Alpha is upscaled on its own with MATLAB bicubic and written back; formats without alpha
   (jpg, bmp) drop it with a warning.
@@ -27,10 +30,16 @@ import numpy as np
 from tqdm import tqdm
 
 from twostage.errors import UserError
-from twostage.limits import MAX_PIXELS
+from twostage.limits import MAX_OUTPUT_PIXELS, MAX_PIXELS
 from twostage.models.shipped import shipped_for, shipped_path
 from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
-from twostage.ops.imageio import check_output_size, expand_inputs, read_image, write_image
+from twostage.ops.imageio import (
+    check_output_size,
+    expand_inputs,
+    image_size,
+    read_image,
+    write_image,
+)
 from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
 from twostage.pipeline import Tile, load_pipeline
@@ -72,6 +81,20 @@ def plan_outputs(
     return plan
 
 
+def _check_output_size(source: Path, target: Path, scale: int, max_output_pixels: int) -> None:
+    """Refuse, from the header alone, an input whose ×`scale` output is over the limit or
+    larger than the target's format holds."""
+    width, height = image_size(source)
+    check_output_size(target, height * scale, width * scale)
+    pixels = width * scale * height * scale
+    if pixels > max_output_pixels:
+        raise UserError(
+            f"{source}: the ×{scale} output would be {width * scale}×{height * scale} "
+            f"({pixels / 1e6:g} MP), over the limit of {max_output_pixels / 1e6:g} MP "
+            "(--max-output-pixels raises it)"
+        )
+
+
 def _note(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
@@ -91,12 +114,14 @@ def restore_files(
     overwrite: bool = False,
     quiet: bool = False,
     max_pixels: int = MAX_PIXELS,
+    max_output_pixels: int = MAX_OUTPUT_PIXELS,
 ) -> int:
     """Restore every input image into `out`; returns the number of files that failed.
 
     `model` None: the shipped model of `scale` (default 4, checksum-verified); else `scale`,
     when given, must be the model's. `precision`: auto (bf16 where the hardware runs it
-    natively), fp32, bf32 or bf16; the chosen mode is printed once.
+    natively), fp32, bf32 or bf16; the chosen mode is printed once. An output over
+    `max_output_pixels` is refused, naming the file, before its input is decoded.
     """
     ext = ext.lower().lstrip(".")
     out = Path(out)
@@ -119,19 +144,23 @@ def restore_files(
             skipped += 1
             continue
         try:
+            _check_output_size(source, target, pipe.scale, max_output_pixels)
             img, info = read_image(source, max_pixels=max_pixels)
-            check_output_size(target, img.shape[0] * pipe.scale, img.shape[1] * pipe.scale)
-            result = pipe.restore(img, tile=tile, tile_pad=tile_pad, progress=not quiet)
+            bit_depth = info.bit_depth
+            if bit_depth == 16 and ext not in SIXTEEN_BIT:
+                _note(f"warning: {source}: .{ext} cannot hold 16 bits; written as 8-bit")
+                bit_depth = 8
+            dtype = np.float32 if info.gray else np.uint16 if bit_depth == 16 else np.uint8
+            result = pipe.restore(
+                img, tile=tile, tile_pad=tile_pad, progress=not quiet, dtype=dtype
+            )
+            del img
             alpha = info.alpha
             if alpha is not None and ext in NO_ALPHA:
                 _note(f"warning: {source}: .{ext} cannot hold alpha; it is dropped")
                 alpha = None
             if alpha is not None:
                 alpha = np.clip(imresize(alpha.astype(np.float32), float(pipe.scale)), 0.0, 1.0)
-            bit_depth = info.bit_depth
-            if bit_depth == 16 and ext not in SIXTEEN_BIT:
-                _note(f"warning: {source}: .{ext} cannot hold 16 bits; written as 8-bit")
-                bit_depth = 8
             if info.gray:
                 result = result.mean(axis=2)
             write_image(target, result, bit_depth=bit_depth, alpha=alpha)

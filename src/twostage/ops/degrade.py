@@ -44,7 +44,13 @@ from PIL import Image
 from scipy.signal import fftconvolve
 
 from twostage.errors import UserError, short
-from twostage.limits import MAX_KERNEL, MAX_PIXELS, MAX_SCALE
+from twostage.limits import (
+    MAX_ABS_BSNR,
+    MAX_KERNEL,
+    MAX_PIXELS,
+    MAX_SCALE,
+    MIN_POISSON_GAIN,
+)
 from twostage.ops.files import check_outputs, read_yaml, remove_stale_temps, write_text_atomic
 from twostage.ops.imageio import expand_inputs, read_image, write_image
 from twostage.ops.realistic import Realistic, degrade_array
@@ -218,14 +224,24 @@ class Noise:
                 f"{owner}: kind must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}"
             )
         object.__setattr__(self, "sigma", _check_range(owner, "sigma", self.sigma))
-        object.__setattr__(self, "gain", _check_range(owner, "gain", self.gain))
+        gain = _check_range(owner, "gain", self.gain)
+        if any(0 < g < MIN_POISSON_GAIN for g in gain):
+            raise UserError(
+                f"{owner}: gain must be 0 (no Poisson noise) or at least {MIN_POISSON_GAIN:g}, "
+                f"got {short(self.gain)}"
+            )
+        object.__setattr__(self, "gain", gain)
+        bsnr = self.bsnr
         if (
-            isinstance(self.bsnr, bool)
-            or not isinstance(self.bsnr, int | float)
-            or not math.isfinite(self.bsnr)
+            isinstance(bsnr, bool)
+            or not isinstance(bsnr, int | float)
+            or not -MAX_ABS_BSNR <= bsnr <= MAX_ABS_BSNR
         ):
-            raise UserError(f"{owner}: bsnr must be a number of dB, got {self.bsnr!r}")
-        object.__setattr__(self, "bsnr", float(self.bsnr))
+            raise UserError(
+                f"{owner}: bsnr must be a number of dB from {-MAX_ABS_BSNR} to {MAX_ABS_BSNR}, "
+                f"got {short(bsnr)}"
+            )
+        object.__setattr__(self, "bsnr", float(bsnr))
 
 
 @dataclass(frozen=True)
@@ -306,6 +322,9 @@ class Preset:
 # Kernels
 
 
+MIN_SIGMA = 1e-3  # pixels: a Gaussian this narrow is already a delta on the pixel grid
+
+
 def _odd_size(extent: float) -> int:
     return 2 * math.ceil(extent - 1e-9) + 1
 
@@ -316,14 +335,19 @@ def gaussian_kernel(
     """size×size Gaussian with principal stds σ1 (along `angle`) and σ2, centred at +shift.
 
     Point-sampled at integer offsets (the usual SRMD/KernelGAN construction) and normalised
-    to sum 1. `angle` is in radians from the +x (column) axis towards +y (rows).
+    to sum 1. `angle` is in radians from the +x (column) axis towards +y (rows). Exponents are
+    taken relative to the largest tap, so a σ far below a pixel gives the limit (a delta, or
+    equal weights on the taps nearest an off-grid centre), never 0/0; σ under MIN_SIGMA, whose
+    kernel is that limit already, is taken as MIN_SIGMA (smaller ones overflow the exponent).
     """
+    sigma1, sigma2 = max(sigma1, MIN_SIGMA), max(sigma2, MIN_SIGMA)
     c = size // 2
     yy, xx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64) - shift
     cos, sin = math.cos(angle), math.sin(angle)
     u = cos * xx + sin * yy  # coordinate along the σ1 axis
     v = -sin * xx + cos * yy
-    k = np.exp(-0.5 * ((u / sigma1) ** 2 + (v / sigma2) ** 2))
+    exponent = -0.5 * ((u / sigma1) ** 2 + (v / sigma2) ** 2)
+    k = np.exp(exponent - exponent.max())
     return k / k.sum()
 
 
@@ -381,9 +405,13 @@ def _kernel_side(blur: Blur, sigma: Range | None, radius: Range | None, factor: 
     if blur.kernel == "disk":
         assert radius is not None
         return 2 * math.ceil(radius[1] + 0.5) + 1
+    if blur.kernel == "motion":
+        assert blur.length is not None
+        return 2 * math.ceil(blur.length[1] * factor / 2 + 1) + 1
     if blur.size and blur.reference_scale:
         return _odd_size((blur.size // 2) * factor)
-    return blur.size if blur.size else _odd_size(3 * (sigma or (0.0, 0.0))[1])
+    # at least 3×3, so that even a vanishing σ can be sampled off-centre before a decimation
+    return blur.size if blur.size else max(3, _odd_size(3 * (sigma or (0.0, 0.0))[1]))
 
 
 def sample_kernel(
@@ -396,7 +424,7 @@ def sample_kernel(
     if size > MAX_KERNEL:
         raise UserError(
             f"blur step: at scale {scale} the kernel would be {size}×{size} pixels "
-            f"(at most {MAX_KERNEL}); lower sigma, radius or size"
+            f"(at most {MAX_KERNEL}); lower sigma, radius, length or size"
         )
     if blur.kernel == "uniform":
         return box_kernel(blur.size, shift)
@@ -459,7 +487,7 @@ def _add_noise(x: np.ndarray, noise: Noise, rng: np.random.Generator) -> np.ndar
         x = x + sigma * rng.standard_normal(x.shape)
     else:
         gain, sigma = _draw(rng, noise.gain), _draw(rng, noise.sigma)
-        if gain > 0:
+        if gain >= MIN_POISSON_GAIN:  # a draw below it (low 0): variance under 1e-12, none
             x = gain * rng.poisson(np.clip(x, 0.0, None) / gain)
         x = x + sigma * rng.standard_normal(x.shape)
     return np.clip(x, 0.0, 1.0)

@@ -10,7 +10,8 @@
 - `folder_lock` keeps two processes (two `twostage run`s, a run and a `train`) out of one
   run folder at once.
 - `read_yaml` refuses aliases and files over `YAML_MAX_BYTES`: a 1 KB "billion laughs"
-  document cannot expand to gigabytes.
+  document cannot expand to gigabytes. It reads regular files only, and at most the cap
+  (`read_bounded`): a link to /dev/zero is refused, and a FIFO never blocks.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "is_temp_name",
     "newest_complete_folder",
     "parse_yaml",
+    "read_bounded",
     "read_yaml",
     "remove_stale_temps",
     "temp_path",
@@ -366,13 +368,36 @@ def parse_yaml(text: str, source: str) -> Any:
         raise UserError(f"{source}{where}: invalid YAML: {problem}") from None
 
 
+def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file; anything else (a folder, FIFO, device such as
+    /dev/zero, socket) or a longer file is an OSError. Opened non-blocking, so a FIFO never
+    hangs: the type is checked on the open descriptor, before anything is read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, "is a folder", str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket)", str(path))
+        data = b""
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // 1024} KB", str(path))
+    return data
+
+
 def read_yaml(path: str | os.PathLike, what: str) -> Any:
-    """Read a YAML file `what` (e.g. "config") with `parse_yaml`'s limits."""
+    """Read a YAML file `what` (e.g. "config") with `parse_yaml`'s limits: a regular file of at
+    most `YAML_MAX_BYTES` (`read_bounded`)."""
     path = Path(path)
     try:
-        if path.stat().st_size > YAML_MAX_BYTES:
-            raise UserError(f"{what} {path}: larger than {YAML_MAX_BYTES // 1024} KB")
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, YAML_MAX_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UserError(f"cannot read {what} {path}: {reason}") from None

@@ -44,6 +44,7 @@ __all__ = [
     "ImageReadError",
     "check_output_size",
     "expand_inputs",
+    "image_size",
     "image_to_tensor",
     "read_image",
     "tensor_to_image",
@@ -417,6 +418,26 @@ def read_image(
         raise ImageReadError(path, cause) from None
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) read from the file's header, nothing decoded (before EXIF rotation:
+    the pixel count is the same); a file that cannot tell raises ImageReadError."""
+    path = Path(path)
+    try:
+        head = _sniff(path)
+        if not head:
+            raise ImageReadError(path, "empty file")
+        return _header_size(path, head)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image in a supported format") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder") from None
+    except Exception as exc:  # as in read_image: any failure to parse is bad input
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ImageReadError(path, " ".join(cause.split()) or type(exc).__name__) from None
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -519,11 +540,34 @@ def _is_image_file(path: Path) -> bool:
 
 
 def _folder_images(folder: Path) -> list[Path]:
+    """Images in `folder` and below; symlinked sub-folders are not descended (`Path.rglob`)."""
     return sorted(p for p in folder.rglob("*") if _is_image_file(p))
+
+
+def _hidden(part: str) -> bool:
+    return part.startswith(".") and part not in (".", "..")
+
+
+def _glob(pattern: str) -> list[Path]:
+    """Sorted matches of a glob pattern, where `**` never descends a symlinked folder (a link
+    back up would loop for ever) and, as `glob.glob`, `*` skips hidden names."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root = Path(*parts[:first]) if first else Path()
+    rest = Path(*parts[first:])
+    hidden_ok = any(_hidden(part) for part in rest.parts)
+    return sorted(
+        m
+        for m in root.glob(str(rest))
+        if hidden_ok or not any(_hidden(p) for p in m.relative_to(root).parts)
+    )
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Files, folders (searched recursively, sorted) and globs → image files, in order, once each.
+
+    Symlinked files are taken; symlinked folders are descended only when named themselves, never
+    when found inside a folder or by a glob (so a link loop cannot make the search endless).
 
     A file named explicitly is kept whatever its suffix (reading it reports any problem). A
     missing path, a glob that matches nothing, or no image at all raises UserError.
@@ -536,13 +580,16 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             found.extend(_folder_images(path))
         elif path.is_file():
             found.append(path)
+        elif path.exists():
+            raise UserError(f"{item}: not a regular file or folder (a FIFO, device or socket)")
         elif glob.has_magic(str(item)):
-            matches = [Path(m) for m in sorted(glob.glob(str(item), recursive=True))]
+            matches = _glob(str(item))
             if not matches:
                 raise UserError(f"no file matches {item}")
             for m in matches:
                 if m.is_dir():
-                    found.extend(_folder_images(m))
+                    if not m.is_symlink():  # a matched link to a folder is not descended
+                        found.extend(_folder_images(m))
                 elif _is_image_file(m):
                     found.append(m)
         else:

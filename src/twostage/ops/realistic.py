@@ -37,6 +37,7 @@ from scipy import fft as sp_fft
 from scipy.special import j1
 
 from twostage.errors import UserError
+from twostage.limits import MAX_KERNEL, MAX_RESIZE
 
 __all__ = [
     "KERNEL_KINDS",
@@ -125,14 +126,24 @@ class Realistic:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name), f.default))
         lo, hi = self.kernel_size
-        if lo % 2 == 0 or hi % 2 == 0:
-            raise UserError(f"realistic step: kernel_size must be odd sizes, got {lo, hi}")
+        if lo % 2 == 0 or hi % 2 == 0 or hi > MAX_KERNEL:
+            raise UserError(
+                f"realistic step: kernel_size must be odd sizes of at most {MAX_KERNEL}, "
+                f"got {lo, hi}"
+            )
         for name in ("jpeg_range", "jpeg_range2"):
             if getattr(self, name)[1] > 100:
                 raise UserError(f"realistic step: {name}: JPEG qualities are at most 100")
         for name in ("resize_range", "resize_range2"):
+            low, high = getattr(self, name)
+            if low <= 0 or high > MAX_RESIZE:
+                raise UserError(
+                    f"realistic step: {name}: resize factors must be > 0 and at most "
+                    f"{MAX_RESIZE}, got {(low, high)}"
+                )
+        for name in ("blur_sigma", "blur_sigma2", "sinc_cutoff", "sinc_cutoff_large"):
             if getattr(self, name)[0] <= 0:
-                raise UserError(f"realistic step: {name}: resize factors must be > 0")
+                raise UserError(f"realistic step: {name} must be > 0, got {getattr(self, name)}")
         if self.clean_prob + self.plain_prob > 1:
             raise UserError("realistic step: clean_prob + plain_prob must be at most 1")
 
