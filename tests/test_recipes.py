@@ -19,10 +19,15 @@ from twostage.recipes import builtin_recipe, load_recipe, recipe_from_dict
         ({"data": {"train": {"kind": "folders"}, "batch_size": 4}}, "train.data.train"),
         ({"data": {"val": None}}, "train.data.val"),
         ({"data": None}, "train.data sets data.train"),
+        ({"model": {"preset": "rcan-paper"}}, "train.model"),
+        ({"run": {"seed": 3}}, "train.run.seed"),
+        ({"name": "x"}, "train.name"),
     ],
 )
-def test_recipe_train_data_sources_are_refused_naming_the_key(train: dict, key: str) -> None:
-    with pytest.raises(UserError, match=rf"recipe: {re.escape(key)}.*--data") as err:
+def test_recipe_train_keys_run_sets_per_network_are_refused_naming_the_key(
+    train: dict, key: str
+) -> None:
+    with pytest.raises(UserError, match=rf"recipe: {re.escape(key)}") as err:
         recipe_from_dict({"base": "deblur", "train": train})
     assert "\n" not in str(err.value)
 

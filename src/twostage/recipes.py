@@ -288,11 +288,15 @@ def _flatten(prefix: str, value: object) -> list[str]:
     return [f"{prefix[:-1]}={text}"]
 
 
-# TrainConfig keys a recipe's `train:` may not set: `twostage run` makes each network's pairs
-# itself (in memory), so these would be recorded in config.yaml and silently ignored.
+# TrainConfig keys a recipe's `train:` may not set: `twostage run` sets them for each network
+# (its pairs, its architecture and scale, its seed, its folder name), so a value here would be
+# recorded in config.yaml and either ignored or applied to every network and every seed alike.
 _SET_BY_RUN = {
     "data.train": "`twostage run` takes its data from --data and the recipe's degradations",
     "data.val": "`twostage run` validates on its test data (from --data and the recipe)",
+    "model": "the recipe's `models:` picks the presets; scale and init are each network's own",
+    "run.seed": "`twostage run --seeds N` runs seeds 0..N-1",
+    "name": "`twostage run` names each network's folder",
 }
 
 
