@@ -67,3 +67,21 @@ def test_yaml_that_is_a_folder_or_too_long_is_refused(tmp_path: Path) -> None:
     exact = tmp_path / "exact.yaml"
     exact.write_text("a: 1\n" + "#" * (YAML_MAX_BYTES - 5), encoding="utf-8")
     assert read_yaml(exact, "config") == {"a": 1}
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_run_folder_files_linked_to_dev_zero_are_not_read(tmp_path: Path, alarm) -> None:  # type: ignore[no-untyped-def]
+    """metrics.csv, latest.txt and a mapped set's complete.json that are links to /dev/zero
+    (or FIFOs) count as missing: the resume, the report and the runner never read them."""
+    from twostage.report import read_metrics
+    from twostage.runner import _marker_images
+    from twostage.train import _read_metrics, latest_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/latest.txt").symlink_to("/dev/zero")
+    (tmp_path / "metrics.csv").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "complete.json")
+    assert latest_checkpoint(tmp_path) is None
+    assert _read_metrics(tmp_path / "metrics.csv", 10) == []
+    assert read_metrics(tmp_path / "metrics.csv") == []
+    assert _marker_images(tmp_path / "complete.json") is None

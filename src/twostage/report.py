@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from twostage import generalize
-from twostage.ops.files import atomic_path, write_text_atomic
+from twostage.ops.files import atomic_path, read_text_bounded, write_text_atomic
 from twostage.ops.imageio import to_uint8
 
 # (key in rows, label in tables, True when higher is better)
@@ -415,15 +415,21 @@ def render_comparison(comparison: Comparison, *, crop: int = 96, display: int = 
     return strip
 
 
+def read_metrics(metrics_csv: Path) -> list[dict[str, str]]:
+    """The rows of a network's metrics.csv; none when it is missing, unreadable or not a
+    regular file of at most limits.MAX_RUN_FILE_BYTES."""
+    try:
+        return list(csv.DictReader(io.StringIO(read_text_bounded(metrics_csv))))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
 def plot_curves(name: str, metrics_csv: Path, png: Path) -> bool:
     """Plot a network's metrics.csv (every numeric column against the iteration) to `png`.
 
     Returns False (and writes nothing) when the file is missing or has no numeric rows.
     """
-    if not metrics_csv.is_file():
-        return False
-    with open(metrics_csv, newline="", encoding="utf-8") as f:
-        records = list(csv.DictReader(f))
+    records = read_metrics(metrics_csv)
     if not records:
         return False
     columns = list(records[0].keys())

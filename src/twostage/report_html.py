@@ -12,7 +12,7 @@ WebP) and only the two shown are loaded, so the page opens at once however many 
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import html
 import json
 import math
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from twostage.ops.files import atomic_path, write_text_atomic
+from twostage.ops.files import YAML_MAX_BYTES, atomic_path, read_text_bounded, write_text_atomic
 from twostage.ops.imageio import to_uint8
 from twostage.report import (
     DIGITS,
@@ -35,6 +35,7 @@ from twostage.report import (
     pick_crop,
     plot_curves,
     present_metrics,
+    read_metrics,
     render_comparison,
     title,
 )
@@ -213,10 +214,7 @@ def _margin_cell(value: float | None, margin: float | None, spread: float, **dat
 
 def _network_html(name: str, folder: Path, out_dir: Path, curve: str | None) -> str:
     """One network: iterations, wall time, last loss, best validation PSNR, curves, config."""
-    records: list[dict[str, str]] = []
-    if (folder / "metrics.csv").is_file():
-        with open(folder / "metrics.csv", newline="", encoding="utf-8") as f:
-            records = list(csv.DictReader(f))
+    records = read_metrics(folder / "metrics.csv")
     last = records[-1] if records else {}
     losses = [r["loss"] for r in records if r.get("loss")]
     vals = [float(r["val_psnr"]) for r in records if r.get("val_psnr")]
@@ -234,12 +232,10 @@ def _network_html(name: str, folder: Path, out_dir: Path, curve: str | None) -> 
     ]
     if curve:
         parts.append(f"<p><img src='{html.escape(curve)}' alt='curves of {html.escape(name)}'></p>")
-    config = folder / "config.yaml"
-    if config.is_file():
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        config = read_text_bounded(folder / "config.yaml", YAML_MAX_BYTES)
         parts.append(
-            "<details><summary>config.yaml</summary><pre>"
-            + html.escape(config.read_text(encoding="utf-8"))
-            + "</pre></details>"
+            f"<details><summary>config.yaml</summary><pre>{html.escape(config)}</pre></details>"
         )
     return "".join(parts)
 

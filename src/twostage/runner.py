@@ -44,7 +44,7 @@ from twostage.evaluate import evaluate_arrays
 from twostage.models.checkpoints import load_model
 from twostage.models.inference import PRECISIONS, resolve_amp, resolve_device
 from twostage.ops.degrade import DOMAINS, SUITE, get_preset, preset_to_dict
-from twostage.ops.files import folder_lock, write_text_atomic
+from twostage.ops.files import folder_lock, read_text_bounded, write_text_atomic
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.metrics import Lpips
 from twostage.ops.progress import bar, on_terminal, stage_line
@@ -401,7 +401,7 @@ def _marker_images(marker: Path) -> object:
     if not marker.is_file():
         return None
     try:
-        about = json.loads(marker.read_text(encoding="utf-8"))
+        about = json.loads(read_text_bounded(marker))
     except (OSError, ValueError):  # ValueError: bad JSON or UTF-8
         return None
     return about.get("images") if isinstance(about, dict) else None

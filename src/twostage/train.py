@@ -74,6 +74,7 @@ from twostage.ops.files import (
     folder_lock,
     is_temp_name,
     newest_complete_folder,
+    read_text_bounded,
     remove_stale_temps,
     temp_path,
     write_text_atomic,
@@ -227,7 +228,7 @@ def read_pointer(root: Path, which: str) -> Path | None:
     None (no pointer, or one that names no complete checkpoint)."""
     pointer = root / f"{which}.txt"
     try:
-        name = pointer.read_text(encoding="utf-8").strip()
+        name = read_text_bounded(pointer, 4096).strip()
     except (OSError, UnicodeDecodeError):
         return None
     folder = root / name
@@ -371,8 +372,8 @@ def _clean_after(root: Path, iteration: int, best_iteration: int | None) -> None
 def _read_metrics(path: Path, up_to: int) -> list[dict[str, str]]:
     """Rows of an existing metrics.csv up to iteration `up_to` (later ones are being redone)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_text_bounded(path)
+    except (OSError, UnicodeDecodeError):
         return []
     rows = []
     for row in csv.DictReader(io.StringIO(text)):

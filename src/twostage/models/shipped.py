@@ -16,6 +16,7 @@ from pathlib import Path
 
 from twostage.errors import UserError
 from twostage.models.checkpoints import CheckpointError
+from twostage.ops.files import read_text_bounded
 
 __all__ = ["SHIPPED", "Shipped", "card", "shipped_for", "shipped_path", "shipped_table"]
 
@@ -86,7 +87,7 @@ def card(model: Shipped) -> dict:
     missing or unreadable card, or one without the headline fields, is a UserError naming it."""
     path = _weights() / f"{Path(model.file).stem}.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text_bounded(path, 1 << 20))
     except (OSError, ValueError) as exc:  # ValueError: bad JSON or UTF-8
         raise UserError(f"cannot read the model card {path}: {exc}") from None
     bad = [

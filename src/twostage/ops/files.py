@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from twostage.errors import UserError, short
-from twostage.limits import MAX_NAME_BYTES
+from twostage.limits import MAX_NAME_BYTES, MAX_RUN_FILE_BYTES
 
 __all__ = [
     "WriteError",
@@ -46,6 +46,7 @@ __all__ = [
     "newest_complete_folder",
     "parse_yaml",
     "read_bounded",
+    "read_text_bounded",
     "read_yaml",
     "remove_stale_temps",
     "temp_path",
@@ -390,6 +391,12 @@ def read_bounded(path: str | os.PathLike, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit // 1024} KB", str(path))
     return data
+
+
+def read_text_bounded(path: str | os.PathLike, limit: int = MAX_RUN_FILE_BYTES) -> str:
+    """A regular UTF-8 text file of at most `limit` bytes (`read_bounded`); OSError or
+    UnicodeDecodeError otherwise. For the files a run folder holds (metrics.csv, pointers)."""
+    return read_bounded(path, limit).decode("utf-8")
 
 
 def read_yaml(path: str | os.PathLike, what: str) -> Any:
