@@ -547,3 +547,13 @@ def test_writing_an_image_larger_than_its_format_holds_is_a_user_error(tmp_path:
         write_image(tmp_path / "wide.webp", wide)
     assert list(tmp_path.iterdir()) == []
     write_image(tmp_path / "wide.png", wide)  # PNG holds it
+
+
+@pytest.mark.parametrize("dtype,white", [("uint8", 255), ("uint16", 65535)])
+def test_tiff_with_zero_as_white_is_read_with_zero_as_white(tmp_path, dtype, white):
+    """Photometric MINISWHITE (0 = white), as scanners and fax software write it."""
+    stored = np.array([[0, white], [white // 2, white // 4]], dtype=dtype)
+    tifffile.imwrite(tmp_path / "w.tif", stored, photometric="miniswhite")
+    img, info = read_image(tmp_path / "w.tif")
+    np.testing.assert_allclose(img[..., 0], 1 - stored / white, atol=1e-7)
+    assert info.gray and info.bit_depth == (16 if dtype == "uint16" else 8)

@@ -261,7 +261,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageInfo] | None:
         page = tif.pages[0]
         photometric = int(page.photometric)
         # MINISWHITE=0, MINISBLACK=1, RGB=2; palette, CMYK, YCbCr, bilevel: leave to Pillow.
-        if photometric not in (1, 2) or page.bitspersample not in (8, 16, 32, 64):
+        if photometric not in (0, 1, 2) or page.bitspersample not in (8, 16, 32, 64):
             return None
         _check_sample_type(np.dtype(page.dtype), path)
         try:
@@ -294,6 +294,10 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageInfo] | None:
         return None
     gray = channels in (1, 2)
     has_alpha = channels in (2, 4)
+    if photometric == 0 and gray:  # MINISWHITE: 0 is white; an alpha plane keeps its sense
+        values = values.copy()
+        plane = values[..., 0] if channels == 2 else values
+        plane[...] = maxval - plane
     return _split(values, maxval, path, depth, gray, has_alpha)
 
 
