@@ -8,7 +8,8 @@
 #    (<= 150 s) -> OUT/gpu-bench.json.
 # Uses the machine's own python3 (torch, scikit-image) with our sources on PYTHONPATH; no
 # network. Modules the trainer needs beyond those are installed offline, into a temporary
-# folder, from benchmarks/wheels/ when it exists; otherwise they are named and it exits 3 at once.
+# folder, from benchmarks/wheels/ when it exists (`make gpu-wheels` fills it here; carry it to the
+# GPU machine); otherwise they are named and it exits 3 at once.
 # CPU smoke test (tests/test_benchmarks.py): OUT=dir bash benchmarks/gpu.sh --device cpu --tiny --steps 2
 set -euo pipefail
 out="${OUT:-.}"

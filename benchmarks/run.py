@@ -1612,7 +1612,9 @@ _TRAINER_CHECK = (
     "(`benchmarks/gpu_trainer.py`): the paper profile trained by `twostage.train` itself for "
     "200 steps eager and 200 with `run.cuda_graph=true` from one seed, per-step losses compared "
     "(exit 1 on a mismatch), then the trainer's step time and MFU of both; results in "
-    "`$OUT/gpu-trainer.{json,md}` (save the JSON as `benchmarks/results/gpu_trainer-<card>.json`)."
+    "`$OUT/gpu-trainer.{json,md}` (save the JSON as `benchmarks/results/gpu_trainer-<card>.json`). "
+    "The GPU machine's python lacks pyyaml, tqdm, safetensors and pypng: `make gpu-wheels` "
+    "stages their wheels in `benchmarks/wheels/` here; carry that folder along."
 )
 
 
