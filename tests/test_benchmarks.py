@@ -16,7 +16,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCH))  # run.py imports its sibling reference.py
+sys.path.insert(0, str(BENCH))  # the package benchmarks/bench and its sibling reference.py
 
 
 def _load(name: str) -> types.ModuleType:
@@ -29,8 +29,11 @@ def _load(name: str) -> types.ModuleType:
     return module
 
 
-run = _load("run")
 reference = _load("reference")
+
+from bench import harness, nets, report, sections  # noqa: E402
+from bench import targets as bench_targets  # noqa: E402
+from bench import train as bench_train  # noqa: E402
 
 from twostage.models import build_model, preset_spec  # noqa: E402
 
@@ -60,7 +63,7 @@ def test_reference_rcan_with_our_weights_computes_the_same_function(scale: int) 
 
 def test_median_times_alternates_and_counts_runs() -> None:
     calls: list[str] = []
-    times = run.median_times(
+    times = harness.median_times(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=2, repeats=3
     )
     assert calls == ["a", "b"] * 5  # round-robin: load changes hit both alike
@@ -68,7 +71,7 @@ def test_median_times_alternates_and_counts_runs() -> None:
 
 
 def test_speed_row_ratios() -> None:
-    row = run._speed_row(
+    row = bench_train.speed_row(
         "rcan-paper",
         2,
         {"ours": [2.0, 1.0, 3.0], "reference": [3.0, 3.0]},
@@ -129,7 +132,7 @@ def test_render_states_verdicts_from_the_numbers() -> None:
             "repeats": 5,
         },
     ]
-    text = run.render(
+    text = report.render(
         {
             "machine": {"cpu": "Test CPU"},
             "sections": {"train": _section(train), "infer": _section(infer)},
@@ -152,6 +155,34 @@ def test_render_states_verdicts_from_the_numbers() -> None:
     )
     assert "Test CPU" in text
     assert "Not measured yet (`python benchmarks/run.py --only demo`)" in text
+
+
+def test_report_shows_every_section_of_the_one_list_in_its_order(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)  # no GPU results either
+    text = report.render({"machine": {"cpu": "x"}, "sections": {}})
+    heads = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    titles = [f"## {s.title}" for s in sections.SECTIONS]
+    assert [h for h in heads if h in titles] == titles
+    for s in sections.SECTIONS:
+        assert f"Not measured yet (`python benchmarks/run.py --only {s.name}`)." in text
+    assert "## Targets" not in text  # nothing measured: no target row
+
+
+def test_gpu_target_takes_the_best_row_of_the_last_result_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    for name, mfus in (("gpu-a.json", [0.5]), ("gpu-b.json", [0.25, None, 0.375])):
+        train = [
+            {"scale": 2, "mode": "fp32", "step_ms": 9.0, "tflops": 1.0, "mfu_measured_matmul": 0.1}
+            | {"mfu_datasheet": m}
+            for m in mfus
+        ]
+        (tmp_path / name).write_text(json.dumps({"train": train}))
+    text = report.render({"machine": {"cpu": "x"}, "sections": {}})
+    assert "## Targets\n" in text
+    row = "| GPU ≥ 40 % MFU (bf16 dense datasheet peak; best row of gpu-b.json) | 37.5 % |"
+    assert row + " **not met** |" in text
 
 
 def _env() -> dict[str, str]:
@@ -265,7 +296,9 @@ def test_precision_section_smoke_and_targets(tmp_path: Path) -> None:
             for d in (0.05, 0.07)
         ],
     ]
-    targets = {row[0]: (row[1], row[2]) for row in run._precision_targets(fake)}
+    targets = {
+        row[0]: (row[1], row[2]) for row in bench_targets.target_rows({"precision": {"rows": fake}})
+    }
     assert targets["CPU restore --precision auto ≥ 3× the fp32 reference (rcan-paper ×2)"] == (
         "3.20×",
         "**met**",
@@ -292,8 +325,12 @@ def test_render_variants_states_the_trainers_bf16_ratio() -> None:
             "repeats": 2,
         }
 
-    rows = [row(run.Variant(), 0.7), row(run.TRAINER_FP32, 0.5), row(run.TRAINER_BF16, 0.625)]
-    text = run.render({"machine": {"cpu": "x"}, "sections": {"variants": _section(rows)}})
+    rows = [
+        row(nets.Variant(), 0.7),
+        row(bench_train.TRAINER_FP32, 0.5),
+        row(bench_train.TRAINER_BF16, 0.625),
+    ]
+    text = report.render({"machine": {"cpu": "x"}, "sections": {"variants": _section(rows)}})
     assert "edsr-cpu ×4: `run.amp: bf16` trains 0.80× as fast as fp32" in text
 
 
@@ -360,8 +397,8 @@ def test_gpu_section_says_the_trainer_check_has_not_run_until_a_result_exists(
     tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     gpu_trainer = _load("gpu_trainer")
-    monkeypatch.setattr(run, "RESULTS", tmp_path)
-    text = "\n".join(run._render_gpu())
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    text = "\n".join(report.render_gpu())
     assert "off by default" in text and "not yet run" in text
     result = {
         "device": "cuda:0",
@@ -389,6 +426,6 @@ def test_gpu_section_says_the_trainer_check_has_not_run_until_a_result_exists(
         "speedup": 2.0,
     }
     (tmp_path / "gpu_trainer-h100.json").write_text(json.dumps(result))
-    text = "\n".join(run._render_gpu())
+    text = "\n".join(report.render_gpu())
     assert "not yet run" not in text and "**MISMATCH**" in text and "first mismatch 2" in text
     assert "| graph | 40.0 |" in text

@@ -1,0 +1,299 @@
+"""Training-step sections: ours vs the reference RCAN (`train`), and memory format, bf16 and
+compile variants of the step (`variants`). `train_step` is the step the other areas time too.
+
+FLOPs: a training step = 3 × forward (the backward pass costs two forward passes: gradients
+of inputs and of weights).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twostage.models import conv_macs
+from twostage.models.common import ModelSpec
+
+from .harness import Context, Row, Step, fmt, median_times, pct, table
+from .nets import Variant, build, conv_math, spec_of
+
+# The cpu profile's trainer: channels_last and fused Adam, with and without `run.amp: bf16`.
+TRAINER_FP32 = Variant(channels_last=True, fused_adam=True)
+TRAINER_BF16 = Variant(channels_last=True, fused_adam=True, bf16=True)
+
+
+def train_step(
+    model: nn.Module, *, batch: int, patch: int, variant: Variant, seed: int = 0
+) -> Step:
+    """One Adam (β = 0.9/0.99, ε = 1e-8) + L1 step on a fixed random batch."""
+    scale = model.scale
+    memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
+    model = model.train().to(memory_format=memory_format)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, patch, patch, generator=g).contiguous(memory_format=memory_format)
+    y = torch.rand(batch, 3, patch * scale, patch * scale, generator=g)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.99), eps=1e-8, fused=variant.fused_adam or None
+    )
+    net = torch.compile(model) if variant.compile else model
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with conv_math(variant), torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.bf16):
+            out = net(x)
+            F.l1_loss(out.float(), y).backward()
+        opt.step()
+
+    return step
+
+
+def train_gflop(spec: ModelSpec, *, batch: int, patch: int) -> float:
+    return 3 * 2 * conv_macs(spec, patch, patch) * batch / 1e9
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    preset: str
+    scale: int
+    batch: int
+    patch: int
+    note: str
+
+    @property
+    def big(self) -> bool:
+        return self.preset.endswith("-paper")
+
+
+TRAIN_CASES = (
+    TrainCase("rcan-paper", 2, 8, 96, "the paper's ×2 (map2 / stage 2)"),
+    TrainCase("rcan-paper", 1, 8, 96, "the paper's ×1 mapping network"),
+    TrainCase("rcan-cpu", 2, 8, 32, "demo: map2 and stage-2 ×2 networks"),
+    TrainCase("rcan-cpu", 4, 8, 32, "demo: direct-rcan ×4"),
+    TrainCase("edsr-cpu", 4, 8, 32, "cpu profile's EDSR ×4 (not in the demo's branches)"),
+)
+
+# (network, the ways its step is run): the `variants` section.
+VARIANT_CASES = (
+    (
+        TrainCase("rcan-cpu", 2, 8, 32, ""),
+        (
+            Variant(),
+            Variant(channels_last=True),
+            Variant(fused_adam=True),
+            Variant(channels_last=True, fused_adam=True),
+            Variant(channels_last=True, bf32=True),
+            Variant(channels_last=True, bf16=True),
+            TRAINER_BF16,
+            Variant(compile=True),
+        ),
+    ),
+    (TrainCase("rcan-cpu", 4, 8, 32, ""), (Variant(), Variant(channels_last=True))),
+    (TrainCase("edsr-cpu", 4, 8, 32, ""), (Variant(), TRAINER_FP32, TRAINER_BF16)),
+    (TrainCase("rcan-paper", 2, 8, 96, ""), (Variant(), Variant(channels_last=True))),
+)
+
+
+def _repeats(ctx: Context, big: bool) -> tuple[int, int]:
+    a = ctx.args
+    return (1, a.paper_repeats) if big else (2, a.repeats)
+
+
+# ============================================================================ measure
+
+
+def section_train(ctx: Context) -> list[Row]:
+    rows = []
+    for case in TRAIN_CASES:
+        spec = spec_of(case.preset, case.scale)
+        fns = {
+            "ours": train_step(
+                build(spec, reference=False), batch=case.batch, patch=case.patch, variant=Variant()
+            )
+        }
+        if spec.arch == "rcan":
+            fns["reference"] = train_step(
+                build(spec, reference=True), batch=case.batch, patch=case.patch, variant=Variant()
+            )
+        warmup, repeats = _repeats(ctx, case.big)
+        print(
+            f"  train {case.preset} ×{case.scale} b{case.batch} p{case.patch}: "
+            f"{warmup} warm-up + {repeats} timed",
+            flush=True,
+        )
+        times = median_times(fns, warmup=warmup, repeats=repeats)
+        gflop = train_gflop(spec, batch=case.batch, patch=case.patch)
+        row = speed_row(case.preset, case.scale, times, gflop, ctx.gemm, repeats=repeats)
+        row.update(batch=case.batch, patch=case.patch, note=case.note, gflop=gflop)
+        rows.append(row)
+        del fns
+    return rows
+
+
+def speed_row(
+    preset: str,
+    scale: int,
+    times: dict[str, list[float]],
+    gflop: float,
+    gemm: float | None,
+    *,
+    repeats: int,
+) -> Row:
+    """A `train` row: our median step, GFLOP/s, share of the GEMM peak, speed vs reference."""
+    ours = statistics.median(times["ours"])
+    row: Row = {
+        "preset": preset,
+        "scale": scale,
+        "repeats": repeats,
+        "seconds": ours,
+        "times": times["ours"],
+        "gflops": gflop / ours,
+        "of_gemm": gflop / ours / gemm if gemm else None,
+    }
+    if "reference" in times:
+        ref = statistics.median(times["reference"])
+        row.update(ref_seconds=ref, ref_times=times["reference"], speedup=ref / ours)
+    return row
+
+
+def section_variants(ctx: Context) -> list[Row]:
+    """Memory format / bf16 / compile for the train step (inference variants: `infer`)."""
+    rows = []
+    for case, variants in VARIANT_CASES:
+        spec = spec_of(case.preset, case.scale)
+        warmup, repeats = _repeats(ctx, case.big)
+        fns = {}
+        for v in variants:
+            fns[v.label] = train_step(
+                build(spec, reference=False), batch=case.batch, patch=case.patch, variant=v
+            )
+            if v.compile:  # compile happens on the first call: time it, then warm up
+                start = time.perf_counter()
+                fns[v.label]()
+                rows.append(
+                    {
+                        "preset": case.preset,
+                        "scale": case.scale,
+                        "mode": "train",
+                        "variant": v.label,
+                        "compile_seconds": time.perf_counter() - start,
+                    }
+                )
+        print(f"  train variants {case.preset} ×{case.scale}: {', '.join(fns)}", flush=True)
+        times = median_times(fns, warmup=warmup, repeats=repeats)
+        rows += _variant_rows(ctx, case, spec, times, repeats)
+        del fns
+    return rows
+
+
+def _variant_rows(
+    ctx: Context, case: TrainCase, spec: ModelSpec, times: dict[str, list[float]], repeats: int
+) -> list[Row]:
+    gflop = train_gflop(spec, batch=case.batch, patch=case.patch)
+    base = statistics.median(times[Variant().label])
+    rows = []
+    for label, t in times.items():
+        sec = statistics.median(t)
+        rows.append(
+            {
+                "preset": case.preset,
+                "scale": case.scale,
+                "mode": "train",
+                "batch": case.batch,
+                "patch": case.patch,
+                "variant": label,
+                "seconds": sec,
+                "times": t,
+                "gflops": gflop / sec,
+                "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
+                "vs_contiguous": base / sec,
+                "repeats": repeats,
+            }
+        )
+    return rows
+
+
+# ============================================================================ render
+
+
+def render_train(rows: list[Row]) -> list[str]:
+    out = table(
+        [
+            "network",
+            "batch",
+            "s/iter (ours)",
+            "GFLOP/s",
+            "% of GEMM",
+            "s/iter (reference)",
+            "ours/ref speed",
+            "runs",
+            "what",
+        ],
+        [
+            [
+                f"{r['preset']} ×{r['scale']}",
+                f"{r['batch']} × {r['patch']}²",
+                fmt(r["seconds"], ".3f"),
+                f"{r['gflops']:.0f}",
+                pct(r["of_gemm"]),
+                fmt(r.get("ref_seconds"), ".3f"),
+                fmt(r.get("speedup"), ".2f", "×"),
+                str(r["repeats"]),
+                r["note"],
+            ]
+            for r in rows
+        ],
+    )
+    big = [r for r in rows if r["preset"].endswith("paper")]
+    if big:
+        out += [
+            "",
+            f"The paper-size rows take several seconds per step: {big[0]['repeats']} "
+            "timed steps after 1 warm-up (the small presets: the median of more).",
+        ]
+    return out
+
+
+def _same_case(a: Row, b: Row) -> bool:
+    return (a["preset"], a["scale"]) == (b["preset"], b["scale"])
+
+
+def render_variants(rows: list[Row]) -> list[str]:
+    timed = [r for r in rows if "seconds" in r]
+    out = table(
+        ["network", "set-up", "s/iter", "GFLOP/s", "% of GEMM", "speed vs contiguous", "runs"],
+        [
+            [
+                f"{r['preset']} ×{r['scale']} ({r['batch']} × {r['patch']}²)",
+                r["variant"],
+                fmt(r["seconds"], ".3f"),
+                f"{r['gflops']:.0f}",
+                pct(r["of_gemm"]),
+                fmt(r["vs_contiguous"], ".2f", "×"),
+                str(r["repeats"]),
+            ]
+            for r in timed
+        ],
+    )
+    for r in timed:
+        fp32 = next(
+            (f for f in timed if _same_case(f, r) and f["variant"] == TRAINER_FP32.label), None
+        )
+        if r["variant"] == TRAINER_BF16.label and fp32 is not None:
+            out += [
+                "",
+                f"{r['preset']} ×{r['scale']}: `run.amp: bf16` trains "
+                f"{fp32['seconds'] / r['seconds']:.2f}× as fast as fp32 "
+                f"({TRAINER_FP32.label}, as the cpu profile trains).",
+            ]
+    for r in rows:
+        if "compile_seconds" in r:
+            out += [
+                "",
+                f"torch.compile of the {r['preset']} ×{r['scale']} train step took "
+                f"{r['compile_seconds']:.0f} s (first call).",
+            ]
+    return out
