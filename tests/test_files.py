@@ -75,13 +75,14 @@ def test_run_folder_files_linked_to_dev_zero_are_not_read(tmp_path: Path, alarm)
     (or FIFOs) count as missing: the resume, the report and the runner never read them."""
     from twostage.report import read_metrics
     from twostage.runner import _marker_images
-    from twostage.train import _read_metrics, latest_checkpoint
+    from twostage.train import latest_checkpoint
+    from twostage.train.state import read_metric_rows
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints/latest.txt").symlink_to("/dev/zero")
     (tmp_path / "metrics.csv").symlink_to("/dev/zero")
     os.mkfifo(tmp_path / "complete.json")
     assert latest_checkpoint(tmp_path) is None
-    assert _read_metrics(tmp_path / "metrics.csv", 10) == []
+    assert read_metric_rows(tmp_path / "metrics.csv", 10) == []
     assert read_metrics(tmp_path / "metrics.csv") == []
     assert _marker_images(tmp_path / "complete.json") is None

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import twostage.train as train_mod
+import twostage.train.loop as train_loop
 from twostage.cli import main
 from twostage.config import PROFILES, apply_overrides, profile_defaults
 from twostage.data.datasets import (
@@ -98,7 +99,7 @@ def _per_patch_config(*overrides: str):
 def test_per_patch_training_resumes_bit_exactly(tmp_path: Path, monkeypatch) -> None:
     ref = tmp_path / "ref"
     train_mod.train(_per_patch_config(), out=ref, quiet=True)
-    real, calls = train_mod.fresh_batch, {"n": 0}
+    real, calls = train_loop.fresh_batch, {"n": 0}
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -107,10 +108,10 @@ def test_per_patch_training_resumes_bit_exactly(tmp_path: Path, monkeypatch) -> 
         return real(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(train_mod, "fresh_batch", interrupting)
+    monkeypatch.setattr(train_loop, "fresh_batch", interrupting)
     with pytest.raises(KeyboardInterrupt):
         train_mod.train(_per_patch_config(), out=out, quiet=True)
-    monkeypatch.setattr(train_mod, "fresh_batch", real)
+    monkeypatch.setattr(train_loop, "fresh_batch", real)
     train_mod.train(_per_patch_config(), out=out, resume=True, quiet=True)
     want, got = load_file(str(ref / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(want[k], got[k]) for k in want)

@@ -223,9 +223,9 @@ def test_20_first_loss_after_a_kill_and_resume_equals_the_uninterrupted_runs(
 ) -> None:
     """SIGTERM at iteration 7 saves a checkpoint there; the resumed run's loss at 10 must
     average iterations 6-10, as the uninterrupted run's does, not only 8-10."""
-    import twostage.train as train_mod
+    import twostage.train.loop as train_loop
 
-    real, calls = train_mod.random_batch, {"n": 0}
+    real, calls = train_loop.random_batch, {"n": 0}
 
     def terminating_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -234,11 +234,11 @@ def test_20_first_loss_after_a_kill_and_resume_equals_the_uninterrupted_runs(
         return real(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(train_mod, "random_batch", terminating_batch)
+    monkeypatch.setattr(train_loop, "random_batch", terminating_batch)
     with pytest.raises(KeyboardInterrupt):
         train(_tiny(pairs), out=out, quiet=True)
     assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000007"
-    monkeypatch.setattr(train_mod, "random_batch", real)
+    monkeypatch.setattr(train_loop, "random_batch", real)
     train(_tiny(pairs), out=out, resume=True, quiet=True)
     _same_run(out, reference)
 

@@ -21,6 +21,7 @@ from photo_pairs import write_photo_pairs
 from safetensors.torch import load_file
 
 import twostage.train as train_mod
+import twostage.train.loop as train_loop
 from twostage.cli import main
 from twostage.config import (
     OptimConfig,
@@ -41,6 +42,9 @@ from twostage.train import (
     load_checkpoint,
     train,
 )
+from twostage.train.cuda_graph import set_lr, step_graph
+from twostage.train.dist import Dist
+from twostage.train.state import portable_optimizer_state
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
@@ -142,7 +146,7 @@ def _killing_launcher(kill_when: str, at: int) -> str:
     return f"""
 import os, signal, sys
 import torch
-import twostage.train as t
+import twostage.train.loop as t
 calls = {{"batch": 0}}
 orig_batch, orig_save = t.random_batch, torch.save
 def random_batch(*args, **kwargs):
@@ -279,7 +283,7 @@ def test_full_disk_is_a_clear_error_and_keeps_latest(
 def test_ctrl_c_saves_a_checkpoint_then_resume_matches(
     tmp_path: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = train_mod.random_batch
+    real = train_loop.random_batch
     calls = {"n": 0}
 
     def interrupting_batch(*args, **kwargs):
@@ -290,12 +294,12 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_matches(
 
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(train_mod, "random_batch", interrupting_batch)
+    monkeypatch.setattr(train_loop, "random_batch", interrupting_batch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(), out=out, quiet=True)
     assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
     assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000007"
-    monkeypatch.setattr(train_mod, "random_batch", real)
+    monkeypatch.setattr(train_loop, "random_batch", real)
     train(tiny(), out=out, resume=True, quiet=True)
     assert_bit_identical(
         weights(out / "model.safetensors"), weights(reference / "model.safetensors")
@@ -305,7 +309,7 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_matches(
 def test_nan_loss_stops_naming_the_iteration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = train_mod.random_batch
+    real = train_loop.random_batch
     calls = {"n": 0}
 
     def poisoned_batch(*args, **kwargs):
@@ -317,7 +321,7 @@ def test_nan_loss_stops_naming_the_iteration(
         return x, y
 
     out = tmp_path / "run"
-    monkeypatch.setattr(train_mod, "random_batch", poisoned_batch)
+    monkeypatch.setattr(train_loop, "random_batch", poisoned_batch)
     with pytest.raises(TrainingDiverged, match=r"iteration 13\b.*iter_00000010"):
         train(tiny(), out=out, quiet=True)
     assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000010"
@@ -421,7 +425,7 @@ def test_bf16_on_cpu_with_channels_last_resumes_exactly(
     bf16 = ("run.amp=bf16", "run.channels_last=true")
     whole = tmp_path / "whole"
     train(tiny(*bf16), out=whole, quiet=True)
-    real, calls = train_mod.random_batch, {"n": 0}
+    real, calls = train_loop.random_batch, {"n": 0}
 
     def interrupting_batch(*args, **kwargs):
         calls["n"] += 1
@@ -430,10 +434,10 @@ def test_bf16_on_cpu_with_channels_last_resumes_exactly(
         return real(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(train_mod, "random_batch", interrupting_batch)
+    monkeypatch.setattr(train_loop, "random_batch", interrupting_batch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(*bf16), out=out, quiet=True)
-    monkeypatch.setattr(train_mod, "random_batch", real)
+    monkeypatch.setattr(train_loop, "random_batch", real)
     train(tiny(*bf16), out=out, resume=True, quiet=True)
     ours = weights(out / "model.safetensors")
     assert_bit_identical(ours, weights(whole / "model.safetensors"))
@@ -451,10 +455,10 @@ def test_cuda_graph_is_chosen_only_where_it_works() -> None:
     assert train_mod.graph_blocker(tiny("run.amp=bf16"), cuda) is None
     assert "GradScaler" in train_mod.graph_blocker(tiny("run.amp=fp16"), cuda)
     assert "compile" in train_mod.graph_blocker(tiny("run.compile=true"), cuda)
-    assert "DDP" in train_mod.graph_blocker(cfg, cuda, train_mod._Dist(rank=0, world=2))
+    assert "DDP" in train_mod.graph_blocker(cfg, cuda, Dist(rank=0, world=2))
     assert "CUDA device" in train_mod.graph_blocker(cfg, cpu)
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=1e-3, fused=True)
-    assert train_mod._step_graph(cfg, cpu, train_mod._Dist(), opt) is None
+    assert step_graph(cfg, cpu, Dist(), opt, step=lambda *a, **k: None) is None
     assert opt.param_groups[0]["lr"] == 1e-3 and not opt.param_groups[0]["capturable"]
 
 
@@ -465,14 +469,14 @@ def test_optimizer_state_of_a_graph_run_loads_anywhere() -> None:
     opt = torch.optim.Adam([param], lr=torch.tensor(2e-3), capturable=True, fused=True)
     param.grad = torch.ones(3)
     opt.step()
-    saved = train_mod._portable(opt.state_dict())
+    saved = portable_optimizer_state(opt.state_dict())
     assert saved["param_groups"][0]["lr"] == pytest.approx(2e-3)
     assert saved["param_groups"][0]["capturable"] is False
     eager = torch.optim.Adam([torch.nn.Parameter(param.detach().clone())], lr=1.0, fused=True)
     eager.load_state_dict(saved)
-    train_mod._set_lr(eager, 5e-4)
+    set_lr(eager, 5e-4)
     assert eager.param_groups[0]["lr"] == 5e-4
-    train_mod._set_lr(opt, 5e-4)  # a graph's tensor lr is refilled in place
+    set_lr(opt, 5e-4)  # a graph's tensor lr is refilled in place
     assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
     assert opt.param_groups[0]["lr"].item() == pytest.approx(5e-4)
 
