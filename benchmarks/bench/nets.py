@@ -42,7 +42,6 @@ class Variant:
     bf16: bool = False  # torch.autocast bf16: activations in bf16
     bf32: bool = False  # oneDNN fp32 convs with bf16 multiplicands (AMX), fp32 activations
     compile: bool = False
-    fused_adam: bool = False
 
     @property
     def label(self) -> str:
@@ -51,8 +50,6 @@ class Variant:
             parts.append("bf16 autocast")
         if self.bf32:
             parts.append("bf32 convs")
-        if self.fused_adam:
-            parts.append("fused Adam")
         if self.compile:
             parts.append("compile")
         return " + ".join(parts)
