@@ -2,9 +2,10 @@
 
 Measures, in one short run (about 3 minutes; `--budget-s` skips what does not fit):
 - the card's bf16 dense matmul rate (8192^3, random data) and device copy bandwidth;
-- the `rcan-paper` x2 train step (Adam, L1, batch 8 of 96x96 LR patches) in fp32 (TF32), bf16
-  autocast, bf16 + channels_last, each eager and replayed as one CUDA graph (the whole step:
-  forward, backward, Adam), the host time spent issuing an eager step (when it is close to the
+- the trainer's own `rcan-paper` x2 train step (`twostage.train.make_step`: fused Adam, L1,
+  batch 8 of 96x96 LR patches) in fp32 (TF32), bf16 autocast (run.amp), bf16 + channels_last,
+  each eager and replayed as the trainer's CUDA graph (run.cuda_graph: forward, backward,
+  Adam), the host time spent issuing an eager step (when it is close to the
   step time, the GPU waits for the CPU to launch kernels), a profile of one eager step
   (kernel count, GPU-busy time, top kernels), batch 32 (how MFU grows with work per kernel),
   x1, and torch.compile(mode="reduce-overhead") last; MFU against the bf16 datasheet peak and
@@ -19,6 +20,7 @@ the CPU with a tiny preset and few repeats (CUDA-graph rows are reported as skip
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -31,11 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from twostage.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from twostage.data.datasets import DatasetSpec
 from twostage.models import build_model, conv_macs, preset_spec
+from twostage.train import graph_blocker, make_step
+from twostage.train.cuda_graph import GRAPH_WARMUP
+from twostage.train.dist import Dist
 
 BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4}  # dense bf16, SXM datasheet
 TF32_PEAK_TFLOPS = {"H100": 494.7, "H200": 494.7}  # dense TF32, SXM datasheet
@@ -98,66 +104,58 @@ class Mode:
     channels_last: bool = False
     batch: int = 8
     scale: int = 2
-    graph: bool = False  # the whole step captured once as a CUDA graph and replayed
+    graph: bool = False  # run.cuda_graph: the whole step captured once and replayed
     compile: str | None = None  # torch.compile mode
 
 
-def _setup(preset: str, mode: Mode, device: torch.device, patch: int):
-    model = build_model(preset_spec(preset, scale=mode.scale)).to(device)
-    memory_format = torch.channels_last if mode.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    opt = torch.optim.Adam(
-        model.parameters(), lr=1e-4, betas=(0.9, 0.99), eps=1e-8, capturable=mode.graph
+def mode_config(mode: Mode, *, device: torch.device, patch: int) -> TrainConfig:
+    """The trainer's config for `mode`: the paper's Adam (lr 1e-4, β = 0.9/0.99, ε = 1e-8) and
+    L1; run.amp, run.channels_last, run.cuda_graph and run.compile from the mode."""
+    return TrainConfig(
+        model=ModelConfig(preset=None, scale=mode.scale),
+        data=DataConfig(train=DatasetSpec(), patch_size=patch, batch_size=mode.batch),
+        optim=OptimConfig(lr=1e-4, betas=(0.9, 0.99), eps=1e-8, loss="l1"),
+        run=RunConfig(
+            device=device.type,
+            amp="bf16" if mode.bf16 else "none",
+            channels_last=mode.channels_last,
+            cuda_graph=mode.graph,
+            compile=mode.compile is not None,
+        ),
     )
-    x = torch.rand(mode.batch, 3, patch, patch, device=device).contiguous(
-        memory_format=memory_format
-    )
-    y = torch.rand(mode.batch, 3, patch * mode.scale, patch * mode.scale, device=device)
-    return model, opt, x, y
 
 
 def make_train_step(
     preset: str, mode: Mode, *, device: torch.device, patch: int
 ) -> tuple[Callable[[], object], Callable[[], object] | None]:
-    """(step, eager_step): `step` is what is timed; `eager_step` (None for graph/compile rows)
-    is the same step issued eagerly, for the host-issue measurement."""
-    model, opt, x, y = _setup(preset, mode, device, patch)
-    net = torch.compile(model, mode=mode.compile) if mode.compile else model
-
-    def forward_loss() -> torch.Tensor:
-        # cache_enabled=False: required inside CUDA-graph capture, harmless elsewhere
-        with torch.autocast(
-            device.type,
-            dtype=torch.bfloat16,
-            enabled=mode.bf16,
-            cache_enabled=False if mode.graph else None,
-        ):
-            out = net(x)
-        return F.l1_loss(out.float(), y)
+    """(step, eager_step): `step` is the trainer's own step (`twostage.train.make_step`, its
+    CUDA graph for graph rows, already captured) on a fixed random batch; `eager_step` (None
+    for graph/compile rows) is the same step issued eagerly, for the host-issue measurement."""
+    cfg = mode_config(mode, device=device, patch=patch)
+    if mode.graph and (why := graph_blocker(cfg, device)) is not None:
+        raise RuntimeError(f"skipped: {why}")
+    net = build_model(preset_spec(preset, scale=mode.scale)).to(device)
+    x = torch.rand(mode.batch, 3, patch, patch, device=device)
+    y = torch.rand(mode.batch, 3, patch * mode.scale, patch * mode.scale, device=device)
+    if mode.channels_last:  # as the trainer does: the network and its input
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    train_step = make_step(cfg, net, device)
+    if mode.compile:
+        train_step.model = torch.compile(net, mode=mode.compile)
+    iterations = itertools.count(1)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        forward_loss().backward()
-        opt.step()
+        train_step(next(iterations), x, y)
 
     if not mode.graph:
         return step, (step if mode.compile is None else None)
-    if device.type != "cuda":
-        raise RuntimeError("skipped: CUDA graphs need a CUDA device")
-    # PyTorch's whole-network capture recipe: warm up on a side stream (cuDNN picks its
-    # algorithms, Adam creates its state), then capture one full step into a graph.
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        forward_loss().backward()
-        opt.step()
-    return graph.replay, None
+    train_step.enable_graph(Dist())
+    for _ in range(GRAPH_WARMUP):  # eager warm-up steps, then the capture
+        step()
+    if train_step.graph is None or train_step.graph.replay is None:
+        raise RuntimeError("run.cuda_graph did not capture the step")
+    return step, None
 
 
 def profile_step(preset: str, mode: Mode, *, device: torch.device, patch: int) -> dict:
@@ -226,7 +224,10 @@ def inference_mps(
     return shape[-1] * shape[-2] / sec / 1e6
 
 
-def main() -> int:
+SCRIPT = "gpu.py v3"  # v3: the trainer's own step (v2 timed a private copy of it)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=Path("gpu-bench.json"))
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny preset, few repeats")
@@ -237,14 +238,44 @@ def main() -> int:
         default=170.0,
         help="skip rows that would start after this many seconds",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+@dataclass
+class Run:
+    """One benchmark run: its sizes, the card's peaks, the result written after every row
+    (a run cut short still reports what it measured) and the time budget."""
+
+    json: Path
+    budget_s: float
+    device: torch.device
+    preset: str
+    repeats: int
+    patch: int
+    size: int  # inference input side
+    peak: float | None  # bf16 dense datasheet TFLOP/s
+    tf32_peak: float | None
+    result: dict[str, Any]
+    t_start: float
+
+    def save(self) -> None:
+        self.json.write_text(json.dumps(self.result, indent=2))
+
+    def over_budget(self, what: str) -> bool:
+        spent = time.perf_counter() - self.t_start
+        if spent <= self.budget_s:
+            return False
+        print(f"{what}: skipped, {spent:.0f} s spent (budget {self.budget_s:.0f} s)", flush=True)
+        self.result.setdefault("skipped", []).append(what)
+        self.save()
+        return True
+
+
+def start_run(args: argparse.Namespace) -> Run:
+    """The device (CUDA with TF32, or the CPU for --dry-run), sizes and the result's header."""
     t_start = time.perf_counter()
     dry = args.dry_run
     device = torch.device("cpu" if dry else "cuda")
-    preset = "rcan-tiny" if dry else "rcan-paper"
-    repeats = 2 if dry else 10
-    patch = 24 if dry else 96
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -252,45 +283,48 @@ def main() -> int:
         name = torch.cuda.get_device_name()
     else:
         name = platform.processor() or "cpu"
-    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
-    tf32_peak = next((v for k, v in TF32_PEAK_TFLOPS.items() if k in name), None)
-
+    preset, patch = ("rcan-tiny", 24) if dry else ("rcan-paper", 96)
     result: dict[str, Any] = {
         "device": name,
         "torch": torch.__version__,
         "preset": preset,
         "batch": 8,
         "patch": patch,
-        "script": "gpu.py v2",
+        "script": SCRIPT,
     }
     print(f"device: {name}, torch {torch.__version__}", flush=True)
+    return Run(
+        json=args.json,
+        budget_s=args.budget_s,
+        device=device,
+        preset=preset,
+        repeats=2 if dry else 10,
+        patch=patch,
+        size=64 if dry else 512,
+        peak=next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None),
+        tf32_peak=next((v for k, v in TF32_PEAK_TFLOPS.items() if k in name), None),
+        result=result,
+        t_start=t_start,
+    )
 
-    def save() -> None:  # after every row, so a run cut short still reports what it measured
-        args.json.write_text(json.dumps(result, indent=2))
 
-    def over_budget(what: str) -> bool:
-        spent = time.perf_counter() - t_start
-        if spent > args.budget_s:
-            print(
-                f"{what}: skipped, {spent:.0f} s spent (budget {args.budget_s:.0f} s)", flush=True
-            )
-            result.setdefault("skipped", []).append(what)
-            save()
-            return True
-        return False
-
+def measure_card(run: Run, *, dry: bool) -> None:
+    """The card's matmul rate and copy bandwidth."""
     n = 512 if dry else 8192
-    result["matmul_n"] = n
-    result["matmul_tflops"] = matmul_tflops(device, n, repeats)
-    result["copy_tbps"] = copy_tbps(device, 16 if dry else 4096)
+    run.result["matmul_n"] = n
+    run.result["matmul_tflops"] = matmul_tflops(run.device, n, run.repeats)
+    run.result["copy_tbps"] = copy_tbps(run.device, 16 if dry else 4096)
     print(
-        f"matmul {result['matmul_tflops']:.1f} TFLOP/s, copy {result['copy_tbps']:.2f} TB/s",
+        f"matmul {run.result['matmul_tflops']:.1f} TFLOP/s, "
+        f"copy {run.result['copy_tbps']:.2f} TB/s",
         flush=True,
     )
-    save()
+    run.save()
 
-    # Most telling first; slow-to-build rows (batch 32, compile) last.
-    plan = [
+
+def plan(*, compile: bool) -> list[Mode | str]:
+    """The rows in order: most telling first; slow-to-build rows (batch 32, compile) last."""
+    rows: list[Mode | str] = [
         Mode("fp32"),
         Mode("bf16", bf16=True),
         Mode("bf16-cl", bf16=True, channels_last=True),
@@ -304,101 +338,116 @@ def main() -> int:
         "inference",
         Mode("bf16-graph-x1", bf16=True, graph=True, scale=1),
     ]
-    if not args.no_compile:
-        plan.append(Mode("bf16-compile-reduce-overhead", bf16=True, compile="reduce-overhead"))
-    result["train"] = rows = []
-    size = 64 if dry else 512
-    result["inference_size"] = size
-    for item in plan:
-        if item == "profile":
-            if over_budget("profile"):
-                continue
-            result["profiles"] = profiles = []
-            for mode in (Mode("fp32"), Mode("bf16", bf16=True)):
-                try:
-                    prof = profile_step(preset, mode, device=device, patch=patch)
-                    print(
-                        f"profile {mode.name}: {prof.get('kernels')} kernels, "
-                        f"{prof.get('kernel_ms', float('nan')):.1f} ms of kernels in a "
-                        f"{prof['profiled_wall_ms']:.1f} ms step (profiled)",
-                        flush=True,
-                    )
-                except Exception as exc:
-                    prof = {"mode": mode.name, "error": repr(exc)}
-                    print(f"profile {mode.name}: failed: {exc!r}", flush=True)
-                profiles.append(prof)
-                save()
-            continue
-        if item == "inference":
-            if over_budget("inference"):
-                continue
-            for key, chain, bf16, cl in (
-                ("inference_x2_mps", [(preset, 2)], True, True),
-                ("inference_map2_x2_mps", [(preset, 2), (preset, 2)], True, True),
-                ("inference_x2_fp32_mps", [(preset, 2)], False, False),
-                ("inference_x2_bf16_contiguous_mps", [(preset, 2)], True, False),
-            ):
-                try:
-                    result[key] = inference_mps(
-                        chain,
-                        device=device,
-                        size=size,
-                        repeats=repeats,
-                        bf16=bf16,
-                        channels_last=cl,
-                    )
-                    print(f"{key}: {result[key]:.1f} MP/s (output megapixels)", flush=True)
-                except Exception as exc:
-                    result[key + "_error"] = repr(exc)
-                    print(f"{key}: failed: {exc!r}", flush=True)
-                save()
-            continue
-        assert isinstance(item, Mode)
-        mode = item
-        if over_budget(mode.name):
-            continue
-        spec = preset_spec(preset, scale=mode.scale)
-        train_flops = 3 * 2 * conv_macs(spec, patch, patch) * mode.batch  # fwd + 2x backward
-        t0 = time.perf_counter()
-        row: dict[str, Any] = {"scale": mode.scale, "mode": mode.name, "batch": mode.batch}
+    if compile:
+        rows.append(Mode("bf16-compile-reduce-overhead", bf16=True, compile="reduce-overhead"))
+    return rows
+
+
+def measure_profiles(run: Run) -> None:
+    """Kernel counts of one eager fp32 and one bf16 step."""
+    run.result["profiles"] = profiles = []
+    for mode in (Mode("fp32"), Mode("bf16", bf16=True)):
         try:
-            step, eager = make_train_step(preset, mode, device=device, patch=patch)
-            warmup = 3 if mode.compile else 2
-            sec = _median_seconds(step, device, warmup=warmup, repeats=repeats)
-            if eager is not None:
-                row["issue_ms"] = _issue_seconds(eager, device, max(3, repeats // 2)) * 1e3
-        except Exception as exc:  # a failed variant is reported, the rest still run
-            print(f"x{mode.scale} {mode.name}: failed: {exc!r}", flush=True)
-            row["error"] = repr(exc)
-            row["traceback"] = traceback.format_exc()[-1500:]
-            rows.append(row)
-            save()
-            _free(device)
+            prof = profile_step(run.preset, mode, device=run.device, patch=run.patch)
+            print(
+                f"profile {mode.name}: {prof.get('kernels')} kernels, "
+                f"{prof.get('kernel_ms', float('nan')):.1f} ms of kernels in a "
+                f"{prof['profiled_wall_ms']:.1f} ms step (profiled)",
+                flush=True,
+            )
+        except Exception as exc:
+            prof = {"mode": mode.name, "error": repr(exc)}
+            print(f"profile {mode.name}: failed: {exc!r}", flush=True)
+        profiles.append(prof)
+        run.save()
+
+
+def measure_inference(run: Run) -> None:
+    """Output megapixels/s of ×2 and map2 + ×2, bf16 channels_last, fp32 and bf16 contiguous."""
+    for key, chain, bf16, cl in (
+        ("inference_x2_mps", [(run.preset, 2)], True, True),
+        ("inference_map2_x2_mps", [(run.preset, 2), (run.preset, 2)], True, True),
+        ("inference_x2_fp32_mps", [(run.preset, 2)], False, False),
+        ("inference_x2_bf16_contiguous_mps", [(run.preset, 2)], True, False),
+    ):
+        try:
+            run.result[key] = inference_mps(
+                chain,
+                device=run.device,
+                size=run.size,
+                repeats=run.repeats,
+                bf16=bf16,
+                channels_last=cl,
+            )
+            print(f"{key}: {run.result[key]:.1f} MP/s (output megapixels)", flush=True)
+        except Exception as exc:
+            run.result[key + "_error"] = repr(exc)
+            print(f"{key}: failed: {exc!r}", flush=True)
+        run.save()
+
+
+def measure_mode(run: Run, mode: Mode) -> dict[str, Any]:
+    """One train-step row: its median step, host issue time, TFLOP/s, MFU and the paper's
+    150k-iteration time; a failure is reported in the row, the rest still run."""
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"scale": mode.scale, "mode": mode.name, "batch": mode.batch}
+    try:
+        step, eager = make_train_step(run.preset, mode, device=run.device, patch=run.patch)
+        warmup = 3 if mode.compile else 2
+        sec = _median_seconds(step, run.device, warmup=warmup, repeats=run.repeats)
+        if eager is not None:
+            row["issue_ms"] = _issue_seconds(eager, run.device, max(3, run.repeats // 2)) * 1e3
+    except Exception as exc:
+        print(f"x{mode.scale} {mode.name}: failed: {exc!r}", flush=True)
+        row["error"] = repr(exc)
+        row["traceback"] = traceback.format_exc()[-1500:]
+        return row
+    spec = preset_spec(run.preset, scale=mode.scale)
+    train_flops = 3 * 2 * conv_macs(spec, run.patch, run.patch) * mode.batch  # fwd + 2x bwd
+    tflops = train_flops / sec / 1e12
+    tf32 = run.tf32_peak and not mode.bf16
+    row.update(
+        {
+            "step_ms": sec * 1e3,
+            "tflops": tflops,
+            "mfu_datasheet": tflops / run.peak if run.peak else None,
+            "mfu_tf32_datasheet": tflops / run.tf32_peak if tf32 else None,
+            "mfu_measured_matmul": tflops / run.result["matmul_tflops"],
+            "paper_150k_hours": sec * 150_000 / 3600 * (8 / mode.batch),
+            "wall_s_incl_warmup": time.perf_counter() - t0,
+        }
+    )
+    mfu = f", MFU {row['mfu_datasheet']:.1%}" if run.peak else ""
+    issue = f", host issue {row['issue_ms']:.1f} ms" if "issue_ms" in row else ""
+    print(
+        f"x{mode.scale} {mode.name}: {row['step_ms']:.1f} ms/step, {tflops:.1f} TFLOP/s"
+        f"{mfu}{issue}, 150k iters (batch 8 equivalent) {row['paper_150k_hours']:.1f} h",
+        flush=True,
+    )
+    return row
+
+
+def main() -> int:
+    args = parse_args()
+    run = start_run(args)
+    measure_card(run, dry=args.dry_run)
+    run.result["train"] = rows = []
+    run.result["inference_size"] = run.size
+    for item in plan(compile=not args.no_compile):
+        name = item if isinstance(item, str) else item.name
+        if run.over_budget(name):
             continue
-        tflops = train_flops / sec / 1e12
-        row.update(
-            {
-                "step_ms": sec * 1e3,
-                "tflops": tflops,
-                "mfu_datasheet": tflops / peak if peak else None,
-                "mfu_tf32_datasheet": tflops / tf32_peak if tf32_peak and not mode.bf16 else None,
-                "mfu_measured_matmul": tflops / result["matmul_tflops"],
-                "paper_150k_hours": sec * 150_000 / 3600 * (8 / mode.batch),
-                "wall_s_incl_warmup": time.perf_counter() - t0,
-            }
-        )
-        rows.append(row)
-        mfu = f", MFU {row['mfu_datasheet']:.1%}" if peak else ""
-        issue = f", host issue {row['issue_ms']:.1f} ms" if "issue_ms" in row else ""
-        print(
-            f"x{mode.scale} {mode.name}: {row['step_ms']:.1f} ms/step, {tflops:.1f} TFLOP/s"
-            f"{mfu}{issue}, 150k iters (batch 8 equivalent) {row['paper_150k_hours']:.1f} h",
-            flush=True,
-        )
-        save()
-        _free(device)
-    result["total_s"] = time.perf_counter() - t_start
-    save()
+        if item == "profile":
+            measure_profiles(run)
+        elif item == "inference":
+            measure_inference(run)
+        else:
+            assert isinstance(item, Mode)
+            rows.append(measure_mode(run, item))
+            run.save()
+            _free(run.device)
+    run.result["total_s"] = time.perf_counter() - run.t_start
+    run.save()
     return 0
 
 

@@ -4,8 +4,8 @@
 # 1. benchmarks/gpu_trainer.py: the real trainer (twostage.train) on the paper profile, 200 steps
 #    eager and 200 with run.cuda_graph from one seed; per-step losses compared (exit 1 on a
 #    mismatch), step time and MFU of both -> OUT/gpu-trainer.{json,md} and the metrics.csv files.
-# 2. Only with GPU_BENCH_STANDALONE=1: benchmarks/gpu.py, the stand-alone step variants
-#    (<= 150 s) -> OUT/gpu-bench.json.
+# 2. Only with GPU_BENCH_STANDALONE=1: benchmarks/gpu.py, the trainer's step (make_step) in
+#    more variants (<= 150 s) -> OUT/gpu-bench.json.
 # Uses the machine's own python3 (torch, scikit-image) with our sources on PYTHONPATH; no
 # network. Modules the trainer needs beyond those are installed offline, into a temporary
 # folder, from benchmarks/wheels/ when it exists (`make gpu-wheels` fills it here; carry it to the

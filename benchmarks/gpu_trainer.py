@@ -174,7 +174,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--steps", type=int, default=200)
@@ -184,15 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be >= 2")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("gpu_trainer: no CUDA device; use --device cpu --tiny for the smoke test")
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    begin = time.perf_counter()
-    device = torch.device(args.device)
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    base = config(tiny=args.tiny, device=args.device, steps=args.steps, graph=True, equality=True)
-    blocker = graph_blocker(base, device)
+    return args
+
+
+def run_all(args: argparse.Namespace, base: TrainConfig) -> tuple[dict[str, dict], float]:
+    """The four training runs (equality: deterministic, every loss; timing), each eager and
+    with run.cuda_graph, their metrics.csv copied into --out; and the largest difference of
+    the equality runs' final weights."""
     train_set = open_dataset(base.data.train)  # prepared once, passed to every run
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="gpu-trainer-") as tmp:
@@ -208,20 +206,20 @@ def main(argv: list[str] | None = None) -> int:
                 tag = f"{'equality' if equality else 'timing'}-{mode}"
                 print(f"gpu_trainer: {tag}: {args.steps} steps ...", flush=True)
                 runs[tag] = run_mode(cfg, train_set, Path(tmp) / tag, args.out, tag)
-        losses = {m: [r["loss"] for r in runs[f"equality-{m}"]["rows"]] for m in MODES}
-        comparison = compare_losses(losses["eager"], losses["graph"], rtol=args.rtol)
         weights_diff = weights_max_abs_diff(
             runs["equality-eager"]["model"], runs["equality-graph"]["model"]
         )
-    spec = preset_spec(base.model.preset, scale=base.model.scale)
-    patch, batch = base.data.patch_size, base.data.batch_size
-    flops = 3 * 2 * conv_macs(spec, patch, patch) * batch  # forward + 2× backward
+    return runs, weights_diff
+
+
+def timing(runs: dict[str, dict], flops: float, gpu: str | None) -> dict[str, dict]:
+    """Per mode: the step time from the timing run's log, TFLOP/s and MFU."""
     bf16_peak, tf32_peak = peaks(gpu)
-    timing = {}
+    out = {}
     for mode in MODES:
         seconds, iters = step_seconds(runs[f"timing-{mode}"]["rows"])
         tflops = flops / seconds / 1e12
-        timing[mode] = {
+        out[mode] = {
             "step_ms": seconds * 1e3,
             "iterations_timed": iters,
             "tflops": tflops,
@@ -229,7 +227,22 @@ def main(argv: list[str] | None = None) -> int:
             "mfu_bf16_datasheet": tflops / bf16_peak if bf16_peak else None,
             "wall_s": runs[f"timing-{mode}"]["wall_s"],
         }
-    result = {
+    return out
+
+
+def measure(args: argparse.Namespace, device: torch.device) -> dict:
+    """The check's result: losses compared, weights compared, step times and MFU."""
+    begin = time.perf_counter()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    base = config(tiny=args.tiny, device=args.device, steps=args.steps, graph=True, equality=True)
+    blocker = graph_blocker(base, device)
+    runs, weights_diff = run_all(args, base)
+    losses = {m: [r["loss"] for r in runs[f"equality-{m}"]["rows"]] for m in MODES}
+    spec = preset_spec(base.model.preset, scale=base.model.scale)
+    patch, batch = base.data.patch_size, base.data.batch_size
+    flops = 3 * 2 * conv_macs(spec, patch, patch) * batch  # forward + 2× backward
+    times = timing(runs, flops, gpu)
+    return {
         "device": str(device),
         "gpu": gpu,
         "torch": torch.__version__,
@@ -245,15 +258,25 @@ def main(argv: list[str] | None = None) -> int:
         "graph_blocker": blocker,
         "train_flops_per_step": flops,
         "losses": losses,
-        "comparison": comparison,
+        "comparison": compare_losses(losses["eager"], losses["graph"], rtol=args.rtol),
         "weights_max_abs_diff": weights_diff,
-        "timing": timing,
-        "speedup": timing["eager"]["step_ms"] / timing["graph"]["step_ms"],
+        "timing": times,
+        "speedup": times["eager"]["step_ms"] / times["graph"]["step_ms"],
         "seconds_total": time.perf_counter() - begin,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_trainer: no CUDA device; use --device cpu --tiny for the smoke test")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = measure(args, torch.device(args.device))
     (args.out / "gpu-trainer.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "gpu-trainer.md").write_text(markdown(result))
     print(markdown(result))
+    comparison = result["comparison"]
     if not comparison["equal"]:
         print(
             f"gpu_trainer: MISMATCH: graph and eager losses differ from step "

@@ -124,16 +124,29 @@ def render_trainer_check() -> list[str]:
     return L
 
 
+# benchmarks/gpu.py versions that timed a private copy of the step (later: the trainer's own)
+PRIVATE_STEP_SCRIPTS = (None, "gpu.py v1", "gpu.py v2")
+
+
 def render_gpu() -> list[str]:
     L = ["## GPU", "", *render_trainer_check()]
     runs = gpu_results()
     if not runs:
         return [*L, "Stand-alone step not measured yet: `python3 benchmarks/gpu.py`.", ""]
-    L += [
-        "The rows below are of the stand-alone step (`benchmarks/gpu.py`; "
-        "`GPU_BENCH_STANDALONE=1 bash benchmarks/gpu.sh` runs it too), not of the trainer.",
-        "",
-    ]
+    private = [name for name, g in runs if g.get("script") in PRIVATE_STEP_SCRIPTS]
+    if len(private) == len(runs):
+        what = (
+            "The rows below are of the stand-alone step (`benchmarks/gpu.py`; "
+            "`GPU_BENCH_STANDALONE=1 bash benchmarks/gpu.sh` runs it too), not of the trainer."
+        )
+    else:
+        what = (
+            "The rows below are of `benchmarks/gpu.py` (`GPU_BENCH_STANDALONE=1 bash "
+            "benchmarks/gpu.sh` runs it too), which times the trainer's own step "
+            "(`twostage.train.make_step`, its CUDA graph for the graph rows)"
+            + (f"; {', '.join(private)}: a stand-alone copy of it." if private else ".")
+        )
+    L += [what, ""]
     for name, g in runs:
         L += _render_gpu_run(name, g)
     return L
