@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import importlib.util
 import json
@@ -35,6 +36,8 @@ from bench import harness, nets, report, sections  # noqa: E402
 from bench import targets as bench_targets  # noqa: E402
 from bench import train as bench_train  # noqa: E402
 
+import twostage.train as twostage_train  # noqa: E402
+from twostage.config import apply_overrides, profile_defaults  # noqa: E402
 from twostage.models import build_model, preset_spec  # noqa: E402
 
 
@@ -185,6 +188,20 @@ def test_gpu_target_takes_the_best_row_of_the_last_result_file(tmp_path: Path, m
     assert row + " **not met** |" in text
 
 
+def test_gpu_section_names_the_result_files_that_timed_a_private_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    gpu = _load("gpu")
+    for name, script in (("gpu-a.json", "gpu.py v2"), ("gpu-b.json", gpu.SCRIPT)):
+        (tmp_path / name).write_text(json.dumps({"script": script, "train": []}))
+    text = "\n".join(report.render_gpu())
+    assert "times the trainer's own step" in text
+    assert "; gpu-a.json: a stand-alone copy of it." in text
+    (tmp_path / "gpu-b.json").unlink()
+    assert "stand-alone step (`benchmarks/gpu.py`" in "\n".join(report.render_gpu())
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
 
@@ -332,6 +349,55 @@ def test_render_variants_states_the_trainers_bf16_ratio() -> None:
     ]
     text = report.render({"machine": {"cpu": "x"}, "sections": {"variants": _section(rows)}})
     assert "edsr-cpu ×4: `run.amp: bf16` trains 0.80× as fast as fp32" in text
+
+
+def test_benchmark_train_step_runs_the_trainers_make_step(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    made = []
+
+    def spy(cfg, net, device):  # type: ignore[no-untyped-def]
+        made.append(real_make_step(cfg, net, device))
+        return made[-1]
+
+    real_make_step = bench_train.make_step
+    assert real_make_step is twostage_train.make_step
+    monkeypatch.setattr(bench_train, "make_step", spy)
+    net = build_model(preset_spec("rcan-tiny", scale=2))
+    step = bench_train.train_step(net, batch=2, patch=8, variant=nets.Variant(bf16=True))
+    for _ in range(3):
+        step()
+    assert len(made) == 1 and made[0].net is net
+    assert made[0].cfg.run.amp == "bf16"
+    assert made[0].cfg.optim.betas == (0.9, 0.99) and made[0].cfg.optim.eps == 1e-8
+    adam = made[0].optimizer.state[next(net.parameters())]
+    assert int(adam["step"]) == 3  # the timed callable drives the trainer's optimizer
+
+
+def test_benchmark_train_step_updates_weights_as_the_trainer_does_bit_for_bit() -> None:
+    batch, patch, steps = 2, 8, 3
+    torch.manual_seed(0)
+    benched = build_model(preset_spec("rcan-tiny", scale=2))
+    trained = copy.deepcopy(benched)
+    before = copy.deepcopy(benched.state_dict())
+    step = bench_train.train_step(
+        benched, batch=batch, patch=patch, variant=nets.Variant(channels_last=True), seed=5
+    )
+    for _ in range(steps):
+        step()
+
+    cfg = apply_overrides(profile_defaults("tiny"), ["optim.lr=1e-4", "run.channels_last=true"])
+    trained.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(batch, 3, patch, patch, generator=g)
+    y = torch.rand(batch, 3, 2 * patch, 2 * patch, generator=g)
+    x = x.contiguous(memory_format=torch.channels_last)
+    trainer_step = twostage_train.make_step(cfg, trained, torch.device("cpu"))
+    for it in range(1, steps + 1):
+        trainer_step(it, x, y)
+    ours, theirs = benched.state_dict(), trained.state_dict()
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k]), k
+    assert any(not torch.equal(ours[k], before[k]) for k in ours)  # the steps trained
 
 
 def test_gpu_sh_cpu_smoke_runs_the_real_trainer_and_writes_json(tmp_path: Path) -> None:
