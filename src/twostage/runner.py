@@ -681,14 +681,8 @@ def run_recipe(
         results["precision"] = precision
         results["training_amp"] = sorted(training_amp)  # what run.amp resolved to on this machine
         write_report(results, out)
-        write_page(
-            results,
-            out,
-            strips=strips,
-            views=views,
-            networks=networks,
-            reading=describe(results, rec.claim),
-        )
+        reading = describe(results, rec.claim)
+        write_page(results, out, strips=strips, views=views, networks=networks, reading=reading)
         return results
 
 
