@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from twostage import runner
 from twostage.cli import main
+from twostage.config import PROFILES, QUICK, config_to_dict
+from twostage.data.splits import short_name
 from twostage.errors import UserError
-from twostage.recipes import builtin_recipe, load_recipe, recipe_from_dict
+from twostage.ops.degrade import get_preset, preset_to_dict
+from twostage.recipes import (
+    Claim,
+    Recipe,
+    builtin_recipe,
+    demo_recipe,
+    load_recipe,
+    recipe_from_dict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -36,7 +52,7 @@ def test_recipe_train_patch_and_batch_sizes_are_still_accepted() -> None:
     rec = recipe_from_dict(
         {"base": "sr-x4", "train": {"data": {"batch_size": 4, "augment": False}}}
     )
-    assert rec.train_overrides == ("data.batch_size=4", "data.augment=false")
+    assert rec.train == {"data": {"batch_size": 4, "augment": False}}
 
 
 def test_shipped_recipe_files_still_load() -> None:
@@ -59,3 +75,133 @@ def test_run_deblur_with_test_suite_exits_2_before_writing(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--test-suite" in err and "deblur" in err
     assert not out.exists()
+
+
+# Recipes whose `train:` sets many kinds of field (strings read as floats, lists as tuples,
+# booleans, literals), beside the built-in and shipped ones.
+CRAFTED = {
+    "crafted-sr": {
+        "base": "sr-x4",
+        "train": {
+            "optim": {
+                "lr": "2e-4",
+                "betas": [0.8, 0.95],
+                "loss": "l2",
+                "grad_clip": 1,
+                "ema": 0.99,
+            },
+            "log": {"tensorboard": False, "keep_last": 5, "checkpoint_every": 7},
+            "run": {"amp": "bf16", "channels_last": True, "threads": 2, "deterministic": False},
+            "data": {"patch_size": 24, "batch_size": 3, "augment": False},
+        },
+    },
+    "crafted-deblur": {
+        "base": "deblur",
+        "specialized_init": "scratch",
+        "train": {"optim": {"iterations": 7, "lr_gamma": 1}, "data": {}},
+    },
+    "crafted-bicubic": {
+        "base": "bicubic-x4",
+        "models": {"rcan": "rcan-tiny"},
+        "train": {"optim": {"eps": 1.0e-6, "lr_step": 3}, "run": {"compile": True}},
+    },
+}
+
+
+def _recipes() -> dict[str, Recipe]:
+    out = {name: load_recipe(name) for name in ("sr-x4", "bicubic-x4", "deblur")}
+    out["demo"] = demo_recipe()
+    for path in sorted([*ROOT.glob("configs/recipes/*.yaml"), *ROOT.glob("configs/paper/*.yaml")]):
+        out[str(path.relative_to(ROOT))] = load_recipe(path)
+    for name, data in CRAFTED.items():
+        out[name] = recipe_from_dict(data)
+    return out
+
+
+def _pins(recipe: Recipe, profile) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """{network label: [sha of its whole TrainConfig, its cache key]}, built as runner._trained
+    builds them (upstream keys chained; the data's description left out)."""
+    keys: dict[str, list[str]] = {}
+
+    def key(net, degradation):  # type: ignore[no-untyped-def]
+        deg = degradation if net.per_degradation else ""
+        label = f"{net.name}-{short_name(deg)}" if deg else net.name
+        if label in keys:
+            return keys[label][1]
+        upstream, init = {}, None
+        if net.input.kind == "mapped":
+            upstream["mapped_by"] = key(recipe.network(net.input.network), degradation)
+        if net.init_from and recipe.specialized_init == "offshelf":
+            upstream["init"] = key(recipe.network(net.init_from), degradation)
+            init = Path("networks") / net.init_from / "model.safetensors"
+        cfg = runner._train_config(
+            recipe, profile, net, seed=0, device="cpu", init=init, label=label
+        )
+        whole = json.dumps(config_to_dict(cfg), sort_keys=True)
+        digest = runner._hash(
+            {
+                "version": 1,
+                "config": runner._what_it_learns(cfg),
+                "input": dataclasses.asdict(net.input),
+                "target": dataclasses.asdict(net.target),
+                "degradation": preset_to_dict(get_preset(deg)) if deg else deg,
+                "upstream": upstream,
+            }
+        )
+        keys[label] = [hashlib.sha256(whole.encode()).hexdigest()[:16], digest]
+        return digest
+
+    for net in recipe.needed_networks():
+        for degradation in recipe.degradations:
+            key(net, degradation)
+    return keys
+
+
+def test_every_recipe_gives_the_train_configs_and_cache_keys_it_gave_before_the_dict_merge() -> (
+    None
+):
+    """tests/data/recipe_train_configs.json was written by this code run on the commit before
+    `train:` was merged as a mapping (it went through k=v strings and apply_overrides then):
+    every TrainConfig and cache key of every recipe under every profile must be unchanged."""
+    expected = json.loads((ROOT / "tests/data/recipe_train_configs.json").read_text())
+    profiles = {**PROFILES, "quick": QUICK}
+    got = {
+        f"{name} @ {p}": _pins(recipe, prof)
+        for name, recipe in _recipes().items()
+        for p, prof in profiles.items()
+    }
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "train,needle",
+    [
+        ({"optim": {"lr": "abc"}}, "train: optim.lr: expected float, got 'abc'"),
+        ({"optim": {"lr": -1}}, "train: optim.lr must be > 0"),
+        ({"optim": {"nope": 1}}, "train: unknown key optim.nope"),
+        ({"run": {"amp": "fp8"}}, "train: run.amp: expected one of"),
+    ],
+)
+def test_a_bad_train_value_is_refused_when_the_recipe_loads_naming_file_and_key(
+    train: dict, needle: str
+) -> None:
+    with pytest.raises(UserError, match=rf"^recipe r\.yaml: {re.escape(needle)}"):
+        recipe_from_dict({"base": "sr-x4", "train": train}, source="recipe r.yaml")
+
+
+def test_a_recipe_states_its_claim_as_data_and_a_wrong_branch_is_refused() -> None:
+    assert builtin_recipe("sr-x4").claim == Claim(ours="map2-specialized-x2", rival="direct-rcan")
+    assert all(builtin_recipe(name).claim is not None for name in ("bicubic-x4", "deblur"))
+    for path in ROOT.glob("configs/recipes/*.yaml"):
+        assert "claim:" in path.read_text(), path
+    mine = recipe_from_dict(
+        {"base": "sr-x4", "claim": {"ours": "map2-offshelf-x2", "rival": "direct-edsr"}}
+    )
+    assert mine.claim == Claim(ours="map2-offshelf-x2", rival="direct-edsr")
+    # the claim names branches of the base, even when `branches:` runs only some of them
+    kept = recipe_from_dict({"base": "sr-x4", "branches": ["map2-specialized-x2"]})
+    assert kept.claim == Claim(ours="map2-specialized-x2", rival="direct-rcan")
+    with pytest.raises(UserError, match=r"recipe: claim\.rival: 'map9' is not a branch of sr-x4"):
+        recipe_from_dict({"base": "sr-x4", "claim": {"ours": "direct-rcan", "rival": "map9"}})
+    with pytest.raises(UserError, match=r"recipe: missing key claim\.rival"):
+        recipe_from_dict({"base": "sr-x4", "claim": {"ours": "direct-rcan"}})

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from twostage.ops.imageio import read_image, to_uint8
+from twostage.recipes import Claim
 from twostage.report import (
     Comparison,
     Panel,
     compute_means,
+    describe,
     format_markdown,
     pick_crop,
     write_report,
@@ -232,3 +234,55 @@ def test_results_json_is_strict_json_with_non_finite_numbers_as_null(tmp_path):
     assert data["timing"] == {"per_branch": [None, 0.5], "note": "x"}
     means = {m["branch"]: m for m in data["means"]}
     assert means["a"]["psnr"] is None and means["b"]["psnr"] == pytest.approx(28.0)
+
+
+def _claim_results(profile: str, *, suite: bool = False) -> dict:
+    branches = ["interp-bicubic", "specialized-x2x2", "offshelf-x2x2"]
+    psnr = {"interp-bicubic": 24.0, "specialized-x2x2": 25.0, "offshelf-x2x2": 24.2}
+    results = {
+        "profile": profile,
+        "test_sets": ["bicubic"],
+        "in_distribution": "bicubic",
+        "branches": branches,
+        "means": [{"branch": b, "test_set": "bicubic", "psnr": v} for b, v in psnr.items()],
+    }
+    if suite:
+        results["test_sets"].append("jpeg40")
+        results["generalization"] = {
+            "test_sets": ["bicubic", "jpeg40"],
+            "suite": ["jpeg40"],
+            "branches": branches,
+            "psnr_margin": [[0.0, 0.0], [1.0, 0.2], [0.2, 0.4]],
+            "mean_psnr_margin": [0.0, 0.2, 0.4],
+        }
+    return results
+
+
+def test_the_reading_checks_the_recipes_claim_and_names_its_branches():
+    """describe(): the claim comes from the recipe (any two branches), not from fixed names."""
+    claim = Claim(ours="specialized-x2x2", rival="offshelf-x2x2")
+    text = describe(_claim_results("tiny"), claim)
+    assert (
+        "The recipe's claim is that specialized-x2x2 beats offshelf-x2x2, most of all on unseen "
+        "degradations; here specialized-x2x2 minus offshelf-x2x2 is +0.80 dB on bicubic, so the "
+        "claim holds on every test set at this (tiny, CPU-sized) scale." in text
+    )
+    assert "claim" not in describe(_claim_results("tiny"))  # no claim, no verdict
+
+
+@pytest.mark.parametrize("profile", ["paper", "ship"])
+def test_only_the_cpu_and_tiny_profiles_are_read_as_tiny_cpu_sized(profile: str):
+    claim = Claim(ours="specialized-x2x2", rival="offshelf-x2x2")
+    text = describe(_claim_results(profile), claim)
+    assert "so the claim holds on every test set." in text and "CPU-sized" not in text
+    assert "CPU-sized" in describe(_claim_results("cpu"), claim)
+
+
+def test_the_suite_reading_follows_the_claim_and_states_no_fixed_target():
+    claim = Claim(ours="specialized-x2x2", rival="offshelf-x2x2")
+    text = describe(_claim_results("paper", suite=True), claim)
+    assert "specialized-x2x2 is above bicubic interpolation on 1 of 1" in text
+    assert "its mean margin over it is +0.20 dB." in text
+    assert "Against offshelf-x2x2 it is ahead on 0 of 1 (behind on jpeg40)" in text
+    assert "so the claim does not hold across the suite on average" in text
+    assert "target" not in text and "map2" not in text and "direct-rcan" not in text

@@ -17,6 +17,7 @@ from twostage.config import PROFILES
 from twostage.data.splits import Split, plan_data
 from twostage.errors import UserError
 from twostage.recipes import (
+    Claim,
     bicubic_x4,
     deblur,
     demo_recipe,
@@ -465,7 +466,7 @@ def test_the_demo_reading_says_who_won_and_by_how_much():
         "means": means("in", interp_bicubic=25.0, direct_rcan=25.3, map2_specialized_x2=25.9)
         + means("out", interp_bicubic=24.0, direct_rcan=23.0, map2_specialized_x2=23.5),
     }
-    text = describe(results)
+    text = describe(results, Claim(ours="map2-specialized-x2", rival="direct-rcan"))
     assert (
         "On in (the training degradation) the best branch is map2-specialized-x2 at "
         "25.90 dB, 0.90 dB above bicubic interpolation" in text

@@ -289,8 +289,9 @@ def _demo(*, out: Path, seeds: int, quick: bool) -> None:
 
     torch.set_num_threads(2)
     start = time.perf_counter()
+    recipe = demo_recipe()
     results = run_recipe(
-        demo_recipe(),
+        recipe,
         data={"samples": Path(EMBEDDED)},
         profile=config.QUICK if quick else config.PROFILES["cpu"],
         out=out,
@@ -308,7 +309,7 @@ def _demo(*, out: Path, seeds: int, quick: bool) -> None:
     print(f"bundle:  {bundle} (a blind ×4 restorer)")
     print(f"         (try: twostage restore --model {bundle} photo.png --out restored/)")
     print(f"time:    {minutes:.1f} min{' (--quick)' if quick else ''}\n")
-    print(textwrap.fill(describe(results), width=96))
+    print(textwrap.fill(describe(results, recipe.claim), width=96))
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -14,12 +14,9 @@ sizes both `twostage train` (a YAML's `profile: NAME`) and `twostage run --profi
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
@@ -27,10 +24,32 @@ from twostage.data.datasets import DatasetSpec
 from twostage.errors import UserError, short
 from twostage.limits import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_THREADS, SEED_MAX
 from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
+from twostage.parse import ConfigError, check_value, field_names, hints, parse, type_name
 
-
-class ConfigError(UserError):
-    """A config file or `--set` override that is malformed, has an unknown key or a wrong type."""
+__all__ = [
+    "PROFILES",
+    "QUICK",
+    "ConfigError",
+    "DataConfig",
+    "LogConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "Profile",
+    "RunConfig",
+    "TrainConfig",
+    "apply_mapping",
+    "apply_overrides",
+    "check_config",
+    "config_from_dict",
+    "config_to_dict",
+    "config_to_yaml",
+    "get_profile",
+    "leaves",
+    "load_config",
+    "parse",
+    "profile_defaults",
+    "save_config",
+]
 
 
 @dataclass(frozen=True)
@@ -292,155 +311,6 @@ def config_to_dict(obj: Any) -> Any:
     return obj
 
 
-class _Mismatch(Exception):
-    """Internal: a value does not fit a type (turned into a ConfigError naming the key)."""
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
-        none = " or null" if type(None) in typing.get_args(tp) else ""
-        return " or ".join(names) + none
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (tuple, list, dict):
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
-    if tp is Ellipsis:
-        return "..."
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping ({tp.__name__})"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """`value` as type `tp`, or _Mismatch. YAML quirks handled: '2e-4' (a str to PyYAML) is a
-    float, a list is a tuple, a str is a Path."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise _Mismatch
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if origin is Literal:
-        for choice in typing.get_args(tp):
-            if type(value) is type(choice) and value == choice:
-                return value
-        raise _Mismatch
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _Mismatch
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        return _finite_float(value, key)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if tp is Path:
-        if isinstance(value, str | Path):
-            return Path(value)
-        raise _Mismatch
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise _Mismatch
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], key) for v in value)
-        if len(value) != len(args):
-            raise _Mismatch
-        return tuple(_convert(v, a, key) for v, a in zip(value, args))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise _Mismatch
-        return [_convert(v, arg, key) for v in value]
-    if origin is dict:
-        karg, varg = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return {_convert(k, karg, key): _convert(v, varg, key) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return _from_dict(tp, value, key)
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise _Mismatch
-
-
-def _finite_float(value: Any, key: str) -> float:
-    """A number (or a numeric string: PyYAML reads '2e-4' as one) as a finite float. NaN and
-    ±Inf are refused for every float field in one place: no config value means them, and
-    `optim.eps=.inf` or `optim.lr=.nan` would train nothing and still report success."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _Mismatch
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        raise _Mismatch from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{key}: must be a finite number, got {short(value)}")
-    return number
-
-
-def _check_value(value: Any, tp: Any, key: str) -> Any:
-    try:
-        return _convert(value, tp, key)
-    except _Mismatch:
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {short(value)}") from None
-
-
-def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and missing required keys are errors."""
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    where = f"{prefix}." if prefix else ""
-    for name in data:
-        if name not in fields:
-            raise ConfigError(
-                f"unknown key {where}{short(name, quote=False)} "
-                f"(valid keys{' of ' + prefix if prefix else ''}: {', '.join(fields)})"
-            )
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _check_value(data[name], hints[name], where + name)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing key {where}{name} ({_type_name(hints[name])})")
-    try:
-        return cls(**kwargs)
-    except UserError as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
-
-
 def _is_config_class(tp: Any) -> bool:
     """Our own config dataclasses merge key by key; other dataclasses (DatasetSpec) are
     replaced whole, so a YAML `data.train` never inherits stray fields from a profile."""
@@ -448,10 +318,10 @@ def _is_config_class(tp: Any) -> bool:
 
 
 def _merge(cls: type, base: dict[str, Any], update: dict[str, Any], prefix: str) -> dict:
-    hints = _hints(cls)
+    types_ = hints(cls)
     merged = dict(base)
     for name, value in update.items():
-        tp = hints.get(name)
+        tp = types_.get(name)
         if (
             tp is not None
             and _is_config_class(tp)
@@ -479,7 +349,7 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> TrainCo
                 )
             base = config_to_dict(profile_defaults(profile))
             data = _merge(TrainConfig, base, data, "")
-        cfg = _from_dict(TrainConfig, data, "")
+        cfg = parse(TrainConfig, data)
         check_config(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
@@ -566,21 +436,21 @@ def _replace_at(obj: Any, parts: list[str], raw: str, value: Any, done: list[str
     """A copy of dataclass `obj` with the field at `parts` set to `value` (type-checked)."""
     name, rest = parts[0], parts[1:]
     key = ".".join([*done, name])
-    names = [f.name for f in dataclasses.fields(obj) if f.init]
+    names = field_names(type(obj))
     if name not in names:
         owner = ".".join(done)
         raise ConfigError(
             f"unknown key {key} (valid keys{' of ' + owner if owner else ''}: {', '.join(names)})"
         )
-    tp = _hints(type(obj))[name]
+    tp = hints(type(obj))[name]
     if not rest:
-        new = _check_value(value, tp, key)
+        new = check_value(value, tp, key)
     else:
         current = getattr(obj, name)
         if not dataclasses.is_dataclass(current):
             if current is None:
                 raise ConfigError(f"{key} is null: set it whole first, e.g. --set {key}={{...}}")
-            raise ConfigError(f"unknown key {key}.{rest[0]} ({key} is {_type_name(tp)})")
+            raise ConfigError(f"unknown key {key}.{rest[0]} ({key} is {type_name(tp)})")
         new = _replace_at(current, rest, raw, value, [*done, name])
     try:
         return dataclasses.replace(obj, **{name: new})
@@ -605,4 +475,23 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
             check_config(cfg)
         except ConfigError as exc:
             raise ConfigError(f"--set {short(item, quote=False)}: {exc}") from None
+    return cfg
+
+
+def leaves(mapping: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:
+    """The (key path, value) of every non-mapping value in a nested mapping, in order."""
+    out: list[tuple[list[str], Any]] = []
+    for name, value in mapping.items():
+        here = (*path, str(name))
+        out += leaves(value, here) if isinstance(value, dict) else [(list(here), value)]
+    return out
+
+
+def apply_mapping(cfg: TrainConfig, mapping: dict[str, Any]) -> TrainConfig:
+    """`cfg` with a nested mapping of its fields merged in, key by key (a recipe's `train:`,
+    e.g. `{optim: {lr: 2.0e-4}}`): each value replaces that one field, type-checked as a YAML
+    config's are; nested mappings merge into the sections, the rest is kept."""
+    for parts, value in leaves(mapping):
+        cfg = _replace_at(cfg, parts, short(value, quote=False), value, [])
+    check_config(cfg)
     return cfg

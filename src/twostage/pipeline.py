@@ -11,22 +11,8 @@ x2x2) is clamped to [0, 1] and rounded to the 8-bit grid, exactly as a PNG on di
 (`quantize_intermediate=True`, `intermediate_bit_depth=8`; use 16 for the blur domain, whose
 mapped sets are 16-bit). With `quantize_intermediate=False` it is only clamped.
 
-**Tiling.** `restore(img, tile=T, tile_pad=P)` cuts the input into T×T tiles, runs each tile
-with P pixels of real image context on every side (less at the image border, where the network
-sees the same zero padding as on the whole image), crops the context away from the output
-(P × scale pixels) and pastes the core into an output buffer allocated once. With P at least
-the network's receptive-field radius, tiled and whole-image results agree up to float rounding
-and RCAN's channel attention, whose global average pool sees only the tile (≥ 50 dB, tested).
-
-**`tile="auto"`** (rule in `auto_tile`): activation memory per input pixel is estimated from
-each stage's width F and scale s as 8·F floats for the body (about six F-channel maps live at
-once in a residual block, plus slack) and 2·F·s² floats for the pixel-shuffle upsampler (its
-conv output and the shuffled copy at output size), times the number of pixels that stage sees
-per input pixel; the tile is the largest square (plus its pad) that fits in half of the free
-memory (psutil's available memory on CPU, capped at 1 GiB since bigger tiles are not faster
-there; `torch.cuda.mem_get_info` on GPU). An image that fits whole is not tiled. Measured on
-CPU, the estimate is within ±25 % of the peak RSS growth of rcan-paper/edsr-paper tiles of
-96–256 pixels; the factor 2 of head-room covers the rest.
+**Tiling** (`tile`, `tile_pad`, `tile="auto"`) is tiling.py's; `.onnx` files run through
+pipeline_onnx.py's `OnnxPipeline`.
 
 **Precision** (`models.inference`): `load_pipeline(..., precision="auto"|"fp32"|"bf32"|"bf16")`
 resolves the mode for the load device and keeps it in `pipe.precision` (default fp32, so
@@ -37,20 +23,19 @@ tables stay reproducible across machines); `restore(precision=...)` overrides it
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import psutil
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from twostage import __version__
 from twostage.errors import UserError, short
-from twostage.limits import MAX_SCALE, MAX_STAGE2_REPEATS, MIN_TILE
+from twostage.limits import MAX_SCALE, MAX_STAGE2_REPEATS
 from twostage.models import ModelSpec
 from twostage.models.checkpoints import CheckpointError, model_from_state
 from twostage.models.inference import (
@@ -60,8 +45,16 @@ from twostage.models.inference import (
     resolve_precision,
 )
 from twostage.ops.files import atomic_path
-from twostage.ops.imageio import to_uint8, to_uint16
-from twostage.ops.progress import bar
+from twostage.parse import field_names, parse
+from twostage.pipeline_onnx import OnnxPipeline
+from twostage.tiling import (
+    Tile,
+    activation_floats_per_pixel,
+    auto_tile,
+    free_memory,
+    restore_image,
+    stage_width,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -90,142 +83,12 @@ _RESERVED = (
     "quantize_intermediate",
     "intermediate_bit_depth",
 )
-CPU_TILE_BUDGET = 1 << 30  # bytes; larger CPU tiles only cost memory
-DEFAULT_WIDTH = 64  # feature channels assumed for a network whose width cannot be read
-
-Tile = int | Literal["auto"] | None
-Runner = Callable[[np.ndarray], np.ndarray]  # 1×3×h×w float32 → 1×3×(h·s)×(w·s) float32
 
 
 def quantize(x: torch.Tensor, *, bit_depth: int = 8) -> torch.Tensor:
     """Clamp to [0, 1] and round to the `bit_depth` grid, half away from zero (an image on disk)."""
     levels = float(2**bit_depth - 1)
     return torch.floor(x.clamp(0.0, 1.0) * levels + 0.5) / levels
-
-
-def stage_width(model: nn.Module) -> int:
-    """Feature channels of a network: `spec.n_feats`, else the widest conv input."""
-    spec = getattr(model, "spec", None)
-    if spec is not None and hasattr(spec, "n_feats"):
-        return int(spec.n_feats)
-    widths = [m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
-    return max(widths, default=DEFAULT_WIDTH)
-
-
-def activation_floats_per_pixel(stages: list[tuple[int, int]]) -> float:
-    """Peak float32 values held per *input* pixel by networks (width F, scale s) run in turn.
-
-    See the module docstring: 8·F + 2·F·s² per pixel a stage sees, the max over stages, plus
-    the tile's input and output (3 + 3·S² for total scale S).
-    """
-    pixels = 1.0  # pixels seen by the current stage per input pixel
-    peak = 0.0
-    for width, scale in stages:
-        peak = max(peak, pixels * (8 * width + 2 * width * scale * scale))
-        pixels *= scale * scale
-    return peak + 3.0 * (1.0 + pixels)
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes a tile may use: half the free GPU memory, or half of available RAM (≤ 1 GiB)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return free // 2
-    return min(psutil.virtual_memory().available // 2, CPU_TILE_BUDGET)
-
-
-def auto_tile(
-    height: int, width: int, *, floats_per_pixel: float, tile_pad: int, budget: int
-) -> int | None:
-    """The largest tile (a multiple of 8, at least 16) whose padded square fits `budget` bytes.
-
-    None when the whole image fits at once (no tiling needed). A pad that leaves no room for
-    a 16-pixel tile in a budget that holds one is an error naming --tile-pad.
-    """
-    bytes_per_pixel = 4.0 * floats_per_pixel
-    if height * width * bytes_per_pixel <= budget:
-        return None
-    pad = _tile_pad(tile_pad, height, width)
-    fits = int(math.sqrt(budget / bytes_per_pixel))
-    if fits - 2 * pad < 16 <= fits:
-        raise UserError(
-            f"--tile-pad {tile_pad}: a tile with that much context needs more than the "
-            f"{budget / 2**20:.0f} MiB of free memory it may use; lower --tile-pad "
-            f"(at most {max(0, (fits - 16) // 2)} here)"
-        )
-    tile = max(16, (fits - 2 * pad) // 8 * 8)
-    return None if tile >= max(height, width) else tile
-
-
-def _tiles(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """Core regions (y0, y1, x0, x1) covering the image, row by row."""
-    return [
-        (y0, min(y0 + tile, height), x0, min(x0 + tile, width))
-        for y0 in range(0, height, tile)
-        for x0 in range(0, width, tile)
-    ]
-
-
-def restore_image(
-    run: Runner,
-    img: np.ndarray,
-    *,
-    scale: int,
-    tile: int | None,
-    tile_pad: int,
-    progress: bool = False,
-    dtype: type = np.float32,
-) -> np.ndarray:
-    """Run `run` over a float image H×W×3, whole or tile by tile; returns (H·s)×(W·s)×3 float32
-    in [0, 1], or, for `dtype` uint8 or uint16, each tile quantised as `write_image` would.
-
-    The output buffer is allocated once; each tile's padded input and output are freed before
-    the next, so peak memory is the input, the output buffer and one tile's activations. A tile
-    pad larger than the image is the whole image (`_tile_pad`).
-    """
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise UserError(f"expected an H×W×3 image, got shape {img.shape}")
-    if tile is not None and tile < MIN_TILE:
-        raise UserError(f"--tile must be 'auto' or at least {MIN_TILE}, got {tile}")
-    height, width = img.shape[:2]
-    tile_pad = _tile_pad(tile_pad, height, width)
-    if tile_pad == max(height, width):
-        tile = None  # every tile would run the whole image: run it once
-    quantise = {np.uint8: to_uint8, np.uint16: to_uint16}.get(dtype)
-    img = np.ascontiguousarray(img, dtype=np.float32)
-    out = np.empty((height * scale, width * scale, 3), dtype=dtype)
-    regions = _tiles(height, width, tile) if tile else [(0, height, 0, width)]
-    tiles = bar(regions, quiet=not progress or len(regions) == 1, desc="tiles", leave=False)
-    for y0, y1, x0, x1 in tiles:
-        py0, py1 = max(0, y0 - tile_pad), min(height, y1 + tile_pad)
-        px0, px1 = max(0, x0 - tile_pad), min(width, x1 + tile_pad)
-        patch = img[py0:py1, px0:px1].transpose(2, 0, 1)[None]
-        result = run(np.ascontiguousarray(patch))
-        expected = (1, 3, (py1 - py0) * scale, (px1 - px0) * scale)
-        if result.shape != expected:
-            raise UserError(
-                f"the model returned shape {tuple(result.shape)} for an input of "
-                f"{(1, 3, py1 - py0, px1 - px0)}; expected {expected} (scale {scale})"
-            )
-        oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-        core = result[0, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale]
-        if not np.isfinite(core).all():
-            raise UserError(
-                "the model produced NaN or Inf (broken or diverged weights); nothing written"
-            )
-        core = core.transpose(1, 2, 0)
-        out[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = quantise(core) if quantise else core
-    if quantise is None:
-        np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def _tile_pad(tile_pad: int, height: int, width: int) -> int:
-    """`tile_pad` checked and clamped to the image's longer side: context past the image's
-    edges does not exist, so a larger pad is the same as the whole image."""
-    if not isinstance(tile_pad, int | np.integer) or isinstance(tile_pad, bool) or tile_pad < 0:
-        raise UserError(f"--tile-pad must be an integer >= 0, got {short(tile_pad)}")
-    return min(int(tile_pad), max(height, width))
 
 
 class Pipeline(nn.Module):
@@ -395,33 +258,77 @@ def is_bundle(path: str | Path) -> bool:
     return _safetensors_metadata(path).get("format") == BUNDLE_FORMAT
 
 
-def _load_bundle(path: Path, device: torch.device) -> Pipeline:
-    """A bundle's pipeline; every metadata field is range-checked before anything is built, and
-    the weights must be exactly what each stage's spec says (`model_from_state`)."""
-    meta = _safetensors_metadata(path)
+@dataclass(frozen=True)
+class BundleMeta:
+    """The metadata a bundle is built from (`save_bundle` writes each value as JSON in a
+    string; `name` and `scale` as plain text), filled by `parse`. Other keys (a branch's
+    domain, degradation, ...) travel in the file and are not read here."""
+
+    stage2_spec: ModelSpec
+    stage2_repeats: int
+    stage1_spec: ModelSpec | None = None
+    quantize_intermediate: bool = True
+    intermediate_bit_depth: int = 8
+    name: str = ""
+    scale: str | None = None  # checked against the stages' scale once they are built
+
+
+# The values a bundle's numeric fields may take (JSON; `"8"` is a string, out of range too).
+_CHOICES: dict[str, tuple[Sequence[Any], str]] = {
+    "stage2_repeats": (range(1, MAX_STAGE2_REPEATS + 1), f"1 to {MAX_STAGE2_REPEATS}"),
+    "quantize_intermediate": ((True, False), "true or false"),
+    "intermediate_bit_depth": ((8, 16), "8 or 16"),
+}
+
+
+def _decoded(key: str, raw: str, path: Path) -> Any:
+    """Metadata value `raw` of `key` as BundleMeta takes it: JSON, or the text (name, scale)."""
+    if key in ("name", "scale"):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        if key.endswith("_spec"):
+            raise CheckpointError(f"{path}: broken pipeline bundle metadata ({exc})") from None
+        value = raw
+    allowed, shown = _CHOICES.get(key, (None, ""))
+    if allowed is not None and (
+        type(value) not in {type(a) for a in allowed} or value not in allowed
+    ):
+        raise CheckpointError(
+            f"{path}: bundle metadata {key}={short(raw, quote=False)} is out of range "
+            f"(expected {shown})"
+        )
+    return value
+
+
+def _bundle_meta(meta: Mapping[str, str], path: Path) -> BundleMeta:
+    """A bundle's `BundleMeta`, every field type- and range-checked; errors name the key."""
     if meta.get("version") != BUNDLE_VERSION:
         raise CheckpointError(
             f"{path}: pipeline bundle version {short(meta.get('version'))} is not supported "
             f"(this twostage reads version {BUNDLE_VERSION})"
         )
-    repeats = _meta_field(meta, "stage2_repeats", range(1, MAX_STAGE2_REPEATS + 1), path)
-    quant = _meta_field(meta, "quantize_intermediate", (True, False), path, default="true")
-    bits = _meta_field(meta, "intermediate_bit_depth", (8, 16), path, default="8")
+    data = {k: _decoded(k, meta[k], path) for k in field_names(BundleMeta) if k in meta}
     try:
-        specs = {
-            p: ModelSpec.from_dict(json.loads(meta[f"{p}_spec"]))
-            for p in ("stage1", "stage2")
-            if f"{p}_spec" in meta
-        }
+        return parse(BundleMeta, data, str(path))
+    except UserError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _load_bundle(path: Path, device: torch.device) -> Pipeline:
+    """A bundle's pipeline; every metadata field is range-checked before anything is built, and
+    the weights must be exactly what each stage's spec says (`model_from_state`)."""
+    meta = _bundle_meta(_safetensors_metadata(path), path)
+    try:
         state = load_file(str(path))
-    except (ValueError, TypeError, AttributeError, UserError) as exc:
-        raise CheckpointError(f"{path}: broken pipeline bundle metadata ({exc})") from None
     except Exception as exc:  # safetensors' own error types for a corrupt body
         raise CheckpointError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
-    if "stage2" not in specs:
-        raise CheckpointError(f"{path}: pipeline bundle has no stage2_spec")
+    specs = {"stage1": meta.stage1_spec, "stage2": meta.stage2_spec}
     stages: dict[str, nn.Module] = {}
     for prefix, spec in specs.items():
+        if spec is None:
+            continue
         own = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
         stages[prefix] = model_from_state(own, spec=spec, source=f"{path} ({prefix})")
     stray = sorted(k for k in state if k.split(".", 1)[0] not in stages)
@@ -431,179 +338,18 @@ def _load_bundle(path: Path, device: torch.device) -> Pipeline:
         pipe = Pipeline(
             stages.get("stage1"),
             stages["stage2"],
-            stage2_repeats=repeats,
-            name=meta.get("name", ""),
-            quantize_intermediate=quant,
-            intermediate_bit_depth=bits,
+            stage2_repeats=meta.stage2_repeats,
+            name=meta.name,
+            quantize_intermediate=meta.quantize_intermediate,
+            intermediate_bit_depth=meta.intermediate_bit_depth,
         )
     except UserError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    if str(pipe.scale) != meta.get("scale", str(pipe.scale)):
+    if meta.scale is not None and meta.scale != str(pipe.scale):
         raise CheckpointError(
-            f"{path}: bundle says scale {short(meta['scale'])} but its stages give {pipe.scale}"
+            f"{path}: bundle says scale {short(meta.scale)} but its stages give {pipe.scale}"
         )
     return pipe.to(device).eval()
-
-
-def _meta_field(
-    meta: Mapping[str, str],
-    key: str,
-    allowed: Sequence[Any],
-    path: Path,
-    default: str | None = None,
-) -> Any:
-    """Bundle metadata field `key` as JSON, which must be one of `allowed`; errors name it."""
-    raw = meta.get(key, default)
-    if raw is None:
-        raise CheckpointError(f"{path}: pipeline bundle metadata has no {key}")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    if type(value) not in {type(a) for a in allowed} or value not in allowed:
-        shown = " or ".join(map(json.dumps, allowed))
-        if isinstance(allowed, range):
-            shown = f"{allowed[0]} to {allowed[-1]}"
-        raise CheckpointError(
-            f"{path}: bundle metadata {key}={short(raw, quote=False)} is out of range "
-            f"(expected {shown})"
-        )
-    return value
-
-
-class OnnxPipeline:
-    """An exported `.onnx` pipeline run by onnxruntime, with `Pipeline`'s `restore` interface."""
-
-    def __init__(self, path: str | Path, *, device: str | torch.device | None = "cpu") -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        self.device_name = _onnx_device(device)
-        providers = ["CPUExecutionProvider"]
-        if self.device_name == "cuda":
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"cannot load ONNX model {self.path}: {exc}") from None
-        _check_onnx_io(self.path, self.session)
-        self.input_name = self.session.get_inputs()[0].name
-        self.precision = Precision("fp32", "ONNX models run in fp32")
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.name = props.get("name", self.path.stem)
-        scale = props.get("scale")
-        self.scale = self._probe_scale() if scale is None else self._meta("scale", scale)
-        floats = props.get("activation_floats_per_pixel")
-        self._floats = (
-            activation_floats_per_pixel([(DEFAULT_WIDTH, self.scale)])
-            if floats is None
-            else self._meta("activation_floats_per_pixel", floats)
-        )
-
-    def _meta(self, key: str, text: str) -> Any:
-        """Metadata `key`: scale an integer 1..MAX_SCALE, the float estimate finite and > 0."""
-        try:
-            value = int(text) if key == "scale" else float(text)
-        except ValueError:
-            value = math.nan
-        if not (1 <= value <= MAX_SCALE if key == "scale" else 0 < value < math.inf):
-            expected = f"an integer 1 to {MAX_SCALE}" if key == "scale" else "a number > 0"
-            raise UserError(f"{self.path}: metadata {key}={short(text)}: expected {expected}")
-        return value
-
-    def _run(self, patch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: patch})[0]
-
-    def _probe_scale(self) -> int:
-        """The scale of a model without `scale` metadata, from its output on a 16×16 input."""
-        try:
-            height, width = self._run(np.zeros((1, 3, 16, 16), dtype=np.float32)).shape[-2:]
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"{self.path}: cannot run on a 16×16 input: {exc}") from None
-        if height != width or height % 16 or not 1 <= height // 16 <= MAX_SCALE:
-            raise UserError(
-                f"{self.path}: output {height}×{width} for a 16×16 input is not an "
-                f"integer scale of 1 to {MAX_SCALE}"
-            )
-        return height // 16
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._run(x.detach().float().cpu().numpy())
-        return torch.from_numpy(np.clip(y, 0.0, 1.0))
-
-    def floats_per_pixel(self) -> float:
-        return self._floats
-
-    def restore(
-        self,
-        img: np.ndarray,
-        *,
-        tile: Tile = None,
-        tile_pad: int = 16,
-        device: str | torch.device | None = None,
-        progress: bool = False,
-        dtype: type = np.float32,
-    ) -> np.ndarray:
-        """As `Pipeline.restore`; `device` must match the one given at load (or be None)."""
-        if device is not None and _onnx_device(device) != self.device_name:
-            raise UserError(f"{self.path} was loaded for {self.device_name}, not {device}")
-        if tile == "auto":
-            dev = torch.device("cuda" if self.device_name == "cuda" else "cpu")
-            tile = auto_tile(
-                img.shape[0],
-                img.shape[1],
-                floats_per_pixel=self._floats,
-                tile_pad=tile_pad,
-                budget=free_memory(dev),
-            )
-        return restore_image(
-            self._run,
-            img,
-            scale=self.scale,
-            tile=tile,
-            tile_pad=tile_pad,
-            progress=progress,
-            dtype=dtype,
-        )
-
-
-def _check_onnx_io(path: Path, session: Any) -> None:
-    """One N×3×H×W float input of any height and width, and an N×3×H×W float output: what
-    twostage feeds and reads."""
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        names = ", ".join(short(i.name) for i in inputs)
-        raise UserError(f"{path}: the model has {len(inputs)} inputs ({names}); expected one")
-    for role, arg in (("input", inputs[0]), ("output", session.get_outputs()[0])):
-        shape = list(arg.shape)
-        channels = shape[1] if len(shape) == 4 else None
-        if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
-            raise UserError(
-                f"{path}: the model's {role} has shape {shape}; twostage runs models "
-                "whose input and output are N×3×H×W (RGB)"
-            )
-        if arg.type != "tensor(float)":
-            raise UserError(f"{path}: the model's {role} is {arg.type}; expected tensor(float)")
-    if any(isinstance(n, int) for n in inputs[0].shape[2:]):
-        raise UserError(
-            f"{path}: the model's input has a fixed size {list(inputs[0].shape)}; twostage "
-            "needs any height and width (export with dynamic axes)"
-        )
-
-
-def _onnx_device(device: str | torch.device | None) -> str:
-    """ "cuda" when asked for (or "auto" and onnxruntime has CUDA), else "cpu"."""
-    import onnxruntime as ort
-
-    name = device.type if isinstance(device, torch.device) else (device or "cpu")
-    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    if name == "auto":
-        return "cuda" if has_cuda else "cpu"
-    if name == "cuda" and not has_cuda:
-        raise UserError("--device cuda: this onnxruntime has no CUDAExecutionProvider")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {name!r} (expected auto, cpu or cuda)")
-    return name
 
 
 def _pipeline_precision(pipe: Pipeline, requested: str, device: torch.device) -> Precision:

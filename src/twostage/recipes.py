@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-
+from twostage.config import ConfigError, apply_mapping, leaves, parse, profile_defaults
 from twostage.errors import UserError
 from twostage.ops.degrade import DOMAINS, SUITE
 from twostage.ops.files import read_yaml
@@ -77,6 +76,15 @@ class BranchDef:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What a recipe sets out to show: branch `ours` beats branch `rival`. The report's
+    reading (report.describe, generalize.reading) checks it against the numbers."""
+
+    ours: str
+    rival: str
+
+
+@dataclass(frozen=True)
 class Recipe:
     """An experiment: the networks, the branches, and the degradations to train and test on."""
 
@@ -90,10 +98,12 @@ class Recipe:
     specialized_init: Literal["offshelf", "scratch"] = "offshelf"
     rcan: str | None = None  # model presets overriding the profile's
     edsr: str | None = None
-    train_overrides: tuple[str, ...] = ()  # "optim.lr=0.0001"-style TrainConfig overrides
+    # TrainConfig fields over the profile's, as a nested mapping (`{optim: {lr: 2.0e-4}}`)
+    train: dict[str, Any] = field(default_factory=dict)
     # Off-the-shelf networks loaded instead of trained: (network name, checkpoint path), any
     # file `twostage restore --model` accepts (official EDSR/RCAN, BasicSR, spandrel, native).
     given: tuple[tuple[str, str], ...] = ()
+    claim: Claim | None = None  # what the recipe sets out to show (report.describe reads it)
 
     def with_given(self, checkpoints: dict[str, Path]) -> Recipe:
         """The recipe with off-the-shelf networks given as checkpoints; others → UserError."""
@@ -207,7 +217,16 @@ def sr_x4(
         BranchDef("map2-offshelf-x2", "offshelf-x2", "map2", domain="bicubic-x2"),
         BranchDef("map2-specialized-x2", "specialized-x2", "map2", domain="bicubic-x2"),
     )
-    return Recipe("sr-x4", "sr-x4", 4, (degradation,), tuple(test_degradations), networks, branches)
+    return Recipe(
+        "sr-x4",
+        "sr-x4",
+        4,
+        (degradation,),
+        tuple(test_degradations),
+        networks,
+        branches,
+        claim=Claim(ours="map2-specialized-x2", rival="direct-rcan"),
+    )
 
 
 def bicubic_x4() -> Recipe:
@@ -230,7 +249,16 @@ def bicubic_x4() -> Recipe:
         BranchDef("offshelf-x2x2", "offshelf-x2", stage2_repeats=2),
         BranchDef("specialized-x2x2", "specialized-x2x2", "offshelf-x2", domain="bicubic-x2"),
     )
-    return Recipe("bicubic-x4", "bicubic-x4", 4, ("bicubic",), ("bicubic",), networks, branches)
+    return Recipe(
+        "bicubic-x4",
+        "bicubic-x4",
+        4,
+        ("bicubic",),
+        ("bicubic",),
+        networks,
+        branches,
+        claim=Claim(ours="specialized-x2x2", rival="offshelf-x2x2"),
+    )
 
 
 def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"), domain: str = "blur9") -> Recipe:
@@ -250,7 +278,14 @@ def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"), domain: str = "
         BranchDef("deblur-reference", "deblur", input="domain", domain=domain),
     )
     return Recipe(
-        "deblur", "deblur", 1, tuple(degradations), tuple(degradations), networks, branches
+        "deblur",
+        "deblur",
+        1,
+        tuple(degradations),
+        tuple(degradations),
+        networks,
+        branches,
+        claim=Claim(ours="deblur-mapped", rival="deblur-direct"),
     )
 
 
@@ -266,26 +301,39 @@ def builtin_recipe(name: str) -> Recipe:
     )
 
 
-_YAML_KEYS = (
-    "name",
-    "base",
-    "degradations",
-    "test_degradations",
-    "domain",
-    "branches",
-    "specialized_init",
-    "models",
-    "train",
-    "offshelf",
-)
+@dataclass(frozen=True)
+class RecipeModels:
+    """A recipe's `models:`: model presets (`twostage models`) overriding the profile's."""
+
+    rcan: str | None = None
+    edsr: str | None = None
 
 
-def _flatten(prefix: str, value: object) -> list[str]:
-    if isinstance(value, dict):
-        return [item for k, v in value.items() for item in _flatten(f"{prefix}{k}.", v)]
-    text = yaml.safe_dump(value, default_flow_style=True).strip()
-    text = text.removesuffix("...").strip()
-    return [f"{prefix[:-1]}={text}"]
+@dataclass(frozen=True)
+class RecipeFile:
+    """A recipe YAML as written (filled by `config.parse`): `base` plus what it changes."""
+
+    base: str
+    name: str | None = None
+    degradations: tuple[str, ...] | str | None = None
+    test_degradations: tuple[str, ...] | str | None = None  # `suite`: the held-out SUITE
+    domain: str | None = None  # deblur only
+    branches: tuple[str, ...] | str | None = None
+    specialized_init: Literal["offshelf", "scratch"] = "offshelf"
+    models: RecipeModels | None = None
+    train: dict[str, Any] | None = None  # nested TrainConfig fields, over the profile's
+    offshelf: dict[str, str] | None = None  # network name → checkpoint file
+    claim: Claim | None = None  # None: the base's
+
+    def __post_init__(self) -> None:
+        if self.base not in BASES:
+            raise UserError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
+        for key in ("degradations", "test_degradations", "branches"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                object.__setattr__(self, key, (value,))
+            elif value is not None and not value:
+                raise UserError(f"{key} must be a non-empty list of names, got {list(value)!r}")
 
 
 # TrainConfig keys a recipe's `train:` may not set: `twostage run` sets them for each network
@@ -300,14 +348,20 @@ _SET_BY_RUN = {
 }
 
 
-def _check_train_keys(train: dict, source: str) -> None:
-    for item in _flatten("", train):
-        key = item.partition("=")[0]
+def _check_train(train: dict[str, Any], source: str) -> None:
+    """Refuse the keys `twostage run` sets itself, then type- and range-check the rest as
+    they would be merged into a TrainConfig (errors name the key)."""
+    for parts, _value in leaves(train):
+        key = ".".join(parts)
         for owned, why in _SET_BY_RUN.items():
             if key == owned or key.startswith(owned + "."):
                 raise UserError(f"{source}: train.{owned} is not used: {why}; remove it")
             if owned.startswith(key + "."):  # the whole mapping above it, e.g. `data: null`
                 raise UserError(f"{source}: train.{key} sets {owned}, which is not used: {why}")
+    try:
+        apply_mapping(profile_defaults("tiny"), train)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: train: {exc}") from None
 
 
 def _expand_suite(names: Sequence[str]) -> tuple[str, ...]:
@@ -316,87 +370,73 @@ def _expand_suite(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
-    """A Recipe from YAML data: `base` (sr-x4 | bicubic-x4 | deblur) plus optional keys
-    name, degradations, test_degradations (`suite` stands for the held-out SUITE), domain
-    (deblur), branches, specialized_init, models ({rcan: PRESET, edsr: PRESET}) and train
-    (nested TrainConfig fields)."""
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping at the top level")
-    unknown = [k for k in data if k not in _YAML_KEYS]
-    if unknown:
+def _from_base(spec: RecipeFile, source: str) -> Recipe:
+    """The base recipe with the file's degradations, test degradations and domain."""
+    degs = spec.degradations
+    tests = _expand_suite(spec.test_degradations) if spec.test_degradations else None
+    if spec.domain is not None and spec.base != "deblur":
         raise UserError(
-            f"{source}: unknown key(s) {', '.join(map(str, unknown))} "
-            f"(valid: {', '.join(_YAML_KEYS)})"
+            f"{source}: domain is fixed by the branches of {spec.base} "
+            "(map1: bicubic-x4, map2: bicubic-x2); it is an option of deblur only"
         )
-    base = data.get("base")
-    if base not in BASES:
-        raise UserError(f"{source}: base must be one of {', '.join(BASES)}, got {base!r}")
-
-    def names(key: str) -> tuple[str, ...] | None:
-        value = data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise UserError(f"{source}: {key} must be a non-empty list of names, got {value!r}")
-        return _expand_suite(value) if key == "test_degradations" else tuple(value)
-
-    degs, tests = names("degradations"), names("test_degradations")
-    domain = data.get("domain")
-    if base == "sr-x4":
+    if spec.base == "sr-x4":
         if degs is not None and len(degs) != 1:
             raise UserError(f"{source}: sr-x4 trains on one degradation, got {list(degs)}")
-        recipe = sr_x4(
+        return sr_x4(
             degradation=degs[0] if degs else "gaussian-aniso",
             test_degradations=tests or ((degs[0],) if degs else ("gaussian-aniso", "camera")),
         )
-    elif base == "bicubic-x4":
+    if spec.base == "bicubic-x4":
         recipe = bicubic_x4()
-        if degs is not None or tests is not None:
-            recipe = dataclasses.replace(
-                recipe,
-                degradations=degs or recipe.degradations,
-                test_degradations=tests or degs or (),
-            )
-    else:
-        if domain is not None and domain not in DOMAINS:
-            raise UserError(f"{source}: domain must be one of {', '.join(DOMAINS)}")
-        recipe = deblur(degradations=degs or ("blur7", "blur11"), domain=domain or "blur9")
-        if "suite" in (data.get("test_degradations") or ()):
-            _check_suite_scale(recipe, f"{source}: test_degradations: suite")
-        if tests:
-            recipe = dataclasses.replace(recipe, test_degradations=tests)
-    if domain is not None and base != "deblur":
-        raise UserError(
-            f"{source}: domain is fixed by the branches of {base} "
-            "(map1: bicubic-x4, map2: bicubic-x2); it is an option of deblur only"
+        if degs is None and tests is None:
+            return recipe
+        return dataclasses.replace(
+            recipe, degradations=degs or recipe.degradations, test_degradations=tests or degs or ()
         )
-    init = data.get("specialized_init", "offshelf")
-    if init not in ("offshelf", "scratch"):
-        raise UserError(f"{source}: specialized_init must be offshelf or scratch, got {init!r}")
-    models = data.get("models") or {}
-    if not isinstance(models, dict) or any(k not in ("rcan", "edsr") for k in models):
-        raise UserError(f"{source}: models must map rcan/edsr to a preset name")
-    train = data.get("train") or {}
-    if not isinstance(train, dict):
-        raise UserError(f"{source}: train must be a mapping of TrainConfig fields")
-    _check_train_keys(train, source)
+    if spec.domain is not None and spec.domain not in DOMAINS:
+        raise UserError(f"{source}: domain must be one of {', '.join(DOMAINS)}")
+    recipe = deblur(degradations=degs or ("blur7", "blur11"), domain=spec.domain or "blur9")
+    if "suite" in (spec.test_degradations or ()):
+        _check_suite_scale(recipe, f"{source}: test_degradations: suite")
+    return dataclasses.replace(recipe, test_degradations=tests) if tests else recipe
+
+
+def _check_claim(recipe: Recipe, claim: Claim, source: str) -> None:
+    known = [b.name for b in recipe.branches]
+    for key in ("ours", "rival"):
+        if getattr(claim, key) not in known:
+            raise UserError(
+                f"{source}: claim.{key}: {getattr(claim, key)!r} is not a branch of "
+                f"{recipe.base}; choose from {', '.join(known)}"
+            )
+    if claim.ours == claim.rival:
+        raise UserError(f"{source}: claim: ours and rival are the same branch {claim.ours!r}")
+
+
+def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
+    """A Recipe from YAML data (`RecipeFile`'s keys): `base` (sr-x4 | bicubic-x4 | deblur)
+    plus optional name, degradations, test_degradations (`suite` stands for the held-out
+    SUITE), domain (deblur), branches, specialized_init, models ({rcan: PRESET, edsr:
+    PRESET}), train (nested TrainConfig fields), offshelf and claim ({ours, rival})."""
+    spec: RecipeFile = parse(RecipeFile, data, source)
+    recipe = _from_base(spec, source)
+    models = spec.models or RecipeModels()
+    train = spec.train or {}
+    _check_train(train, source)
+    if spec.claim is not None:
+        _check_claim(recipe, spec.claim, source)
     recipe = dataclasses.replace(
         recipe,
-        name=str(data.get("name") or recipe.name),
-        specialized_init=init,
-        rcan=models.get("rcan"),
-        edsr=models.get("edsr"),
-        train_overrides=tuple(_flatten("", train)),
+        name=spec.name or recipe.name,
+        specialized_init=spec.specialized_init,
+        rcan=models.rcan,
+        edsr=models.edsr,
+        train=train,
+        claim=spec.claim or recipe.claim,
     )
-    offshelf = data.get("offshelf") or {}
-    if not isinstance(offshelf, dict) or not all(isinstance(v, str) for v in offshelf.values()):
-        raise UserError(f"{source}: offshelf must map network names to checkpoint files")
-    recipe = recipe.with_given({str(k): Path(v) for k, v in offshelf.items()})
-    branch_names = names("branches")
-    return recipe.with_branches(branch_names) if branch_names else recipe
+    offshelf = spec.offshelf or {}
+    recipe = recipe.with_given({k: Path(v) for k, v in offshelf.items()})
+    return recipe.with_branches(spec.branches) if spec.branches else recipe
 
 
 def load_recipe(recipe: str | Path | Recipe) -> Recipe:
@@ -411,11 +451,6 @@ def load_recipe(recipe: str | Path | Recipe) -> Recipe:
         builtin_recipe(text)  # raises the "unknown recipe" error
     data = read_yaml(path, "recipe")  # no aliases, bounded size
     return recipe_from_dict(data, source=f"recipe {path}")
-
-
-def short_name(degradation: str) -> str:
-    """A label for a degradation: the preset name, or a YAML file's stem."""
-    return Path(degradation).stem if degradation.endswith((".yaml", ".yml")) else degradation
 
 
 def retarget(recipe: Recipe, data: dict[str, Path]) -> Recipe:

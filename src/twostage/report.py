@@ -26,12 +26,16 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from twostage import generalize
 from twostage.ops.files import atomic_path, read_text_bounded, write_text_atomic
 from twostage.ops.imageio import to_uint8
+
+if TYPE_CHECKING:
+    from twostage.recipes import Claim
 
 # (key in rows, label in tables, True when higher is better)
 METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -274,82 +278,107 @@ def format_table(results: dict) -> str:
 # ----------------------------------------------------------------------------- the reading
 
 
-def describe(results: dict) -> str:
-    """A plain-language paragraph about the numbers: who won where, by how much."""
-    means = {(m["branch"], m["test_set"]): m for m in results["means"]}
-    learned = [b for b in results["branches"] if b != "interp-bicubic"]
+# Profiles whose networks and schedules are tiny and CPU-sized: their reading says so.
+SMALL_PROFILES = ("cpu", "tiny")
+
+
+def describe(results: dict, claim: Claim | None = None) -> str:
+    """A plain-language paragraph about the numbers: who won where, by how much, and whether
+    the recipe's `claim` (its branch `ours` against `rival`) held, here and on the suite."""
+    means = mean_lookup(results)
+    learned = [b for b in results["branches"] if b != generalize.FLOOR]
     gen = results.get("generalization")
     suite = set(gen["suite"]) if gen else set()  # read as one matrix, below
     tests = [t for t in results["test_sets"] if t not in suite]
     parts = []
     for test in tests:
         scores = {b: means[(b, test)]["psnr"] for b in learned if (b, test) in means}
-        if not scores:
-            continue
-        best = max(scores, key=scores.__getitem__)
-        floor = means.get(("interp-bicubic", test), {}).get("psnr")
-        kind = (
-            "the training degradation"
-            if test == results.get("in_distribution")
-            else "a degradation never seen in training"
-        )
-        text = f"On {test} ({kind}) the best branch is {best} at {scores[best]:.2f} dB"
-        if floor is not None:
-            margin = scores[best] - floor
-            text += (
-                f", {margin:.2f} dB above bicubic interpolation"
-                if margin >= 0
-                else f", {-margin:.2f} dB below bicubic interpolation"
-            )
-            below = [b for b, v in scores.items() if v < floor]
-            short = [b for b, v in scores.items() if floor <= v < floor + 0.5]
-            if len(below) == len(scores):
-                text += "; no learned branch beats bicubic here"
-            elif below:
-                text += "; " + _listing(below) + " below bicubic"
-            if short:
-                text += "; " + _listing(short) + " less than 0.5 dB above it"
-        others = sorted((v, b) for b, v in scores.items() if b != best)
-        if others:
-            runner_up, gap = others[-1][1], scores[best] - others[-1][0]
-            text += f"; the runner-up, {runner_up}, is {gap:.2f} dB behind"
-        if (
-            "map2-specialized-x2" in scores
-            and "direct-rcan" in scores
-            and best not in ("map2-specialized-x2", "direct-rcan")
-        ):
-            diff = scores["map2-specialized-x2"] - scores["direct-rcan"]
-            text += f"; two-stage map2-specialized-x2 vs direct-rcan: {diff:+.2f} dB"
-        parts.append(text + ".")
-    if "map2-specialized-x2" in learned and "direct-rcan" in learned:
-        gaps = []
-        for test in tests:
-            a = means.get(("map2-specialized-x2", test), {}).get("psnr")
-            b = means.get(("direct-rcan", test), {}).get("psnr")
-            if a is not None and b is not None:
-                gaps.append((test, a - b))
-        if gaps:
-            verdicts = [f"{d:+.2f} dB on {t}" for t, d in gaps]
-            wins = sum(d > 0 for _, d in gaps)
-            parts.append(
-                "The paper's claim is that mapping to the bicubic ×2 domain and then a "
-                "specialized ×2 beats direct ×4 training, most of all on unseen degradations; "
-                f"here two-stage minus direct is {', '.join(verdicts)}, so the claim "
-                + (
-                    "holds on every test set"
-                    if wins == len(gaps)
-                    else "holds on none of the test sets"
-                    if wins == 0
-                    else "holds on some test sets only"
-                )
-                + " at this (tiny, CPU-sized) scale."
-            )
+        if scores:
+            parts.append(_test_set_reading(results, test, scores, claim))
+    if claim is not None and claim.ours in learned and claim.rival in learned:
+        parts += _claim_reading(results, tests, claim)
     if gen:
-        parts.append(generalize.reading(gen))
+        parts.append(generalize.reading(gen, claim.ours, claim.rival) if claim else "")
     seeds = results.get("seeds")
     if seeds:
         parts.append(f"Means over {len(seeds)} seeds; ± is the standard deviation across seeds.")
     return " ".join(parts)
+
+
+def _test_set_reading(
+    results: dict, test: str, scores: dict[str, float], claim: Claim | None
+) -> str:
+    """One test set: the best branch, its margin over bicubic, who fell short, the runner-up."""
+    best = max(scores, key=scores.__getitem__)
+    floor = mean_lookup(results).get((generalize.FLOOR, test), {}).get("psnr")
+    kind = (
+        "the training degradation"
+        if test == results.get("in_distribution")
+        else "a degradation never seen in training"
+    )
+    text = f"On {test} ({kind}) the best branch is {best} at {scores[best]:.2f} dB"
+    if floor is not None:
+        text += _floor_reading(scores, best, floor)
+    others = sorted((v, b) for b, v in scores.items() if b != best)
+    if others:
+        runner_up, gap = others[-1][1], scores[best] - others[-1][0]
+        text += f"; the runner-up, {runner_up}, is {gap:.2f} dB behind"
+    if (
+        claim is not None
+        and claim.ours in scores
+        and claim.rival in scores
+        and best not in (claim.ours, claim.rival)
+    ):
+        diff = scores[claim.ours] - scores[claim.rival]
+        text += f"; {claim.ours} vs {claim.rival}: {diff:+.2f} dB"
+    return text + "."
+
+
+def _floor_reading(scores: dict[str, float], best: str, floor: float) -> str:
+    """The best branch against bicubic interpolation, and the branches below or near it."""
+    margin = scores[best] - floor
+    text = (
+        f", {margin:.2f} dB above bicubic interpolation"
+        if margin >= 0
+        else f", {-margin:.2f} dB below bicubic interpolation"
+    )
+    below = [b for b, v in scores.items() if v < floor]
+    short = [b for b, v in scores.items() if floor <= v < floor + 0.5]
+    if len(below) == len(scores):
+        text += "; no learned branch beats bicubic here"
+    elif below:
+        text += "; " + _listing(below) + " below bicubic"
+    if short:
+        text += "; " + _listing(short) + " less than 0.5 dB above it"
+    return text
+
+
+def _claim_reading(results: dict, tests: list[str], claim: Claim) -> list[str]:
+    """Whether `claim.ours` beat `claim.rival` on each test set (none without their means)."""
+    means = mean_lookup(results)
+    gaps = []
+    for test in tests:
+        a = means.get((claim.ours, test), {}).get("psnr")
+        b = means.get((claim.rival, test), {}).get("psnr")
+        if a is not None and b is not None:
+            gaps.append((test, a - b))
+    if not gaps:
+        return []
+    verdicts = [f"{d:+.2f} dB on {t}" for t, d in gaps]
+    wins = sum(d > 0 for _, d in gaps)
+    held = (
+        "holds on every test set"
+        if wins == len(gaps)
+        else "holds on none of the test sets"
+        if wins == 0
+        else "holds on some test sets only"
+    )
+    scale = " at this (tiny, CPU-sized) scale" if results.get("profile") in SMALL_PROFILES else ""
+    return [
+        f"The recipe's claim is that {claim.ours} beats {claim.rival}, most of all on unseen "
+        f"degradations; here {claim.ours} minus {claim.rival} is {', '.join(verdicts)}, "
+        f"so the claim {held}{scale}."
+    ]
 
 
 def _listing(names: list[str]) -> str:

@@ -32,7 +32,7 @@ from twostage.config import (
     ModelConfig,
     Profile,
     TrainConfig,
-    apply_overrides,
+    apply_mapping,
     config_to_dict,
     get_profile,
     profile_defaults,
@@ -141,7 +141,7 @@ def _train_config(
     cfg = dataclasses.replace(
         base, model=model, data=data, optim=optim, log=log, run=run, name=label
     )
-    return apply_overrides(cfg, list(recipe.train_overrides))
+    return apply_mapping(cfg, recipe.train)
 
 
 def _what_it_learns(cfg: TrainConfig) -> dict:
@@ -681,9 +681,8 @@ def run_recipe(
         results["precision"] = precision
         results["training_amp"] = sorted(training_amp)  # what run.amp resolved to on this machine
         write_report(results, out)
-        write_page(
-            results, out, strips=strips, views=views, networks=networks, reading=describe(results)
-        )
+        reading = describe(results, rec.claim)
+        write_page(results, out, strips=strips, views=views, networks=networks, reading=reading)
         return results
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from twostage.errors import UserError
+from twostage.parse import field_names, parse
 
 # Mean RGB colour of DIV2K's training images, subtracted on the [0, 255] range (official value).
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -73,27 +74,17 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        """Inverse of `to_dict`; unknown or missing fields are an error naming them."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
+        """Inverse of `to_dict` (through `parse`); unknown or missing fields are an error
+        naming them all, a wrong type one naming the field."""
+        fields = field_names(cls)
+        unknown = sorted(set(data) - set(fields)) if isinstance(data, dict) else []
         if unknown:
-            raise UserError(f"model spec: unknown field(s) {', '.join(unknown)}")
-        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [n for n in required if n not in data]
+            raise UserError(f"model spec: unknown field(s) {', '.join(map(str, unknown))}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [n for n in required if isinstance(data, dict) and n not in data]
         if missing:
             raise UserError(f"model spec: missing field(s) {', '.join(missing)}")
-        try:
-            return cls(
-                arch=str(data["arch"]),
-                scale=_as_int(data["scale"], "scale"),
-                n_feats=_as_int(data["n_feats"], "n_feats"),
-                n_resblocks=_as_int(data["n_resblocks"], "n_resblocks"),
-                n_resgroups=_as_int(data.get("n_resgroups", 0), "n_resgroups"),
-                reduction=_as_int(data.get("reduction", 16), "reduction"),
-                res_scale=float(data.get("res_scale", 1.0)),
-            )
-        except (TypeError, ValueError) as e:
-            raise UserError(f"model spec: {e}") from None
+        return parse(cls, data, "model spec")
 
     def describe(self) -> str:
         """A short human-readable structure, e.g. `10×8 RCAB, 64 ch, r16`."""
@@ -104,12 +95,6 @@ class ModelSpec:
         res = "" if self.res_scale == 1.0 else f", res {self.res_scale:g}"
         blocks = "block" if self.n_resblocks == 1 else "blocks"
         return f"{self.n_resblocks} {blocks}, {self.n_feats} ch{res}"
-
-
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value:
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return int(value)
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:

@@ -1,4 +1,4 @@
-"""Degradation presets: declarative lists of small steps (blur, resize, noise, JPEG).
+"""Applying degradation presets: kernels, the steps in order, intermediate domains, files.
 
 A `Preset` is data, not code: a list of frozen step dataclasses applied in order to a float
 RGB image, with every random parameter drawn from `np.random.default_rng(seed)` in step order,
@@ -28,7 +28,6 @@ Conventions (the README's preset table lists every number):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import math
@@ -36,25 +35,42 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 from scipy.signal import fftconvolve
 
-from twostage.errors import UserError, short
+from twostage.errors import UserError
 from twostage.limits import (
-    MAX_ABS_BSNR,
     MAX_KERNEL,
     MAX_PIXELS,
-    MAX_SCALE,
     MIN_POISSON_GAIN,
 )
-from twostage.ops.files import check_outputs, read_yaml, remove_stale_temps, write_text_atomic
+from twostage.ops.files import check_outputs, remove_stale_temps
 from twostage.ops.imageio import expand_inputs, read_image, write_image
+from twostage.ops.presets import (
+    PRESETS,
+    SUITE,
+    get_preset,
+    load_preset,
+    preset_from_dict,
+    preset_to_dict,
+    presets_table,
+    save_preset,
+)
 from twostage.ops.realistic import Realistic, degrade_array
 from twostage.ops.resize import imresize
+from twostage.ops.steps import (
+    CODECS,
+    Blur,
+    Jpeg,
+    Noise,
+    Preset,
+    Range,
+    Resize,
+    Webp,
+    check_scale,
+)
 
 __all__ = [
     "DOMAINS",
@@ -85,237 +101,10 @@ __all__ = [
     "save_preset",
 ]
 
-Range = tuple[float, float]
-
-BLUR_KERNELS = ("gaussian-aniso", "gaussian", "uniform", "disk", "motion")
-RESIZE_METHODS = ("bicubic", "decimate")
-NOISE_KINDS = ("gaussian", "bsnr", "poisson-gaussian")
-
-
-def _check_range(
-    owner: str, field: str, value: Any, *, low: float = 0.0, high: float = math.inf
-) -> Range:
-    """Validate a (low, high) pair within [low, high]; a single number is a fixed value."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise UserError(
-            f"{owner}: {field} must be a number or a [low, high] pair, got {short(value)}"
-        ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi or lo < low or hi > high:
-        bound = f" <= {high:g}" if math.isfinite(high) else ""
-        raise UserError(
-            f"{owner}: {field} must satisfy {low:g} <= low <= high{bound}, got {short(value)}"
-        )
-    return (lo, hi)
-
-
-def _check_scale(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SCALE:
-        raise UserError(f"{what} must be an integer from 1 to {MAX_SCALE}, got {short(value)}")
-    return value
-
 
 def _draw(rng: np.random.Generator, r: Range) -> float:
     """One uniform draw from a range; a fixed value draws nothing (keeps streams stable)."""
     return r[0] if r[0] == r[1] else float(rng.uniform(r[0], r[1]))
-
-
-# --------------------------------------------------------------------------------------------
-# Steps
-
-
-@dataclass(frozen=True)
-class Blur:
-    """Convolve with one kernel drawn per image.
-
-    kernel: "gaussian-aniso" (σ1, σ2 drawn independently from `sigma`, rotated by `angle`
-    radians, measured from the +x (column) axis towards +y (rows)), "gaussian" (isotropic σ
-    from `sigma`), "uniform" (size×size box), "disk" (defocus: a uniform disk of radius
-    `radius`, area-sampled), "motion" (linear motion: a uniform line segment of `length`
-    pixels at `angle`). size: odd kernel side in pixels; 0 = 2·ceil(3·σ_max)+1 for Gaussians
-    (for "uniform" it is required; unused for "disk" and "motion"). A "gaussian" with a size but
-    no sigma uses σ = size/6 (the window spans ±3σ). reference_scale: if set, the ranges (and a
-    Gaussian's size) were chosen for that scale and are multiplied by s/reference_scale.
-    """
-
-    kernel: str = "uniform"
-    size: int = 0
-    sigma: Range | None = None
-    angle: Range = (0.0, math.pi)
-    radius: Range | None = None
-    reference_scale: int | None = None
-    length: Range | None = None
-
-    def __post_init__(self) -> None:
-        owner = "blur step"
-        if self.kernel not in BLUR_KERNELS:
-            raise UserError(
-                f"{owner}: kernel must be one of {', '.join(BLUR_KERNELS)}, got {self.kernel!r}"
-            )
-        size = self.size
-        if not isinstance(size, int) or size < 0 or (size and size % 2 == 0) or size > MAX_KERNEL:
-            raise UserError(
-                f"{owner}: size must be an odd integer from 1 to {MAX_KERNEL} (or 0 = auto), "
-                f"got {short(size)}"
-            )
-        if self.sigma is not None:
-            sigma = _check_range(owner, "sigma", self.sigma, high=MAX_KERNEL / 6)
-            object.__setattr__(self, "sigma", sigma)
-        if self.radius is not None:
-            radius = _check_range(owner, "radius", self.radius, high=MAX_KERNEL / 2)
-            object.__setattr__(self, "radius", radius)
-        if self.length is not None:
-            length = _check_range(owner, "length", self.length, high=MAX_KERNEL)
-            object.__setattr__(self, "length", length)
-        object.__setattr__(self, "angle", _check_range(owner, "angle", self.angle, low=-math.inf))
-        if self.kernel in ("gaussian-aniso", "gaussian"):
-            if self.sigma is None and not (self.kernel == "gaussian" and self.size):
-                raise UserError(f"{owner}: kernel {self.kernel} needs sigma")
-            if self.sigma is not None and self.sigma[0] <= 0:
-                raise UserError(f"{owner}: sigma must be > 0, got {self.sigma!r}")
-        if self.kernel == "uniform" and not self.size:
-            raise UserError(f"{owner}: kernel uniform needs an odd size")
-        if self.kernel == "disk" and (self.radius is None or self.radius[0] <= 0):
-            raise UserError(f"{owner}: kernel disk needs radius > 0")
-        if self.kernel == "motion" and (self.length is None or self.length[0] <= 0):
-            raise UserError(f"{owner}: kernel motion needs length > 0")
-        if self.reference_scale is not None and (
-            not isinstance(self.reference_scale, int) or self.reference_scale < 1
-        ):
-            raise UserError(f"{owner}: reference_scale must be a positive integer")
-
-
-@dataclass(frozen=True)
-class Resize:
-    """Downscale by the run's scale s: "bicubic" (MATLAB imresize) or "decimate" (s-fold)."""
-
-    method: str = "bicubic"
-
-    def __post_init__(self) -> None:
-        if self.method not in RESIZE_METHODS:
-            raise UserError(
-                f"resize step: method must be one of {', '.join(RESIZE_METHODS)}, "
-                f"got {self.method!r}"
-            )
-
-
-@dataclass(frozen=True)
-class Noise:
-    """Add noise, then clip to [0, 1].
-
-    kind: "gaussian" (std drawn from `sigma`, [0, 1] units), "bsnr" (white Gaussian noise of
-    variance var(image)/10^(bsnr/10), var over all pixels and channels of the image entering
-    this step), "poisson-gaussian" (a·Poisson(x/a) + N(0, σ²), gain a from `gain`, read
-    noise σ from `sigma`; signal-dependent variance a·x + σ²).
-    """
-
-    kind: str = "gaussian"
-    sigma: Range = (0.0, 0.0)
-    bsnr: float = 40.0
-    gain: Range = (0.0, 0.0)
-
-    def __post_init__(self) -> None:
-        owner = "noise step"
-        if self.kind not in NOISE_KINDS:
-            raise UserError(
-                f"{owner}: kind must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}"
-            )
-        object.__setattr__(self, "sigma", _check_range(owner, "sigma", self.sigma))
-        gain = _check_range(owner, "gain", self.gain)
-        if any(0 < g < MIN_POISSON_GAIN for g in gain):
-            raise UserError(
-                f"{owner}: gain must be 0 (no Poisson noise) or at least {MIN_POISSON_GAIN:g}, "
-                f"got {short(self.gain)}"
-            )
-        object.__setattr__(self, "gain", gain)
-        bsnr = self.bsnr
-        if (
-            isinstance(bsnr, bool)
-            or not isinstance(bsnr, int | float)
-            or not -MAX_ABS_BSNR <= bsnr <= MAX_ABS_BSNR
-        ):
-            raise UserError(
-                f"{owner}: bsnr must be a number of dB from {-MAX_ABS_BSNR} to {MAX_ABS_BSNR}, "
-                f"got {short(bsnr)}"
-            )
-        object.__setattr__(self, "bsnr", float(bsnr))
-
-
-@dataclass(frozen=True)
-class Jpeg:
-    """JPEG-compress in memory (PIL, 4:2:0), quality drawn uniformly from the integer range."""
-
-    quality: tuple[int, int] = (60, 95)
-
-    def __post_init__(self) -> None:
-        q = self.quality
-        if isinstance(q, int) and not isinstance(q, bool):
-            q = (q, q)
-        try:
-            lo, hi = (int(v) for v in q)
-            ok = all(float(v) == int(v) for v in q) and 1 <= lo <= hi <= 100
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise UserError(
-                f"{type(self).__name__.lower()} step: quality must be integers "
-                f"1 <= low <= high <= 100, got {self.quality!r}"
-            )
-        object.__setattr__(self, "quality", (lo, hi))
-
-
-@dataclass(frozen=True)
-class Webp(Jpeg):
-    """WebP-compress in memory (PIL, lossy), quality drawn uniformly from the integer range."""
-
-
-Step = Blur | Resize | Noise | Jpeg | Realistic
-STEP_TYPES: dict[str, type] = {
-    "blur": Blur,
-    "resize": Resize,
-    "noise": Noise,
-    "jpeg": Jpeg,
-    "webp": Webp,
-    "realistic": Realistic,  # Real-ESRGAN's second-order family, resizing by s itself
-}
-CODECS: dict[type, str] = {Jpeg: "JPEG", Webp: "WEBP"}  # PIL format of each compression step
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named degradation: steps in order, the default scale, and whether output stays float."""
-
-    name: str
-    steps: tuple[Step, ...]
-    scale: int = 4
-    float_output: bool = False
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "steps", tuple(self.steps))
-        for step in self.steps:
-            if not isinstance(step, Blur | Resize | Noise | Jpeg | Realistic):
-                raise UserError(f"preset {self.name}: unknown step {step!r}")
-        _check_scale(self.scale, f"preset {self.name}: scale")
-        resizes = sum(isinstance(s, Resize | Realistic) for s in self.steps)
-        if resizes > 1:
-            raise UserError(f"preset {self.name}: at most one resize step")
-        if resizes == 0 and self.scale != 1:
-            raise UserError(f"preset {self.name}: scale {self.scale} needs a resize step")
-
-    @property
-    def resizes(self) -> bool:
-        return any(isinstance(s, Resize | Realistic) for s in self.steps)
-
-    @property
-    def family(self) -> Realistic | None:
-        """The per-patch family this preset is (its one step is `Realistic`), else None:
-        training degrades every patch afresh with it instead of fixing one input per image."""
-        only = self.steps[0] if len(self.steps) == 1 else None
-        return only if isinstance(only, Realistic) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,7 +305,7 @@ def degrade(
     s = p.scale if scale is None else scale
     if not p.resizes and s != 1:
         raise UserError(f"preset {p.name} keeps the image size; scale must be 1, got {s}")
-    _check_scale(s, "scale")
+    check_scale(s, "scale")
     rng = np.random.default_rng(seed)
     x = _as_float(mod_crop(hr, s), f"degrade with preset {p.name}")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -591,289 +380,6 @@ def derive_seed(seed: int, name: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# The built-in presets
-
-PRESETS: dict[str, Preset] = {
-    "bicubic": Preset(
-        name="bicubic",
-        steps=(Resize("bicubic"),),
-        scale=4,
-        description="MATLAB bicubic ↓s (DIV2K's bicubic track)",
-    ),
-    # σ range and 21×21 size as DASR's blind ×4 setting (Wang et al., CVPR 2021)
-    "gaussian-aniso": Preset(
-        name="gaussian-aniso",
-        steps=(
-            Blur(
-                kernel="gaussian-aniso",
-                size=21,
-                sigma=(0.2, 4.0),
-                angle=(0.0, math.pi),
-                reference_scale=4,
-            ),
-            Resize("decimate"),
-        ),
-        scale=4,
-        description="one random anisotropic Gaussian per image, then s-fold decimation "
-        "(a stand-in for DIV2K's unknown track)",
-    ),
-    "camera": Preset(
-        name="camera",
-        steps=(
-            Blur(kernel="disk", radius=(1.0, 3.0), reference_scale=4),
-            Resize("bicubic"),
-            Noise(kind="poisson-gaussian", gain=(1e-4, 2e-3), sigma=(0.5 / 255, 3.0 / 255)),
-            Jpeg(quality=(60, 95)),
-        ),
-        scale=4,
-        description="defocus disk blur, bicubic ↓s, Poisson-Gaussian noise, JPEG "
-        "(a RealSR-like family, for generalisation tests)",
-    ),
-}
-PRESETS["realistic"] = Preset(
-    name="realistic",
-    steps=(Realistic(),),
-    scale=4,
-    description="Real-ESRGAN's second-order family, drawn afresh per image "
-    "(per patch in training): the wide training family",
-)
-PRESETS["realistic-mix"] = Preset(
-    name="realistic-mix",
-    steps=(Realistic(clean_prob=0.15, plain_prob=0.25),),
-    scale=4,
-    description="`realistic` for a PSNR-trained stage 1 (the demo's and the shipped model's "
-    "family): 15 % of patches clean (only resized), 25 % blurred and resized without noise "
-    "or JPEG, 60 % Real-ESRGAN's",
-)
-# The held-out generalization suite (with `bicubic` and `camera` above). Lengths are for ×4
-# and scale with s (reference_scale 4); blurs before a decimation are sampled on the
-# bicubic grid, like `gaussian-aniso`.
-_ANISO = PRESETS["gaussian-aniso"].steps[0]
-for _name, _steps, _what in (
-    ("gauss2", (Blur(kernel="gaussian", sigma=2.0, reference_scale=4),), "Gaussian σ 2"),
-    ("defocus", (Blur(kernel="disk", radius=2.0, reference_scale=4),), "defocus disk r 2"),
-    (
-        "motion",
-        (Blur(kernel="motion", length=9.0, angle=(0.0, math.pi), reference_scale=4),),
-        "linear motion blur, 9 px at a random angle",
-    ),
-):
-    PRESETS[_name] = Preset(
-        name=_name, steps=(*_steps, Resize("decimate")), scale=4, description=f"{_what}, ↓s"
-    )
-for _name, _step, _what in (
-    ("noise20", Noise(kind="gaussian", sigma=20 / 255), "white Gaussian noise σ 20/255"),
-    ("jpeg40", Jpeg(quality=40), "JPEG quality 40"),
-    ("webp40", Webp(quality=40), "WebP quality 40"),
-):
-    PRESETS[_name] = Preset(
-        name=_name, steps=(Resize("bicubic"), _step), scale=4, description=f"bicubic ↓s, {_what}"
-    )
-PRESETS["aniso-noise-jpeg"] = Preset(
-    name="aniso-noise-jpeg",
-    steps=(_ANISO, Resize("decimate"), Noise(kind="gaussian", sigma=10 / 255), Jpeg(quality=50)),
-    scale=4,
-    description="gaussian-aniso's blur and decimation, then noise σ 10/255 and JPEG 50",
-)
-
-# The generalization suite: each preset and what makes it unseen relative to `realistic`.
-SUITE: dict[str, str] = {
-    "bicubic": "clean: realistic always adds noise and JPEG; realistic-mix's clean share uses "
-    "torch's resizes, never MATLAB's antialiased bicubic",
-    "gauss2": "σ 2 is inside realistic's blur range, and realistic-mix's plain share blurs "
-    "alone, but decimated: the family always resizes by interpolation",
-    "defocus": "a hard-edged uniform disk: realistic's nearest kernels, plateaus with β ≤ 2, "
-    "have soft shoulders",
-    "motion": "a kernel shape never trained on: a uniform line, where realistic's thinnest "
-    "kernels are Gaussian-profiled ellipses",
-    "noise20": "white noise last, at the LR resolution, uncompressed: realistic's noise is "
-    "always followed by JPEG or a resize",
-    "camera": "Poisson and Gaussian read noise together (realistic draws one or the other) "
-    "under a hard disk blur",
-    "jpeg40": "JPEG of a clean image: realistic compresses only images it has made noisy",
-    "webp40": "a codec never trained on: WebP's block prediction and deblocking are not "
-    "JPEG's 8×8 DCT",
-    "aniso-noise-jpeg": "the paper's training blur (σ up to 4, decimated: outside realistic's "
-    "σ ≤ 3 and interpolating resizes) under noise and JPEG",
-}
-
-for _k in (7, 9, 11):
-    PRESETS[f"blur{_k}"] = Preset(
-        name=f"blur{_k}",
-        steps=(Blur(kernel="uniform", size=_k), Noise(kind="bsnr", bsnr=40.0)),
-        scale=1,
-        float_output=True,
-        description=f"{_k}×{_k} uniform blur + white Gaussian noise at BSNR 40 dB (float)",
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# YAML
-
-
-def _step_to_dict(step: Step) -> dict[str, Any]:
-    key = next(k for k, t in STEP_TYPES.items() if type(step) is t)
-    fields = {}
-    for f in dataclasses.fields(step):
-        v = getattr(step, f.name)
-        fields[f.name] = list(v) if isinstance(v, tuple) else v
-    return {key: fields}
-
-
-def preset_to_dict(preset: Preset) -> dict[str, Any]:
-    """Plain data (for YAML): name, description, scale, float_output, steps."""
-    return {
-        "name": preset.name,
-        "description": preset.description,
-        "scale": preset.scale,
-        "float_output": preset.float_output,
-        "steps": [_step_to_dict(s) for s in preset.steps],
-    }
-
-
-def preset_from_dict(data: Any, *, source: str = "preset") -> Preset:
-    """Build a Preset from plain data; unknown or wrong keys raise UserError naming them."""
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping with name, scale, steps")
-    top = {"name", "description", "scale", "float_output", "steps"}
-    for key in data:
-        if key not in top:
-            raise UserError(
-                f"{source}: unknown key {key!r}; expected one of {', '.join(sorted(top))}"
-            )
-    raw_steps = data.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise UserError(f"{source}: 'steps' must be a non-empty list")
-    steps: list[Step] = []
-    for i, raw in enumerate(raw_steps, 1):
-        if not isinstance(raw, dict) or len(raw) != 1:
-            raise UserError(
-                f"{source}: step {i} must be one of {', '.join(STEP_TYPES)} "
-                f"with its fields, e.g. 'blur: {{kernel: uniform, size: 9}}'"
-            )
-        ((kind, fields),) = raw.items()
-        if kind not in STEP_TYPES:
-            raise UserError(
-                f"{source}: step {i}: unknown step {kind!r}; expected one of "
-                f"{', '.join(STEP_TYPES)}"
-            )
-        fields = fields or {}
-        if not isinstance(fields, dict):
-            raise UserError(f"{source}: step {i} ({kind}): fields must be a mapping")
-        names = {f.name for f in dataclasses.fields(STEP_TYPES[kind])}
-        for key in fields:
-            if key not in names:
-                raise UserError(
-                    f"{source}: step {i} ({kind}): unknown key {key!r}; expected "
-                    f"one of {', '.join(sorted(names))}"
-                )
-        args = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        try:
-            steps.append(STEP_TYPES[kind](**args))
-        except UserError as exc:
-            raise UserError(f"{source}: step {i}: {exc}") from None
-    name = data.get("name", Path(source).stem)
-    scale = data.get("scale", 4 if any(isinstance(s, Resize | Realistic) for s in steps) else 1)
-    float_output = data.get("float_output", False)
-    if not isinstance(float_output, bool):
-        raise UserError(f"{source}: float_output must be true or false")
-    return Preset(
-        name=str(name),
-        steps=tuple(steps),
-        scale=scale,
-        float_output=float_output,
-        description=str(data.get("description", "")),
-    )
-
-
-def load_preset(path: str | Path) -> Preset:
-    """Read a preset YAML file (see `preset_to_dict` for the layout)."""
-    return preset_from_dict(read_yaml(path, "preset"), source=str(path))
-
-
-def save_preset(preset: Preset, path: str | Path) -> None:
-    """Write a preset as YAML (atomic)."""
-    write_text_atomic(
-        path, yaml.safe_dump(preset_to_dict(preset), sort_keys=False, allow_unicode=True)
-    )
-
-
-def get_preset(name_or_yaml_path: str) -> Preset:
-    """A built-in preset by name, or a preset YAML file."""
-    if name_or_yaml_path in PRESETS:
-        return PRESETS[name_or_yaml_path]
-    if name_or_yaml_path.endswith((".yaml", ".yml")) or Path(name_or_yaml_path).is_file():
-        return load_preset(name_or_yaml_path)
-    raise UserError(
-        f"unknown preset {name_or_yaml_path!r}; choose one of {', '.join(PRESETS)} or a .yaml file"
-    )
-
-
-def _fmt_range(r: Sequence[float] | None, unit: str = "") -> str:
-    if r is None:
-        return "—"
-    lo, hi = r
-    return f"{lo:g}{unit}" if lo == hi else f"[{lo:g}, {hi:g}]{unit}"
-
-
-def _describe_step(step: Step) -> str:
-    if isinstance(step, Blur):
-        ref = (
-            f" (for ×{step.reference_scale}; × s/{step.reference_scale})"
-            if step.reference_scale
-            else ""
-        )
-        if step.kernel == "uniform":
-            return f"uniform {step.size}×{step.size} blur"
-        if step.kernel == "disk":
-            return f"disk blur, radius {_fmt_range(step.radius)} px{ref}"
-        if step.kernel == "motion":
-            angle = f"[{step.angle[0] / math.pi:g}π, {step.angle[1] / math.pi:g}π)"
-            return f"motion blur, length {_fmt_range(step.length)} px, angle ∈ {angle}{ref}"
-        size = f"{step.size}×{step.size}" if step.size else "2⌈3σ⌉+1"
-        if step.kernel == "gaussian":
-            return f"Gaussian blur {size}, σ {_fmt_range(step.sigma)}{ref}"
-        angle = f"[{step.angle[0] / math.pi:g}π, {step.angle[1] / math.pi:g}π)"
-        return (
-            f"anisotropic Gaussian {size}, σ1, σ2 ∈ {_fmt_range(step.sigma)} px, "
-            f"angle ∈ {angle}{ref}"
-        )
-    if isinstance(step, Resize):
-        return "MATLAB bicubic ↓s" if step.method == "bicubic" else "decimation ↓s (phase (s−1)//2)"
-    if isinstance(step, Noise):
-        if step.kind == "bsnr":
-            return f"AWGN at BSNR {step.bsnr:g} dB"
-        if step.kind == "gaussian":
-            return f"AWGN σ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255"
-        return (
-            f"Poisson-Gaussian, gain a ∈ {_fmt_range(step.gain)}, "
-            f"read σ ∈ {_fmt_range(tuple(v * 255 for v in step.sigma))}/255"
-        )
-    if isinstance(step, Realistic):
-        mix = ""
-        if step.clean_prob or step.plain_prob:
-            mix = f"; {step.clean_prob:.0%} clean, {step.plain_prob:.0%} without noise and JPEG"
-        return (
-            "Real-ESRGAN second-order: blur (6 kernels or sinc, "
-            f"{step.kernel_size[0]}–{step.kernel_size[1]} px), resize, Gaussian/Poisson noise, "
-            f"JPEG {_fmt_range(step.jpeg_range)}, twice; final resize + sinc and JPEG{mix} "
-            "(README: every range)"
-        )
-    return f"{'WebP' if isinstance(step, Webp) else 'JPEG'} quality {_fmt_range(step.quality)}"
-
-
-def presets_table() -> str:
-    """A Markdown table of the built-in presets with their exact parameters."""
-    rows = ["| preset | default s | output | steps |", "|---|---|---|---|"]
-    for p in PRESETS.values():
-        out = "float (16-bit PNG)" if p.float_output else "uint8 grid"
-        rows.append(
-            f"| `{p.name}` | {p.scale} | {out} | {'; '.join(_describe_step(s) for s in p.steps)} |"
-        )
-    return "\n".join(rows)
-
-
-# --------------------------------------------------------------------------------------------
 # Files (the CLI's `twostage degrade`)
 
 
@@ -910,7 +416,7 @@ def degrade_files(
     stderr naming it, and the others are still degraded.
     """
     p = get_preset(preset) if isinstance(preset, str) else preset
-    s = p.scale if scale is None else _check_scale(scale, "--scale")
+    s = p.scale if scale is None else check_scale(scale, "--scale")
     if not p.resizes and s != 1:
         raise UserError(f"preset {p.name} keeps the image size; --scale must be 1, got {s}")
     out = Path(out)
