@@ -74,7 +74,7 @@ def test_run_folder_files_linked_to_dev_zero_are_not_read(tmp_path: Path, alarm)
     """metrics.csv, latest.txt and a mapped set's complete.json that are links to /dev/zero
     (or FIFOs) count as missing: the resume, the report and the runner never read them."""
     from twostage.report import read_metrics
-    from twostage.runner import _marker_images
+    from twostage.runner.networks import marker_images
     from twostage.train import latest_checkpoint
     from twostage.train.state import read_metric_rows
 
@@ -85,4 +85,4 @@ def test_run_folder_files_linked_to_dev_zero_are_not_read(tmp_path: Path, alarm)
     assert latest_checkpoint(tmp_path) is None
     assert read_metric_rows(tmp_path / "metrics.csv", 10) == []
     assert read_metrics(tmp_path / "metrics.csv") == []
-    assert _marker_images(tmp_path / "complete.json") is None
+    assert marker_images(tmp_path / "complete.json") is None

@@ -9,7 +9,7 @@ from photo_pairs import write_photo_pairs
 
 import twostage.ops.progress as progress
 from twostage.config import apply_overrides, profile_defaults
-from twostage.runner import _Progress
+from twostage.runner.progress import Progress
 from twostage.train import train
 
 LINE = re.compile(r"^run +(\d+)%: (\w) ready \(\d+\.\d s\)$")
@@ -17,7 +17,7 @@ LINE = re.compile(r"^run +(\d+)%: (\w) ready \(\d+\.\d s\)$")
 
 def test_a_log_gets_one_line_per_stage(capsys) -> None:
     # capsys's stderr is not a terminal, as under CI
-    bar = _Progress(4, quiet=False, desc="run")
+    bar = Progress(4, quiet=False, desc="run")
     bar(1, "a ready")
     bar(3, "b ready")
     bar.close()
@@ -29,12 +29,12 @@ def test_a_log_gets_one_line_per_stage(capsys) -> None:
 
 def test_a_terminal_keeps_the_bar_and_quiet_prints_nothing(capsys, monkeypatch) -> None:
     monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True, raising=False)
-    bar = _Progress(4, quiet=False, desc="run")
+    bar = Progress(4, quiet=False, desc="run")
     bar(1, "a ready")
     bar.close()
     err = capsys.readouterr().err
     assert "\r" in err and "a ready" in err and not any(map(LINE.match, err.splitlines()))
-    bar = _Progress(4, quiet=True, desc="run")
+    bar = Progress(4, quiet=True, desc="run")
     bar(4, "a ready")
     bar.close()
     assert capsys.readouterr().err == ""

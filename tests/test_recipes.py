@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from twostage import runner
 from twostage.cli import main
 from twostage.config import PROFILES, QUICK, config_to_dict
 from twostage.data.splits import short_name
@@ -24,6 +23,7 @@ from twostage.recipes import (
     load_recipe,
     recipe_from_dict,
 )
+from twostage.runner import configs as runner_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,14 +134,14 @@ def _pins(recipe: Recipe, profile) -> dict[str, list[str]]:  # type: ignore[no-u
         if net.init_from and recipe.specialized_init == "offshelf":
             upstream["init"] = key(recipe.network(net.init_from), degradation)
             init = Path("networks") / net.init_from / "model.safetensors"
-        cfg = runner._train_config(
+        cfg = runner_configs.train_config(
             recipe, profile, net, seed=0, device="cpu", init=init, label=label
         )
         whole = json.dumps(config_to_dict(cfg), sort_keys=True)
-        digest = runner._hash(
+        digest = runner_configs.config_hash(
             {
                 "version": 1,
-                "config": runner._what_it_learns(cfg),
+                "config": runner_configs.what_it_learns(cfg),
                 "input": dataclasses.asdict(net.input),
                 "target": dataclasses.asdict(net.target),
                 "degradation": preset_to_dict(get_preset(deg)) if deg else deg,

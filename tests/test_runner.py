@@ -1,4 +1,4 @@
-"""recipes.py and runner.py: recipes as data, the paper recipes' hyper-parameters, mapping
+"""recipes.py and the runner package: recipes as data, the paper recipes' hyper-parameters, mapping
 targets, and an end-to-end run of sr-x4, bicubic-x4 and deblur with the tiny profile (cache
 reuse, bundles)."""
 
@@ -26,7 +26,9 @@ from twostage.recipes import (
     sr_x4,
 )
 from twostage.report import describe
-from twostage.runner import _Run, _train_config, run_recipe
+from twostage.runner import run_recipe
+from twostage.runner.configs import train_config
+from twostage.runner.networks import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 SR_BRANCHES = [
@@ -106,7 +108,7 @@ def test_paper_recipes_match_design_section_4(name):
     assert [b.name for b in recipe.branches] == [b.name for b in load_recipe(name).branches]
     for net in recipe.needed_networks():
         for profile in ("paper", "cpu"):  # the YAML pins them whatever the profile
-            cfg = _train_config(
+            cfg = train_config(
                 recipe, PROFILES[profile], net, seed=0, device="cpu", init=None, label=net.name
             )
             assert cfg.data.batch_size == 8
@@ -155,9 +157,7 @@ def test_user_recipe_yaml(tmp_path):
     assert recipe.name == "mine" and recipe.degradations == ("camera",)
     assert [b.name for b in recipe.branches] == ["direct-rcan", "map2-specialized-x2"]
     net = recipe.network("map2")
-    cfg = _train_config(
-        recipe, PROFILES["tiny"], net, seed=3, device="cpu", init=None, label="map2"
-    )
+    cfg = train_config(recipe, PROFILES["tiny"], net, seed=3, device="cpu", init=None, label="map2")
     assert cfg.optim.lr == 3e-4 and cfg.run.seed == 3 and cfg.model.preset == "rcan-tiny"
 
 
@@ -169,7 +169,7 @@ def test_map2_target_is_matlab_bicubic_half_of_hr():
     hr = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
     split = Split("test", ["a"], [hr])
     recipe = sr_x4()
-    run = _Run(recipe, PROFILES["tiny"], Path("unused"), "cpu", True, split, [], lambda *_: None)
+    run = Run(recipe, PROFILES["tiny"], Path("unused"), "cpu", True, split, [], lambda *_: None)
     pairs = run.pairs(recipe.network("map2"), "gaussian-aniso", split, "train")
     pair = pairs[0]
     assert pair.input.shape[:2] == (12, 10)

@@ -15,16 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
-from twostage.data.datasets import (
-    PairSet,
-    centre_crop,
-    degraded_image,
-    div2k,
-    domain_image,
-    instances,
-    realsr,
-)
+from twostage.data.folders import div2k, realsr
+from twostage.data.pairs import PairSet
 from twostage.data.samples import load_samples
+from twostage.data.split_images import centre_crop, degraded_image, domain_image, instances
 from twostage.errors import UserError
 from twostage.ops.imageio import to_float, to_uint8
 

@@ -1,0 +1,47 @@
+"""The images of a recipe's split: centre crops, their degraded and intermediate-domain images.
+
+The runner's data (data/splits.py) and a config's `kind: split` dataset (`split_pairs`) make
+their images with these functions, so that both see the same pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twostage.errors import UserError
+from twostage.ops.degrade import degrade, derive_seed, get_preset, intermediate
+
+
+def centre_crop(img: np.ndarray, *, crop: int | None, mod: int) -> np.ndarray:
+    """Centre-crop to at most `crop` (if given), then mod-crop to a multiple of `mod`."""
+    h, w = img.shape[:2]
+    if crop is not None:
+        ch, cw = min(h, crop), min(w, crop)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        img = img[top : top + ch, left : left + cw]
+        h, w = ch, cw
+    return np.ascontiguousarray(img[: h - h % mod, : w - w % mod])
+
+
+def degraded_image(hr: np.ndarray, degradation: str, *, name: str, scale: int, seed: int):
+    """A recipe's input: the degradation's preset on HR, seeded by degradation and image."""
+    preset = get_preset(degradation)
+    return degrade(
+        hr,
+        preset,
+        scale=scale if preset.resizes else 1,
+        seed=derive_seed(seed, f"{degradation}:{name}"),
+    )
+
+
+def domain_image(hr: np.ndarray, domain: str, *, name: str, seed: int) -> np.ndarray:
+    """A recipe's intermediate-domain image of HR, seeded by domain and image."""
+    return intermediate(domain, hr, seed=derive_seed(seed, f"{domain}:{name}"))
+
+
+def instances(items: list[tuple[str, np.ndarray]], k: int) -> list[tuple[str, np.ndarray]]:
+    """Each (name, image) k times as NAME~0 … NAME~(k-1) (k fixed draws of a family per image:
+    the specialized stage 2's training inputs); k = 1 leaves the list as it is."""
+    if k < 1:
+        raise UserError(f"instances must be >= 1, got {k}")
+    return items if k == 1 else [(f"{n}~{i}", img) for n, img in items for i in range(k)]

@@ -1,0 +1,312 @@
+"""One seed of a recipe's run: trains (or reuses) the networks it needs and their mapped sets.
+
+Each network is trained once into `out/networks/<label>-<key>/` (configs.py names the key) and
+reused by any later run; an interrupted one resumes from its checkpoints. A stage-1 network's
+outputs (its **mapped sets**, train and test) are written once to
+`out/mapped/<network>-<key>/<set>/` and read back afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import twostage.train as training
+from twostage.config import Profile, TrainConfig
+from twostage.data.datasets import DatasetSpec, Pair, PairSet, per_patch_pair
+from twostage.data.splits import Split, TestSet, short_name
+from twostage.errors import UserError
+from twostage.models.checkpoints import load_model
+from twostage.models.inference import resolve_amp, resolve_device
+from twostage.ops.degrade import get_preset, preset_to_dict
+from twostage.ops.files import read_text_bounded, write_text_atomic
+from twostage.ops.imageio import read_image, write_image
+from twostage.ops.progress import on_terminal
+from twostage.pipeline import Pipeline, quantize
+from twostage.recipes import BranchDef, Images, NetworkDef, Recipe
+from twostage.runner.configs import (
+    FAMILY_INSTANCES,
+    TrainedNetwork,
+    bit_depth,
+    config_hash,
+    train_config,
+    what_it_learns,
+)
+
+
+def _subset(pairs: PairSet, n: int) -> PairSet:
+    """The first `n` pairs of `pairs` (all when it has fewer)."""
+    return PairSet(
+        [pairs[i] for i in range(min(n, len(pairs)))], scale=pairs.scale, name=pairs.name
+    )
+
+
+@dataclass
+class Run:
+    """State of one run_recipe call (one seed at a time)."""
+
+    recipe: Recipe
+    profile: Profile
+    out: Path
+    device: str
+    quiet: bool
+    train: Split
+    test_sets: list[TestSet]
+    progress: Callable[[float, str], None]
+    seed: int = 0
+    precision: str = "fp32"  # the evaluated branches' (models.inference.PRECISIONS)
+    trained: dict[tuple[str, str], TrainedNetwork] = field(default_factory=dict)
+    models: dict[Path, torch.nn.Module] = field(default_factory=dict)
+    trained_now: list[str] = field(default_factory=list)
+    training_amp: set[str] = field(default_factory=set)  # run.amp as resolved, every network
+
+    # ---------------------------------------------------------------- images of a split
+    def images(
+        self, split: Split, spec: Images, degradation: str, *, set_name: str
+    ) -> list[np.ndarray]:
+        if spec.kind == "hr":
+            return [img.astype(np.float32) / 255.0 for img in split.hr]
+        if spec.kind == "domain":
+            return split.domain(spec.domain)
+        if spec.kind == "degraded":
+            return split.inputs(degradation, scale=self.recipe.scale)
+        net = self.instance(self.recipe.network(spec.network), degradation)
+        return self.mapped(net, split, degradation, set_name=set_name)
+
+    def pairs(self, net: NetworkDef, degradation: str, split: Split, set_name: str) -> PairSet:
+        xs = self.images(split, net.input, degradation, set_name=set_name)
+        ys = self.images(split, net.target, degradation, set_name=set_name)
+        return PairSet(
+            [Pair(name, x, y) for name, x, y in zip(split.names, xs, ys)],
+            scale=net.scale,
+            name=f"{split.source}:{net.name}",
+        )
+
+    # ---------------------------------------------------------------- networks
+    def instance(self, net: NetworkDef, degradation: str) -> TrainedNetwork:
+        """Train `net` for `degradation` (or reuse it from the cache) and return it."""
+        deg = degradation if net.per_degradation else ""
+        if (net.name, deg) not in self.trained:
+            given = dict(self.recipe.given).get(net.name)
+            inst = (
+                self._given(net, Path(given))
+                if given is not None
+                else self._trained(net, deg, degradation)
+            )
+            self.trained[(net.name, deg)] = inst
+        return self.trained[(net.name, deg)]
+
+    def _trained(self, net: NetworkDef, deg: str, degradation: str) -> TrainedNetwork:
+        """The network trained for `deg` ("" when it does not depend on it): cached by hash."""
+        upstream: dict[str, str] = {}
+        init, init_given = None, False
+        if net.input.kind == "mapped":
+            mapper = self.instance(self.recipe.network(net.input.network), degradation)
+            upstream["mapped_by"] = mapper.key
+        if net.init_from and self.recipe.specialized_init == "offshelf":
+            parent = self.instance(self.recipe.network(net.init_from), degradation)
+            upstream["init"] = parent.key
+            init, init_given = parent.weights, parent.given is not None
+        label = f"{net.name}-{short_name(deg)}" if deg else net.name
+        cfg = train_config(
+            self.recipe,
+            self.profile,
+            net,
+            seed=self.seed,
+            device=self.device,
+            init=init,
+            label=label,
+            init_given=init_given,
+            train_data=self._data_spec(net, degradation),
+        )
+        # run.amp=auto resolved here, so the key names the precision it trains in on this device
+        amp = resolve_amp(cfg.run.amp, resolve_device(self.device))
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, amp=amp))
+        self.training_amp.add(amp)
+        digest = config_hash(
+            {
+                "version": 1,
+                "config": what_it_learns(cfg),
+                "input": dataclasses.asdict(net.input),
+                "target": dataclasses.asdict(net.target),
+                "degradation": self._describe_deg(deg),
+                "data": self.train.describe(),
+                "upstream": upstream,
+            }
+        )
+        inst = TrainedNetwork(net, deg, self.out / "networks" / f"{label}-{digest}", digest)
+        if not inst.weights.is_file():
+            self._train(inst, cfg)
+        self.progress(float(cfg.optim.iterations), f"{label} ready")
+        return inst
+
+    def per_patch(self, degradation: str) -> bool:
+        """Whether `degradation` is a per-patch family (realistic): drawn afresh per patch."""
+        return degradation not in self.train.given and get_preset(degradation).family is not None
+
+    def train_pairs(self, net: NetworkDef, degradation: str) -> PairSet:
+        """What `net` trains on. A per-patch family: (target, HR) pairs that training degrades
+        afresh for every patch; a stage on mapped inputs: FAMILY_INSTANCES fixed draws per image."""
+        if not self.per_patch(degradation) or net.input.kind not in ("degraded", "mapped"):
+            return self.pairs(net, degradation, self.train, "train")
+        if net.input.kind == "mapped":
+            return self.pairs(net, degradation, self.train_instances, "train")
+        targets = self.images(self.train, net.target, degradation, set_name="train")
+        hrs = self.images(self.train, Images("hr"), degradation, set_name="train")
+        pairs = [per_patch_pair(*item) for item in zip(self.train.names, hrs, targets)]
+        return PairSet(pairs, scale=self.recipe.scale // net.scale, name="train:per-patch")
+
+    @functools.cached_property
+    def train_instances(self) -> Split:
+        return self.train.instances(FAMILY_INSTANCES)
+
+    def _data_spec(self, net: NetworkDef, degradation: str) -> DatasetSpec | None:
+        """The pairs `net` learns, as a config names them (the embedded photos only)."""
+        if self.train.source != "samples" or net.target.kind not in ("hr", "domain"):
+            return None
+        prof = self.profile
+        spec = DatasetSpec(
+            kind="split",
+            split="train",
+            scale=self.recipe.scale,
+            seed=self.train.data_seed,
+            limit=prof.train_images,
+            crop=prof.train_crop or prof.hr_crop,
+            target_domain=net.target.domain or None,
+        )
+        family = net.input.kind != "domain" and self.per_patch(degradation)
+        if net.input.kind == "degraded":
+            return dataclasses.replace(spec, preset=degradation, per_patch=family)
+        if net.input.kind == "domain":
+            return dataclasses.replace(spec, input_domain=net.input.domain)
+        if net.input.kind == "mapped":
+            mapper = self.instance(self.recipe.network(net.input.network), degradation)
+            folder = self._mapped_folder(mapper, degradation, "train")
+            k = FAMILY_INSTANCES if family else 1
+            return dataclasses.replace(spec, input_dir=folder, instances=k)
+        return None
+
+    def _given(self, net: NetworkDef, path: Path) -> TrainedNetwork:
+        """An off-the-shelf network supplied as a checkpoint: checked, never trained."""
+        model = self.model(TrainedNetwork(net, "", path.parent, "", given=path))
+        scale = getattr(model, "scale", None)
+        if scale != net.scale:
+            raise UserError(
+                f"--offshelf {net.name}={path}: the checkpoint is ×{scale}, "
+                f"{net.name} must be ×{net.scale}"
+            )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+        cost = float(self.profile.iterations_for(net.role))
+        self.progress(cost, f"{net.name} given ({path.name})")
+        return TrainedNetwork(net, "", path.parent, digest, given=path)
+
+    def _describe_deg(self, deg: str) -> object:
+        if not deg or deg in self.train.given:
+            return deg
+        return preset_to_dict(get_preset(deg))
+
+    def _val_set(self, inst: TrainedNetwork) -> PairSet | None:
+        if not (self.profile.val_images and self.test_sets):
+            return None
+        owner = inst.degradation or self.recipe.degradations[0]
+        test = next((t for t in self.test_sets if t.networks_of == owner), self.test_sets[0])
+        pairs = self.pairs(inst.definition, test.degradation, test.split, test.name)
+        return _subset(pairs, self.profile.val_images)
+
+    def _train(self, inst: TrainedNetwork, cfg: TrainConfig) -> None:
+        degradation = inst.degradation or self.recipe.degradations[0]
+        train_set = self.train_pairs(inst.definition, degradation)
+        val_set = self._val_set(inst)
+        resume = training.has_checkpoint(inst.folder)  # interrupted: continue
+        about = {
+            "network": dataclasses.asdict(inst.definition),
+            "degradation": inst.degradation,
+            "recipe": self.recipe.name,
+            "key": inst.key,
+        }
+        write_text_atomic(inst.folder / "network.json", json.dumps(about, indent=2) + "\n")
+        training.train(
+            cfg,
+            out=inst.folder,
+            resume=resume,
+            overwrite=not resume,  # the folder is ours (keyed by the config's hash)
+            train_set=train_set,
+            val_set=val_set,
+            quiet=self.quiet or not on_terminal(),  # in a log, Progress's line says it
+        )
+        if not inst.weights.is_file():
+            raise UserError(f"training {inst.label} finished without {inst.weights}")
+        self.trained_now.append(inst.label)
+
+    def model(self, inst: TrainedNetwork) -> torch.nn.Module:
+        if inst.weights not in self.models:
+            device = resolve_device(self.device)
+            self.models[inst.weights] = load_model(inst.weights, device=device).eval()
+        return self.models[inst.weights]
+
+    # ---------------------------------------------------------------- mapped sets
+    def _mapped_folder(self, inst: TrainedNetwork, degradation: str, set_name: str) -> Path:
+        label = inst.label if inst.degradation else f"{inst.label}-{short_name(degradation)}"
+        return self.out / "mapped" / f"{label}-{inst.key}" / set_name
+
+    def mapped(
+        self, inst: TrainedNetwork, split: Split, degradation: str, *, set_name: str
+    ) -> list[np.ndarray]:
+        """Stage-1 outputs of `inst` on `split`'s inputs, written to mapped/ once and reused."""
+        folder = self._mapped_folder(inst, degradation, set_name)
+        marker = folder / "complete.json"
+        bits = bit_depth(inst.definition.target)
+        if marker_images(marker) == split.names:
+            return [read_image(folder / f"{n}.png")[0] for n in split.names]
+        pipe = Pipeline(None, self.model(inst))
+        outputs = []
+        for name, x in zip(split.names, split.inputs(degradation, scale=self.recipe.scale)):
+            # The intermediate rounding of Pipeline: what stage 2 reads back from the PNG.
+            y = pipe.restore(x, device=self.device)
+            y = quantize(torch.from_numpy(y), bit_depth=bits).numpy()
+            write_image(folder / f"{name}.png", y, bit_depth=bits)
+            outputs.append(y)
+        about = {"network": inst.label, "key": inst.key, "images": split.names, "bit_depth": bits}
+        write_text_atomic(marker, json.dumps(about) + "\n")
+        return outputs
+
+
+def marker_images(marker: Path) -> object:
+    """The image names a mapped set's `complete.json` lists; None when it is missing or
+    unreadable (a crash or a hand edit): the set is then computed again, into its own folder."""
+    if not marker.is_file():
+        return None
+    try:
+        about = json.loads(read_text_bounded(marker))
+    except (OSError, ValueError):  # ValueError: bad JSON or UTF-8
+        return None
+    return about.get("images") if isinstance(about, dict) else None
+
+
+def branch_instances(
+    run: Run, branch: BranchDef, degradation: str
+) -> tuple[TrainedNetwork | None, TrainedNetwork]:
+    """A branch's stage-1 network (None when it has none) and stage-2 network."""
+    s1 = run.instance(run.recipe.network(branch.stage1), degradation) if branch.stage1 else None
+    s2 = run.instance(run.recipe.network(branch.stage2), degradation)
+    return s1, s2
+
+
+def branch_pipeline(run: Run, branch: BranchDef, degradation: str) -> Pipeline:
+    """A branch's networks as one Pipeline, trained for (or given for) `degradation`."""
+    s1, s2 = branch_instances(run, branch, degradation)
+    return Pipeline(
+        run.model(s1) if s1 else None,
+        run.model(s2),
+        stage2_repeats=branch.stage2_repeats,
+        name=branch.name,
+        intermediate_bit_depth=bit_depth(branch.domain),
+    )
