@@ -60,7 +60,7 @@ from twostage.models.inference import (
     resolve_precision,
 )
 from twostage.ops.files import atomic_path
-from twostage.ops.imageio import to_uint8, to_uint16
+from twostage.ops.imageio import quantize, to_uint8, to_uint16
 from twostage.ops.progress import bar
 
 __all__ = [
@@ -95,12 +95,6 @@ DEFAULT_WIDTH = 64  # feature channels assumed for a network whose width cannot 
 
 Tile = int | Literal["auto"] | None
 Runner = Callable[[np.ndarray], np.ndarray]  # 1×3×h×w float32 → 1×3×(h·s)×(w·s) float32
-
-
-def quantize(x: torch.Tensor, *, bit_depth: int = 8) -> torch.Tensor:
-    """Clamp to [0, 1] and round to the `bit_depth` grid, half away from zero (an image on disk)."""
-    levels = float(2**bit_depth - 1)
-    return torch.floor(x.clamp(0.0, 1.0) * levels + 0.5) / levels
 
 
 def stage_width(model: nn.Module) -> int:
