@@ -7,7 +7,7 @@ import os
 import signal
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from twostage.cli import main
 from twostage.errors import InputWarning, UserError
 from twostage.ops import imageio
 from twostage.ops.imageio import (
@@ -641,3 +642,54 @@ def test_tiff_with_zero_as_white_is_read_with_zero_as_white(tmp_path, dtype, whi
     img, info = read_image(tmp_path / "w.tif")
     np.testing.assert_allclose(img[..., 0], 1 - stored / white, atol=1e-7)
     assert info.gray and info.bit_depth == (16 if dtype == "uint16" else 8)
+
+
+# ----------------------------------------------- the pixel limit from the header, animated GIFs
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG signature and IHDR chunk of a width×height RGB image, and a little of an IDAT."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x10IDAT" + b"\x78\x9c" * 8)
+
+
+def test_pixel_limit_is_checked_from_the_header_by_every_command(
+    tmp_path: Path,
+    photo_file: Callable[..., Path],
+    edsr_file: Path,
+    run_cli: Callable[..., tuple[int, str]],
+) -> None:
+    bomb = tmp_path / "bomb.png"
+    _png_header_only(bomb, 12000, 12000)
+    with pytest.raises(UserError, match=r"12000×12000 is 144 MP, over the limit of 100 MP"):
+        read_image(bomb)
+    with pytest.raises(UserError) as err:  # let through, the decoder finds the truncation
+        read_image(bomb, max_pixels=200_000_000)
+    assert "over the limit" not in str(err.value)
+    photo = photo_file(tmp_path / "in", size=(30, 40))
+    for cmd in (
+        ["restore", "--model", str(edsr_file), str(photo), "--out", str(tmp_path / "o")],
+        ["degrade", "--preset", "bicubic", str(photo), "--out", str(tmp_path / "o")],
+        ["evaluate", "--pred", str(photo), "--gt", str(photo)],
+    ):
+        code, err = run_cli(*cmd, "--max-pixels", "1000")
+        assert code == 2 and "40×30 is 0 MP, over the limit of 0.001 MP" in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_animated_gif_uses_the_first_frame_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edsr_file: Path
+) -> None:
+    frames = [Image.new("RGB", (16, 12), c) for c in ((200, 10, 10), (10, 200, 10))]
+    gif = tmp_path / "in" / "anim.gif"
+    gif.parent.mkdir()
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with pytest.warns(InputWarning, match=r"anim\.gif is animated \(2 frames\); only the first"):
+        img, _ = read_image(gif)
+    assert img[0, 0, 0] > 0.7 and img[0, 0, 1] < 0.1
+    code = main(["restore", "--model", str(edsr_file), str(gif), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 0 and "twostage: warning: " in err and "2 frames" in err
+    assert read_image(tmp_path / "o" / "anim.png")[0].shape == (24, 32, 3)

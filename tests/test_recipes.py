@@ -59,3 +59,13 @@ def test_run_deblur_with_test_suite_exits_2_before_writing(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--test-suite" in err and "deblur" in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ recipe YAML without aliases
+
+
+def test_recipe_yaml_is_read_without_aliases(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("base: sr-x4\nbranches: &b [direct-rcan]\nname: *b\n")
+    with pytest.raises(UserError, match=r"recipe .*r\.yaml line 3: invalid YAML: aliases"):
+        load_recipe(path)
