@@ -99,7 +99,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint16:
         img = img.astype(np.float64) / 65535.0
-    return _quantise(img, 255, np.uint8)
+    return _levels_in_blocks(img, 255, np.uint8)
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
@@ -109,13 +109,13 @@ def to_uint16(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint8:
         return img.astype(np.uint16) * 257
-    return _quantise(img, 65535, np.uint16)
+    return _levels_in_blocks(img, 65535, np.uint16)
 
 
 _QUANTISE_BLOCK = 1 << 22  # float64 values per block (32 MiB): memory stays flat in image size
 
 
-def _quantise(img: np.ndarray, levels: int, dtype: type) -> np.ndarray:
+def _levels_in_blocks(img: np.ndarray, levels: int, dtype: type) -> np.ndarray:
     """`grid_levels` in float64 (NaN → 0) into `dtype`, a block of rows at a time so that a large
     image needs no full-size float64 temporaries."""
     out = np.empty(img.shape, dtype)
