@@ -9,13 +9,15 @@ import json
 import pickle
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+import twostage.models.checkpoints as checkpoints_mod
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model
 from twostage.models.checkpoints import (
@@ -25,6 +27,7 @@ from twostage.models.checkpoints import (
     from_basicsr,
     from_official,
     load_model,
+    load_weights,
     read_state,
     save_basicsr,
     save_model,
@@ -479,3 +482,74 @@ def test_basicsr_rcan_by_hand_gives_the_same_output(scale: int, tmp_path: Path) 
         want, got = model(x), loaded(x)
     assert want.std().item() > 1e-3
     assert torch.equal(got, want)
+
+
+# ------------------------ NaN weights, weights of another architecture, spandrel's install hint
+
+
+def _nan_model(tmp_path: Path, net: torch.nn.Module) -> Path:
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(float("nan"))
+    path = tmp_path / "nan.pt"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_nan_weights_are_refused_by_export_and_restore(
+    tmp_path: Path,
+    photo_file: Callable[..., Path],
+    tiny_edsr: Callable[..., torch.nn.Module],
+    run_cli: Callable[..., tuple[int, str]],
+) -> None:
+    model = _nan_model(tmp_path, tiny_edsr())
+    code, err = run_cli("export", "--model", str(model), "--onnx", str(tmp_path / "m.onnx"))
+    assert code == 2 and "NaN or Inf in the weights of head.0.weight" in err
+    assert not (tmp_path / "m.onnx").exists()
+    photo = photo_file(tmp_path / "in")
+    code, err = run_cli("restore", "--model", str(model), str(photo), "--out", str(tmp_path / "o"))
+    assert code == 2 and "NaN or Inf" in err and not (tmp_path / "o").exists()
+
+
+def test_wrong_init_architecture_says_what_the_weights_are(
+    tiny_edsr: Callable[..., torch.nn.Module],
+) -> None:
+    rcan = build_model(
+        ModelSpec(arch="rcan", scale=2, n_feats=8, n_resblocks=1, n_resgroups=1, reduction=4)
+    )
+    with pytest.raises(CheckpointError) as err:
+        load_weights(rcan, tiny_edsr().state_dict(), source="model.init edsr.pt")
+    assert str(err.value) == (
+        "model.init edsr.pt: the weights are EDSR ×2 (1 block, 8 ch), but "
+        "RCAN ×2 (1×1 RCAB, 8 ch, r4) was expected"
+    )
+    other = tiny_edsr(seed=3)
+    load_weights(rcan := tiny_edsr(), other.state_dict(), source="x")
+    assert all(
+        torch.equal(a, b) for a, b in zip(rcan.state_dict().values(), other.state_dict().values())
+    )
+
+
+@pytest.mark.parametrize("missing", ["spandrel", "torchvision"])
+def test_spandrel_hint_names_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "spandrel":
+            raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+        return real_import(name, *args, **kwargs)
+
+    path = tmp_path / "other.safetensors"
+    save_file({"foo.weight": torch.zeros(3)}, str(path))
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(UserError) as err:
+        checkpoints_mod.load_model(path)
+    if missing == "spandrel":
+        assert "need spandrel (pip install torchvision spandrel==0.4.2)" in str(err.value)
+    else:
+        assert "spandrel, which is installed but cannot import torchvision" in str(err.value)
+        assert "(pip install torchvision)" in str(err.value)

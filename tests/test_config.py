@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ from twostage.config import (
     save_config,
 )
 from twostage.errors import UserError
+from twostage.ops.degrade import load_preset
+from twostage.ops.files import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -303,3 +307,48 @@ def test_a_yaml_batch_size_past_the_limit_names_the_file_and_key(tmp_path: Path)
     path.write_text("profile: tiny\ndata:\n  batch_size: 100000000\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"big\.yaml: data\.batch_size must be from 1 to"):
         load_config(path)
+
+
+# ------------ YAML bombs, big documents and out-of-range values are refused quickly and briefly
+
+
+def _alias_bomb(levels: int = 10) -> str:
+    lines = ["name: [&a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"  , &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    return "\n".join(lines) + "]\n"
+
+
+def test_yaml_alias_bomb_is_refused_at_once(
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("profile: tiny\n" + _alias_bomb())
+    assert len(bomb.read_bytes()) < 1500
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb\.yaml line \d+: invalid YAML: aliases"):
+        load_config(bomb)
+    code, err = run_cli("train", str(bomb))
+    assert code == 2 and "aliases (*a0) are not allowed" in err and err.count("\n") == 1
+    preset = tmp_path / "p.yaml"
+    preset.write_text(_alias_bomb())
+    with pytest.raises(UserError, match="aliases"):
+        load_preset(preset)
+    assert time.perf_counter() - start < 10
+
+
+def test_big_yaml_documents_and_override_values_are_not_echoed(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("name: [" + ", ".join(["x"] * 600_000) + "]\n")
+    with pytest.raises(UserError, match="larger than 1024 KB"):
+        read_yaml(big, "config")
+    long_value = "[" + ", ".join(["12345"] * 1000) + "]"
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(profile_defaults("tiny"), [f"run.seed={long_value}"])
+    assert len(str(err.value)) < 300 and "…" in str(err.value)
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999"])
+def test_seed_out_of_numpys_range_is_refused(seed: str) -> None:
+    with pytest.raises(ConfigError, match=r"run\.seed must be in \[0, 4294967295\]"):
+        apply_overrides(profile_defaults("tiny"), [f"run.seed={seed}"])

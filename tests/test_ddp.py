@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import torch
-from photo_pairs import write_photo_pairs
 from safetensors.torch import load_file
 
 from twostage.config import apply_overrides, profile_defaults, save_config
@@ -29,11 +28,11 @@ save_file(state, os.path.join(sys.argv[3], f"rank{os.environ['RANK']}.safetensor
 """
 
 
-def test_two_gloo_processes_hold_identical_weights(tmp_path: Path) -> None:
+def test_two_gloo_processes_hold_identical_weights(tmp_path: Path, photo_pairs: list[str]) -> None:
     cfg = apply_overrides(
         profile_defaults("tiny"),
         [
-            *write_photo_pairs(tmp_path / "pairs"),
+            *photo_pairs,
             "optim.iterations=10",
             "log.checkpoint_every=5",
             "log.val_every=5",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -478,3 +480,92 @@ def test_a_motion_blur_scaled_past_the_kernel_cap_is_refused() -> None:
     )
     with pytest.raises(UserError, match=r"kernel would be \d+×\d+ pixels \(at most 255\).*length"):
         degrade(np.zeros((32, 32, 3)), preset, seed=0)
+
+
+# ------------------------ outputs never replace inputs; bad sizes and files are refused by name
+
+
+def test_degrade_never_writes_over_its_input_even_with_overwrite(
+    tmp_path: Path, photo_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    d = tmp_path / "d"
+    good = photo_file(d)
+    before = good.read_bytes()
+    code, err = run_cli("degrade", "--preset", "blur9", str(good), "--out", str(d))
+    assert code == 2 and "is the input" in err and err.count("\n") == 1
+    code, err = run_cli("degrade", "--preset", "blur9", str(good), "--out", str(d), "--overwrite")
+    assert code == 2 and "is the input" in err
+    assert good.read_bytes() == before
+
+
+def test_degrade_keeps_existing_outputs_unless_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], photo_file: Callable[..., Path]
+) -> None:
+    good = photo_file(tmp_path / "in", size=(32, 32))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "goodx4.png").write_bytes(b"mine")
+    assert main(["degrade", "--preset", "bicubic", str(good), "--out", str(out)]) == 0
+    assert "goodx4.png exists (--overwrite" in capsys.readouterr().err
+    assert (out / "goodx4.png").read_bytes() == b"mine"
+    args = ["degrade", "--preset", "bicubic", str(good), "--out", str(out), "--overwrite"]
+    assert main(args) == 0
+    assert read_image(out / "goodx4.png")[0].shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    "fields, needle",
+    [
+        ({"kernel": "uniform", "size": 100001}, "size must be an odd integer from 1 to 255"),
+        ({"kernel": "gaussian", "sigma": 1e6}, "sigma must satisfy"),
+        ({"kernel": "disk", "radius": [1, 1e5]}, "radius must satisfy"),
+    ],
+)
+def test_absurd_blur_sizes_are_refused_by_name(fields: dict, needle: str) -> None:
+    with pytest.raises(UserError, match=needle):
+        Blur(**fields)
+
+
+def test_blur_kernel_grown_by_scale_is_refused(
+    tmp_path: Path, photo_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    preset = tmp_path / "wide.yaml"
+    preset.write_text(
+        "steps:\n- blur: {kernel: gaussian, sigma: 40, reference_scale: 1}\n- resize: {}\n"
+    )
+    photo = photo_file(tmp_path / "in", size=(32, 32))
+    for scale, needle in (
+        ("4", "the kernel would be 961×961 pixels (at most 255)"),
+        ("1000", "--scale must be an integer from 1 to 16, got 1000"),
+    ):
+        code, err = run_cli(
+            "degrade",
+            "--preset",
+            str(preset),
+            "--scale",
+            scale,
+            str(photo),
+            "--out",
+            str(tmp_path / "o"),
+        )
+        assert code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_degrade_names_bad_files_and_carries_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], photo_file: Callable[..., Path]
+) -> None:
+    d = tmp_path / "in"
+    tiny = photo_file(d, "tiny.png", size=(1, 1))
+    broken = d / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    good = photo_file(d, "good.png", size=(32, 32))
+    out = tmp_path / "out"
+    code = main(
+        ["degrade", "--preset", "bicubic", str(tiny), str(broken), str(good), "--out", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"error: {tiny}: a 1×1 image is too small for ×4" in captured.err
+    assert f"cannot read image {broken}" in captured.err
+    assert "wrote 1 image(s)" in captured.out and "2 failed" in captured.out
+    assert [p.name for p in out.iterdir()] == ["goodx4.png"]

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from test_runner_pins import TINY, _test_images
 
 from twostage import config
 from twostage.cli import main
@@ -18,8 +17,10 @@ from twostage.ops.resize import imresize
 from twostage.pipeline import load_pipeline
 
 
-def test_demo_quick_writes_the_report_and_prints_the_table(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(config, "QUICK", TINY)
+def test_demo_quick_writes_the_report_and_prints_the_table(
+    tmp_path, capsys, monkeypatch, tiny_profile, tiny_test_photos
+):
+    monkeypatch.setattr(config, "QUICK", tiny_profile)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -63,7 +64,7 @@ def test_demo_quick_writes_the_report_and_prints_the_table(tmp_path, capsys, mon
     pipe = load_pipeline(bundle, device="cpu")
     for degradation in ("realistic-mix", "gaussian-aniso", "noise20", "webp40"):
         test_set = f"samples-{degradation}"
-        ((hr, x),) = _test_images(TINY, degradation, 4)
+        ((hr, x),) = tiny_test_photos(degradation, 4)
         rows = {r["branch"]: r for r in results["rows"] if r["test_set"] == test_set}
         up = np.clip(imresize(x, 4.0), 0, 1)
         assert rows["interp-bicubic"]["psnr"] == psnr(up, hr, crop_border=4)

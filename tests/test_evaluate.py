@@ -7,11 +7,13 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import peak_signal_noise_ratio
 
 from twostage.cli import main
 from twostage.evaluate import evaluate_arrays, format_evaluation, strip_suffixes
@@ -49,18 +51,6 @@ def _run(capsys, *args):
     return code, out, err
 
 
-def _sk_ssim(a, b):
-    return structural_similarity(
-        a,
-        b,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        data_range=255,
-        channel_axis=-1,
-    )
-
-
 def test_strip_suffixes():
     # The shared rule of data/datasets.py, which evaluate pairs with.
     cases = {
@@ -78,7 +68,7 @@ def test_strip_suffixes():
         assert strip_suffixes(stem) == key, stem
 
 
-def test_folders_table_and_json(tmp_path, capsys):
+def test_folders_table_and_json(tmp_path, capsys, skimage_ssim):
     gts, preds = _dataset(tmp_path, n=2)
     code, out, err = _run(
         capsys,
@@ -98,7 +88,7 @@ def test_folders_table_and_json(tmp_path, capsys):
         peak_signal_noise_ratio(g[2:-2, 2:-2], p[2:-2, 2:-2], data_range=255)
         for g, p in zip(gts, preds)
     ]
-    expected_ssim = [_sk_ssim(p[2:-2, 2:-2], g[2:-2, 2:-2]) for g, p in zip(gts, preds)]
+    expected_ssim = [skimage_ssim(p[2:-2, 2:-2], g[2:-2, 2:-2]) for g, p in zip(gts, preds)]
     for row, e, s in zip(data["images"], expected, expected_ssim):
         assert row["psnr"] == pytest.approx(e, abs=1e-6)
         assert row["ssim"] == pytest.approx(s, abs=1e-6)
@@ -132,14 +122,9 @@ def test_y_channel_and_single_files(tmp_path, capsys):
     assert "Y (BT.601)" in out
 
 
-def _strict_json(text: str):
-    def refuse(name: str):
-        raise ValueError(f"not strict JSON: {name}")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def test_one_identical_pair_keeps_the_mean_psnr_finite_at_the_100_db_ceiling(tmp_path, capsys):
+def test_one_identical_pair_keeps_the_mean_psnr_finite_at_the_100_db_ceiling(
+    tmp_path, capsys, strict_json
+):
     rng = np.random.default_rng(1)
     gt_a, gt_b = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     pred_b = _noisy(gt_b, seed=2)
@@ -151,7 +136,7 @@ def test_one_identical_pair_keeps_the_mean_psnr_finite_at_the_100_db_ceiling(tmp
         capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--json", tmp_path / "r.json"
     )
     assert code == 0 and "inf" not in out
-    data = _strict_json((tmp_path / "r.json").read_text())
+    data = strict_json((tmp_path / "r.json").read_text())
     psnr_b = peak_signal_noise_ratio(gt_b, pred_b, data_range=255)
     assert [r["psnr"] for r in data["images"]] == [100.0, pytest.approx(psnr_b, abs=1e-9)]
     assert data["mean"]["psnr"] == pytest.approx((100.0 + psnr_b) / 2, abs=1e-9)
@@ -359,3 +344,33 @@ def test_a_file_name_that_is_not_utf8_prints_under_a_strict_stdout(tmp_path, env
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"x\\udcff" in result.stdout and result.stderr == b""
+
+
+# ----------------------------------------- unwritable --json, ground truth without a prediction
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only folders")
+def test_json_in_a_read_only_folder_is_refused(
+    tmp_path: Path, photo_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    photo = photo_file(tmp_path / "in")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    code, err = run_cli(
+        "evaluate", "--pred", str(photo), "--gt", str(photo), "--json", str(ro / "r.json")
+    )
+    assert code == 2 and "is not writable" in err
+
+
+def test_ground_truth_without_prediction_is_an_error_unless_allow_missing(
+    tmp_path: Path, photo_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for name in ("a.png", "b.png", "c.png"):
+        photo_file(gt, name)
+    photo_file(pred, "a.png")
+    code, err = run_cli("evaluate", "--pred", str(pred), "--gt", str(gt))
+    assert code == 2 and "2 of 3 ground-truth image(s) have no prediction" in err
+    assert "--allow-missing" in err and err.count("\n") == 1
+    code, err = run_cli("evaluate", "--pred", str(pred), "--gt", str(gt), "--allow-missing")
+    assert code == 0 and err.startswith("twostage: warning: 2 of 3") and "cover the other 1" in err

@@ -192,3 +192,16 @@ def test_an_onnx_name_over_255_bytes_is_one_line(tmp_path: Path, capsys) -> None
     assert main(["export", "--model", str(tmp_path / "p.safetensors"), "--onnx", str(onnx)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "--onnx" in err[0] and str(onnx) in err[0]
+
+
+# ------------------------------------------------------------------------- an unsupported opset
+
+
+def test_unsupported_opset_is_one_line_and_writes_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], edsr_file: Path
+) -> None:
+    assert main(["export", "--model", str(edsr_file), "--onnx", str(tmp_path / "m.onnx"),
+                 "--opset", "3"]) == 2  # fmt: skip
+    out, err = capfd.readouterr()
+    assert out == "" and err == "twostage: error: --opset 3: expected 7 to 23\n"
+    assert not (tmp_path / "m.onnx").exists()

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from twostage.config import ConfigError, load_config
 from twostage.errors import UserError
+from twostage.models.checkpoints import save_model
 from twostage.ops.degrade import load_preset
-from twostage.ops.files import YAML_MAX_BYTES, read_yaml
+from twostage.ops.files import (
+    YAML_MAX_BYTES,
+    WriteError,
+    atomic_path,
+    newest_complete_folder,
+    read_yaml,
+    remove_stale_temps,
+    temp_path,
+    write_text_atomic,
+)
 from twostage.recipes import load_recipe
 
 
@@ -86,3 +100,108 @@ def test_run_folder_files_linked_to_dev_zero_are_not_read(tmp_path: Path, alarm)
     assert read_metric_rows(tmp_path / "metrics.csv", 10) == []
     assert read_metrics(tmp_path / "metrics.csv") == []
     assert marker_images(tmp_path / "complete.json") is None
+
+
+# ---------- finding complete folders, stale temporaries, failed writes, output paths, the umask
+
+
+def test_newest_complete_folder_skips_incomplete_and_temporary_folders(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for it, files in ((10, ("model.safetensors", "state.pt")), (20, ("model.safetensors",))):
+        (root / f"iter_{it:08d}").mkdir(parents=True)
+        for name in files:
+            (root / f"iter_{it:08d}" / name).write_bytes(b"x")
+    (root / ".iter_00000030.123-abcdef01.tmp").mkdir()
+    kwargs = {"pattern": r"iter_(\d{8})", "required": ("model.safetensors", "state.pt")}
+    assert newest_complete_folder(root, **kwargs) == root / "iter_00000010"
+    (root / "iter_00000020" / "state.pt").write_bytes(b"x")
+    assert newest_complete_folder(root, **kwargs) == root / "iter_00000020"
+    assert newest_complete_folder(tmp_path / "none", **kwargs) is None
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path: Path, dead_pid: int) -> None:
+    dead = dead_pid
+    stale = [
+        tmp_path / f".good.{dead}-0123abcd.tmp.png",
+        tmp_path / f".latest.{dead}-89abcdef.tmp.txt",
+        tmp_path / f".metrics.{dead}-00000000.tmp.csv",
+    ]
+    for p in stale:
+        p.write_bytes(b"half")
+    (tmp_path / f".iter_00000010.{dead}-0badf00d.tmp").mkdir()
+    live = temp_path(tmp_path / "live.png")  # ours, still being written
+    foreign = [tmp_path / ".hidden.tmp.png", tmp_path / "photo.png"]
+    for p in foreign:
+        p.write_bytes(b"not ours")
+    removed = remove_stale_temps(tmp_path)
+    assert len(removed) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, *(p.name for p in foreign)]
+    )
+
+
+def test_a_write_that_fills_the_disk_is_a_write_error_and_leaves_nothing(tmp_path: Path) -> None:
+    """A real failed write: the file-size limit stops torch.save as a full disk would."""
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(WriteError) as err, atomic_path(tmp_path / "state.pt") as tmp:
+            torch.save({"w": torch.zeros(10_000)}, tmp)
+        with (
+            pytest.raises(WriteError, match="File too large"),
+            atomic_path(tmp_path / "model.safetensors") as tmp,
+        ):
+            save_file({"w": torch.zeros(10_000)}, str(tmp))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert isinstance(err.value, OSError) and "write failed" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_output_file_that_is_a_folder_or_under_a_file_is_refused(
+    tmp_path: Path,
+    command: str,
+    photo_file: Callable[..., Path],
+    edsr_file: Path,
+    run_cli: Callable[..., tuple[int, str]],
+) -> None:
+    photo = photo_file(tmp_path / "in")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    option = "--json" if command == "evaluate" else "--onnx"
+    base = (
+        ["evaluate", "--pred", str(photo), "--gt", str(photo)]
+        if command == "evaluate"
+        else ["export", "--model", str(edsr_file)]
+    )
+    for target, needle in (("folder", "is a folder"), ("file/x.out", "is not a folder")):
+        code, err = run_cli(*base, option, str(tmp_path / target))
+        assert code == 2 and err.startswith(f"twostage: error: {option} ") and needle in err
+        assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_written_files_and_folders_respect_the_umask(
+    tmp_path: Path, mask: int, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    old = os.umask(mask)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+        folder = temp_path(tmp_path / "ckpt", folder=True)
+        save_model(tmp_path / "m.safetensors", tiny_edsr())
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a.txt", tmp_path / "m.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_write_errors_from_other_writers_keep_their_errno(tmp_path: Path) -> None:
+    with pytest.raises(WriteError) as err, atomic_path(tmp_path / "x.bin"):
+        raise RuntimeError("Error while serializing: I/O error: No space left (os error 28)")
+    assert err.value.errno == errno.ENOSPC
+    with pytest.raises(ValueError), atomic_path(tmp_path / "y.bin"):
+        raise ValueError("a bug, not a failed write")

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import twostage.train as train_mod
 import twostage.train.loop as train_loop
 from twostage.cli import main
-from twostage.config import PROFILES, apply_overrides, profile_defaults
+from twostage.config import apply_overrides, profile_defaults
 from twostage.data.datasets import (
     DatasetSpec,
     PairSet,
@@ -36,10 +36,6 @@ from twostage.ops.realistic import degrade_batch
 from twostage.ops.resize import imresize
 from twostage.recipes import recipe_from_dict, sr_x4
 from twostage.runner import run_recipe
-
-TINY = dataclasses.replace(
-    PROFILES["tiny"], iterations=2, hr_crop=32, train_images=2, test_images=1
-)
 
 
 def _photo_pairs(target_domain: str | None) -> PairSet:
@@ -190,7 +186,9 @@ def test_tiny_realistic_recipe_with_test_suite_end_to_end(tmp_path: Path, capsys
     assert "figures/generalization.png" in (out / "index.html").read_text()
 
 
-def test_blind_stage1_in_front_of_a_given_official_edsr(tmp_path: Path, monkeypatch) -> None:
+def test_blind_stage1_in_front_of_a_given_official_edsr(
+    tmp_path: Path, monkeypatch, tiny_profile, tiny_test_photos
+) -> None:
     """`offshelf:` in a recipe: an official-layout EDSR ×2 is stage 2 behind the stage 1
     trained on realistic; the bundle holds it unchanged and reproduces the report's PSNR."""
     from twostage.models import ModelSpec, build_model
@@ -213,17 +211,16 @@ def test_blind_stage1_in_front_of_a_given_official_edsr(tmp_path: Path, monkeypa
         train_mod, "train", lambda cfg, **kw: calls.append(cfg.name) or real(cfg, **kw)
     )
     out = tmp_path / "run"
-    results = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    results = run_recipe(recipe, data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     assert calls == ["map2-realistic"]  # only the blind stage 1 is trained
     pipe = load_pipeline(out / "bundles" / "map2-offshelf-x2.safetensors", device="cpu")
     for key, value in edsr.state_dict().items():
         assert torch.equal(pipe.stage2.state_dict()[key], value), key
     run = json.loads((out / "results.json").read_text())
     assert run["test_sets"] == ["samples-realistic", "samples-motion"]
-    from test_runner_pins import _test_images
 
     for degradation in ("realistic", "motion"):
-        ((hr, x),) = _test_images(TINY, degradation, 4)
+        ((hr, x),) = tiny_test_photos(degradation, 4)
         row = next(
             r
             for r in results["rows"]

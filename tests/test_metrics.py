@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import peak_signal_noise_ratio
 
 from twostage.errors import UserError
 from twostage.ops import metrics
@@ -24,22 +24,6 @@ def _pair(shape=(40, 37, 3), noise=20, seed=0):
     return pred.astype(np.uint8), gt
 
 
-def _sk_ssim(a, b):
-    # skimage filters the whole image (reflect padding) and then crops (win_size - 1) // 2 = 5
-    # pixels before averaging, so only windows lying fully inside the image count: the same
-    # 'valid' region BasicSR takes with cv2.filter2D(...)[5:-5, 5:-5]. Truncate 3.5·σ rounds to
-    # radius 5, i.e. the 11-tap window.
-    return structural_similarity(
-        a,
-        b,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        data_range=255,
-        channel_axis=-1 if a.ndim == 3 else None,
-    )
-
-
 @pytest.mark.parametrize("crop", [0, 4])
 def test_psnr_matches_skimage(crop):
     pred, gt = _pair()
@@ -49,11 +33,11 @@ def test_psnr_matches_skimage(crop):
 
 
 @pytest.mark.parametrize("crop", [0, 3])
-def test_ssim_matches_skimage(crop):
+def test_ssim_matches_skimage(crop, skimage_ssim):
     pred, gt = _pair(seed=1)
     c = slice(crop, -crop) if crop else slice(None)
     assert ssim(pred, gt, crop_border=crop) == pytest.approx(
-        _sk_ssim(pred[c, c], gt[c, c]), abs=1e-6
+        skimage_ssim(pred[c, c], gt[c, c]), abs=1e-6
     )
 
 
@@ -90,7 +74,7 @@ def test_ssim_matches_plain_definition():
     assert ssim(pred, gt) == pytest.approx(expected, abs=1e-10)
 
 
-def test_y_channel_is_basicsr_bt601():
+def test_y_channel_is_basicsr_bt601(skimage_ssim):
     pred, gt = _pair(seed=3)
 
     # Y written out per pixel: 16 + (65.481 R + 128.553 G + 24.966 B) / 255.
@@ -103,7 +87,7 @@ def test_y_channel_is_basicsr_bt601():
     assert psnr(pred, gt, y_channel=True, crop_border=2) == pytest.approx(
         peak_signal_noise_ratio(yb[2:-2, 2:-2], ya[2:-2, 2:-2], data_range=255), abs=1e-6
     )
-    assert ssim(pred, gt, y_channel=True) == pytest.approx(_sk_ssim(ya, yb), abs=1e-6)
+    assert ssim(pred, gt, y_channel=True) == pytest.approx(skimage_ssim(ya, yb), abs=1e-6)
 
 
 def test_float_inputs_are_rounded_to_uint8_first():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from skimage import data as skdata
 from twostage import pipeline as pipeline_module
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model
+from twostage.models.checkpoints import CheckpointError
 from twostage.pipeline import (
+    OnnxPipeline,
     Pipeline,
     activation_floats_per_pixel,
     auto_tile,
@@ -384,3 +387,62 @@ def test_hand_built_onnx_model_restores_at_its_probed_or_stated_scale(tmp_path: 
         pipe = load_pipeline(_onnx_model(tmp_path / "x2.onnx", meta=meta))
         assert pipe.scale == 2
         np.testing.assert_array_equal(pipe.restore(img, tile=None), img.repeat(2, 0).repeat(2, 1))
+
+
+# --------------------------------- absurd bundle metadata, one-channel ONNX models, NaN outputs
+
+
+def _bundle_with(tmp_path: Path, **changes: str) -> Path:
+    """A one-stage bundle of a tiny EDSR ×2 whose metadata `changes` overwrite."""
+    path = tmp_path / "b.safetensors"
+    Pipeline(None, _net("edsr", 2, 0)).save_bundle(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = {**f.metadata(), **changes}
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize(
+    "field, value", [("stage2_repeats", "20"), ("intermediate_bit_depth", "1000000")]
+)
+def test_absurd_bundle_metadata_is_refused_by_name(tmp_path: Path, field: str, value: str) -> None:
+    path = _bundle_with(tmp_path, **{field: value})
+    with pytest.raises(CheckpointError, match=rf"{field}={value} is out of range"):
+        load_pipeline(path)
+
+
+def test_absurd_bundle_spec_is_refused_before_building(
+    tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    spec = {**tiny_edsr().spec.to_dict(), "n_feats": 10**7, "n_resblocks": 10**6}
+    path = _bundle_with(tmp_path, stage2_spec=json.dumps(spec))
+    with pytest.raises(CheckpointError, match=r"the weights are EDSR ×2 \(1 block, 8 ch\)"):
+        load_pipeline(path)
+
+
+def test_bundle_repeats_out_of_range_are_refused_as_string_or_number(tmp_path: Path) -> None:
+    path = _bundle_with(tmp_path, stage2_repeats='"1000000"')
+    with pytest.raises(CheckpointError, match=r'stage2_repeats="1000000" is out of range'):
+        load_pipeline(path)
+    path = _bundle_with(tmp_path, stage2_repeats="1000000")
+    with pytest.raises(CheckpointError, match="stage2_repeats=1000000 is out of range"):
+        load_pipeline(path)
+
+
+def test_onnx_model_with_one_input_channel_is_refused(
+    tmp_path: Path, photo_file: Callable[..., Path], run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    path = tmp_path / "gray.onnx"
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+    torch.onnx.export(conv, (torch.rand(1, 1, 8, 8),), str(path), dynamo=False)
+    with pytest.raises(UserError, match=r"input has shape \[1, 1, 8, 8\].*N×3×H×W"):
+        OnnxPipeline(path)
+    photo = photo_file(tmp_path / "in")
+    code, err = run_cli("restore", "--model", str(path), str(photo), "--out", str(tmp_path / "o"))
+    assert code == 2 and "N×3×H×W" in err and err.count("\n") == 1
+
+
+def test_nan_output_is_an_error_not_a_black_image() -> None:
+    img = np.full((16, 16, 3), 0.5, np.float32)
+    with pytest.raises(UserError, match="NaN or Inf"):
+        restore_image(lambda p: p * np.nan, img, scale=1, tile=None, tile_pad=0)

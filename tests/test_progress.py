@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-from photo_pairs import write_photo_pairs
-
 import twostage.ops.progress as progress
 from twostage.config import apply_overrides, profile_defaults
 from twostage.runner.progress import Progress
@@ -40,16 +38,16 @@ def test_a_terminal_keeps_the_bar_and_quiet_prints_nothing(capsys, monkeypatch) 
     assert capsys.readouterr().err == ""
 
 
-def test_training_in_a_log_prints_one_line(tmp_path, capsys) -> None:
-    data = write_photo_pairs(tmp_path / "pairs")
+def test_training_in_a_log_prints_one_line(tmp_path, capsys, photo_pairs) -> None:
+    data = photo_pairs
     cfg = apply_overrides(profile_defaults("tiny"), [*data, "optim.iterations=12", "name=net"])
     result = train(cfg, out=tmp_path / "run", quiet=False)
     err = capsys.readouterr().err
     assert err == f"net: 12 iterations ({result.seconds:.1f} s)\n"
 
 
-def test_quiet_training_prints_nothing(tmp_path, capsys) -> None:
-    data = write_photo_pairs(tmp_path / "pairs")
+def test_quiet_training_prints_nothing(tmp_path, capsys, photo_pairs) -> None:
+    data = photo_pairs
     cfg = apply_overrides(profile_defaults("tiny"), [*data, "optim.iterations=2"])
     train(cfg, out=tmp_path / "run", quiet=True)
     assert capsys.readouterr().err == ""

@@ -205,3 +205,13 @@ def test_a_recipe_states_its_claim_as_data_and_a_wrong_branch_is_refused() -> No
         recipe_from_dict({"base": "sr-x4", "claim": {"ours": "direct-rcan", "rival": "map9"}})
     with pytest.raises(UserError, match=r"recipe: missing key claim\.rival"):
         recipe_from_dict({"base": "sr-x4", "claim": {"ours": "direct-rcan"}})
+
+
+# ------------------------------------------------------------------ recipe YAML without aliases
+
+
+def test_recipe_yaml_is_read_without_aliases(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("base: sr-x4\nbranches: &b [direct-rcan]\nname: *b\n")
+    with pytest.raises(UserError, match=r"recipe .*r\.yaml line 3: invalid YAML: aliases"):
+        load_recipe(path)

@@ -214,21 +214,14 @@ def test_per_image_tables_with_seeds_have_a_row_per_seed():
     )
 
 
-def _strict_json(text: str):
-    def refuse(name: str):
-        raise ValueError(f"not strict JSON: {name}")
-
-    return json.loads(text, parse_constant=refuse)
-
-
-def test_results_json_is_strict_json_with_non_finite_numbers_as_null(tmp_path):
+def test_results_json_is_strict_json_with_non_finite_numbers_as_null(tmp_path, strict_json):
     rows = [r for r in _rows() if r["seed"] == 0]
     rows[0] = {**rows[0], "psnr": float("inf")}
     rows[1] = {**rows[1], "ssim": float("nan")}
     results = _results(rows)
     results["timing"] = {"per_branch": [float("-inf"), 0.5], "note": "x"}
     write_report(results, tmp_path)
-    data = _strict_json((tmp_path / "results.json").read_text())
+    data = strict_json((tmp_path / "results.json").read_text())
     assert data["rows"][0]["psnr"] is None and data["rows"][1]["ssim"] is None
     assert data["rows"][2]["psnr"] == rows[2]["psnr"]
     assert data["timing"] == {"per_branch": [None, 0.5], "note": "x"}

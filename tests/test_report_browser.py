@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_runner_pins import TINY
 
 from twostage import config
 from twostage.cli import main
@@ -37,10 +36,10 @@ FLAGS = (
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Path:
+def page(tmp_path_factory, tiny_profile) -> Path:
     """The out folder of `twostage demo --quick` on a tiny profile, two 64-px test images."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    profile = dataclasses.replace(TINY, test_images=2, hr_crop=64)
+    profile = dataclasses.replace(tiny_profile, test_images=2, hr_crop=64)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(config, "QUICK", profile)
         assert main(["demo", "--quick", "--out", str(out)]) == 0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from twostage.cli import main
+from twostage.cli import build_parser, main
+from twostage.errors import UserError
 from twostage.export import export_onnx
 from twostage.models import ModelSpec, build_model
 from twostage.models.checkpoints import save_model
 from twostage.ops.imageio import read_image, write_image
-from twostage.pipeline import Pipeline
-
-
-def _edsr(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_model(ModelSpec(arch="edsr", scale=2, n_feats=8, n_resblocks=1)).eval()
+from twostage.pipeline import Pipeline, restore_image
 
 
 def _reference(model: torch.nn.Module, rgb_uint8: np.ndarray) -> np.ndarray:
@@ -86,8 +85,10 @@ def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["native", "official", "basicsr", "bundle", "onnx"])
-def test_each_model_kind(kind: str, tmp_path: Path) -> None:
-    model = _edsr(1)
+def test_each_model_kind(
+    kind: str, tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    model = tiny_edsr(seed=1)
     path = _write_model(kind, tmp_path, model)
     rgb = _photo(12, 16)
     Image.fromarray(rgb).save(tmp_path / "cat.png")
@@ -130,8 +131,10 @@ def test_unknown_architecture_is_a_clear_error(tmp_path: Path, capsys) -> None: 
     assert not (tmp_path / "out").exists()
 
 
-def test_folders_suffix_and_tiling(tmp_path: Path) -> None:
-    model = _edsr(2)
+def test_folders_suffix_and_tiling(
+    tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    model = tiny_edsr(seed=2)
     path = _write_model("native", tmp_path, model)
     src = tmp_path / "photos"
     (src / "trip" / "day1").mkdir(parents=True)
@@ -196,8 +199,10 @@ def test_folders_suffix_and_tiling(tmp_path: Path) -> None:
     )
 
 
-def test_no_overwrite_without_flag(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    path = _write_model("native", tmp_path, _edsr())
+def test_no_overwrite_without_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    path = _write_model("native", tmp_path, tiny_edsr())
     Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
     out = tmp_path / "out"
     out.mkdir()
@@ -211,8 +216,10 @@ def test_no_overwrite_without_flag(tmp_path: Path, capsys) -> None:  # type: ign
     assert Image.open(out / "a.png").size == (16, 16)
 
 
-def test_unreadable_file_others_still_written(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    path = _write_model("native", tmp_path, _edsr())
+def test_unreadable_file_others_still_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    path = _write_model("native", tmp_path, tiny_edsr())
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(_photo(8, 8, 1)).save(src / "a.png")
@@ -227,8 +234,10 @@ def test_unreadable_file_others_still_written(tmp_path: Path, capsys) -> None:  
     assert "1 failed" in captured.out
 
 
-def test_sixteen_bit_in_sixteen_bit_out(tmp_path: Path) -> None:
-    model = _edsr(3)
+def test_sixteen_bit_in_sixteen_bit_out(
+    tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    model = tiny_edsr(seed=3)
     path = _write_model("native", tmp_path, model)
     rng = np.random.default_rng(0)
     img16 = rng.integers(0, 65536, (10, 12, 3), dtype=np.uint16)
@@ -256,8 +265,10 @@ def test_sixteen_bit_in_sixteen_bit_out(tmp_path: Path) -> None:
     assert np.abs(got - want).max() <= 1 / 65535 + 1e-6  # 8-bit would be off by up to 1/510
 
 
-def test_alpha_kept_or_dropped(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    path = _write_model("native", tmp_path, _edsr())
+def test_alpha_kept_or_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    path = _write_model("native", tmp_path, tiny_edsr())
     rgba = np.zeros((12, 16, 4), np.uint8)
     rgba[..., :3] = _photo(12, 16)
     rgba[:, :8, 3] = 0
@@ -302,8 +313,8 @@ def test_alpha_kept_or_dropped(tmp_path: Path, capsys) -> None:  # type: ignore[
     assert Image.open(tmp_path / "jpg" / "logo.jpg").mode == "RGB"
 
 
-def test_gray_in_gray_out(tmp_path: Path) -> None:
-    model = _edsr(4)
+def test_gray_in_gray_out(tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module]) -> None:
+    model = tiny_edsr(seed=4)
     path = _write_model("native", tmp_path, model)
     gray = _photo(10, 14)[..., 1]
     Image.fromarray(gray, "L").save(tmp_path / "g.png")
@@ -328,8 +339,10 @@ def test_gray_in_gray_out(tmp_path: Path) -> None:
     assert np.abs(np.asarray(out).astype(int) - _to_uint8(want).astype(int)).max() == 0
 
 
-def test_exif_orientation_applied(tmp_path: Path) -> None:
-    path = _write_model("native", tmp_path, _edsr())
+def test_exif_orientation_applied(
+    tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    path = _write_model("native", tmp_path, tiny_edsr())
     img = Image.fromarray(_photo(12, 20))  # stored 20 wide, 12 high
     exif = img.getexif()
     exif[0x0112] = 6  # display rotated 90° clockwise: 12 wide, 20 high
@@ -350,8 +363,10 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "out" / "phone.png").size == (24, 40)
 
 
-def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _write_model("native", tmp_path, _edsr())
+def test_interrupted_write_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    path = _write_model("native", tmp_path, tiny_edsr())
     Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
     out = tmp_path / "out"
 
@@ -366,8 +381,10 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     assert not out.exists() or not list(out.rglob("*"))
 
 
-def test_gray_with_alpha_is_restored_as_gray_with_alpha(tmp_path: Path) -> None:
-    path = _write_model("native", tmp_path, _edsr())
+def test_gray_with_alpha_is_restored_as_gray_with_alpha(
+    tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
+    path = _write_model("native", tmp_path, tiny_edsr())
     la = np.zeros((12, 16, 2), np.uint8)
     la[..., 0] = _photo(12, 16)[..., 1]
     la[:, 8:, 1] = 255
@@ -382,10 +399,12 @@ def test_gray_with_alpha_is_restored_as_gray_with_alpha(tmp_path: Path) -> None:
     assert (alpha[:, :12] == 0).all() and (alpha[:, 20:] == 255).all()
 
 
-def test_nan_in_the_input_is_blamed_on_the_input_not_the_weights(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_nan_in_the_input_is_blamed_on_the_input_not_the_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_edsr: Callable[..., torch.nn.Module]
+) -> None:
     import tifffile
 
-    path = _write_model("native", tmp_path, _edsr())
+    path = _write_model("native", tmp_path, tiny_edsr())
     values = np.full((12, 16, 3), 0.5, np.float32)
     values[3, 4, 1] = np.nan
     tifffile.imwrite(tmp_path / "nan.tif", values, photometric="rgb")
@@ -408,10 +427,10 @@ def test_nan_in_the_input_is_blamed_on_the_input_not_the_weights(tmp_path: Path,
 
 
 def test_a_suffix_that_makes_a_name_too_long_is_refused_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_edsr: Callable[..., torch.nn.Module]
 ) -> None:
     model = tmp_path / "m.safetensors"
-    save_model(model, _edsr())
+    save_model(model, tiny_edsr())
     photo = tmp_path / "a.png"
     Image.new("RGB", (12, 10), (90, 120, 30)).save(photo)
     out = tmp_path / "out"
@@ -426,10 +445,10 @@ def test_a_suffix_that_makes_a_name_too_long_is_refused_before_any_work(
 
 
 def test_an_output_too_wide_for_webp_fails_that_file_only(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_edsr: Callable[..., torch.nn.Module]
 ) -> None:
     model = tmp_path / "m.safetensors"
-    save_model(model, _edsr())
+    save_model(model, tiny_edsr())
     wide, small = tmp_path / "wide.png", tmp_path / "small.png"
     Image.new("RGB", (8200, 4), (90, 120, 30)).save(wide)  # ×2: 16400 > WebP's 16383
     Image.new("RGB", (12, 10), (90, 120, 30)).save(small)
@@ -498,3 +517,101 @@ def test_max_output_pixels_sets_the_output_limit(tmp_path: Path, capsys) -> None
     assert not (tmp_path / "o1" / "a.png").exists()
     assert main([*args, "--out", str(tmp_path / "o2"), "--max-output-pixels", "768"]) == 0
     assert Image.open(tmp_path / "o2" / "a.png").size == (32, 24)
+
+
+# -------------------------- inputs are never replaced; leftovers are cleaned; tiles and options
+
+
+def test_restore_overwrite_never_replaces_the_input(
+    tmp_path: Path,
+    photo_file: Callable[..., Path],
+    edsr_file: Path,
+    run_cli: Callable[..., tuple[int, str]],
+) -> None:
+    d = tmp_path / "d"
+    good = photo_file(d)
+    before = good.read_bytes()
+    args = ["restore", "--model", str(edsr_file), str(good), "--out", str(d)]
+    code, err = run_cli(*args, "--overwrite", "--device", "cpu")
+    assert code == 2 and f"{good} is the input" in err and err.count("\n") == 1
+    assert good.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", ["../../x", "/x", "a/b", "..", "x\\y"])
+def test_restore_suffix_may_not_move_the_output(
+    tmp_path: Path,
+    suffix: str,
+    photo_file: Callable[..., Path],
+    edsr_file: Path,
+    run_cli: Callable[..., tuple[int, str]],
+) -> None:
+    good = photo_file(tmp_path / "in")
+    out = tmp_path / "a" / "b" / "out"
+    code, err = run_cli(
+        "restore",
+        "--model",
+        str(edsr_file),
+        str(good),
+        "--out",
+        str(out),
+        f"--suffix={suffix}",
+    )
+    assert code == 2 and "--suffix" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["good.png"]
+
+
+def test_a_sigkilled_write_is_cleaned_by_the_next_restore(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    photo_file: Callable[..., Path],
+    edsr_file: Path,
+) -> None:
+    out = tmp_path / "out"
+    code = (
+        "import os, signal, sys\n"
+        "from twostage.ops.files import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half an image')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out / "good.png")], check=False)
+    assert [p.name for p in out.iterdir() if p.name.startswith(".good.")]
+    good = photo_file(tmp_path / "in")
+    assert main(["restore", "--model", str(edsr_file), str(good), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+    capsys.readouterr()
+
+
+def test_tiles_below_the_minimum_are_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    photo_file: Callable[..., Path],
+    edsr_file: Path,
+) -> None:
+    photo = photo_file(tmp_path / "in", size=(32, 40))
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "restore",
+                "--model",
+                str(edsr_file),
+                str(photo),
+                "--out",
+                str(tmp_path / "o"),
+                "--tile",
+                "1",
+            ]
+        )
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "a tile of at least 8" in err and err.count("\n") == 1
+    with pytest.raises(UserError, match="at least 8"):
+        restore_image(lambda p: p, np.zeros((32, 40, 3), np.float32), scale=1, tile=1, tile_pad=0)
+
+
+def test_restore_tiles_automatically_and_documents_every_option() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["restore", "--model", "m", "x.png", "--out", "o"])
+    assert args.tile == "auto"
+    restore = parser._subparsers._group_actions[0].choices["restore"]  # type: ignore[union-attr]
+    undocumented = [a.dest for a in restore._actions if not a.help]
+    assert undocumented == []

@@ -187,10 +187,6 @@ def test_map2_target_is_matlab_bicubic_half_of_hr():
 
 # ----------------------------------------------------------------------------- end to end
 
-TINY = dataclasses.replace(
-    PROFILES["tiny"], iterations=2, hr_crop=32, train_images=2, test_images=1
-)
-
 
 def _count_training(monkeypatch) -> list[str]:
     import twostage.train as train_module
@@ -242,13 +238,13 @@ def _check_report(out: Path, results: dict, branches: list[str]) -> None:
         assert {"GT.webp", "input.webp"} <= {p.name for p in folder.iterdir()}
 
 
-def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
+def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys, tiny_profile):
     from twostage.cli import main
     from twostage.ops.imageio import read_image, write_image
 
     calls = _count_training(monkeypatch)
     out = tmp_path / "run"
-    results = run_recipe("sr-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    results = run_recipe("sr-x4", data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     _check_report(out, results, SR_BRANCHES)
     assert results["test_sets"] == ["samples-gaussian-aniso", "samples-camera"]
     assert results["in_distribution"] == "samples-gaussian-aniso"
@@ -268,7 +264,7 @@ def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
 
     # A second run reuses every network and mapped set: nothing is trained.
     calls.clear()
-    again = run_recipe("sr-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    again = run_recipe("sr-x4", data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     assert calls == [] and again["networks_trained"] == []
     assert {
         p: p.stat().st_mtime_ns for p in (out / "networks").glob("*/model.safetensors")
@@ -297,10 +293,12 @@ def test_sr_x4_end_to_end_caches_and_restores(tmp_path, monkeypatch, capsys):
     assert read_image(restored)[0].shape == (40, 48, 3)
 
 
-def test_bicubic_x4_and_deblur_end_to_end(tmp_path, monkeypatch):
+def test_bicubic_x4_and_deblur_end_to_end(tmp_path, monkeypatch, tiny_profile):
     calls = _count_training(monkeypatch)
     out = tmp_path / "bic"
-    results = run_recipe("bicubic-x4", data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    results = run_recipe(
+        "bicubic-x4", data={}, profile=tiny_profile, out=out, device="cpu", quiet=True
+    )
     _check_report(out, results, ["offshelf-x4", "offshelf-x2x2", "specialized-x2x2"])
     assert results["test_sets"] == ["samples-bicubic"]
     assert len(calls) == 3
@@ -308,7 +306,7 @@ def test_bicubic_x4_and_deblur_end_to_end(tmp_path, monkeypatch):
 
     calls.clear()
     out = tmp_path / "deblur"
-    results = run_recipe("deblur", data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    results = run_recipe("deblur", data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     branches = ["deblur-direct", "deblur-mapped", "deblur-specialized", "deblur-reference"]
     _check_report(out, results, branches)
     assert results["test_sets"] == ["samples-blur7", "samples-blur11"]
@@ -332,13 +330,13 @@ def test_bicubic_x4_and_deblur_end_to_end(tmp_path, monkeypatch):
     assert png[12:16] == b"IHDR" and png[24] == 16  # the IHDR bit depth
 
 
-def test_interrupted_network_resumes(tmp_path, monkeypatch):
+def test_interrupted_network_resumes(tmp_path, monkeypatch, tiny_profile):
     """A network folder with a checkpoint but no model.safetensors is resumed, not restarted."""
     import twostage.train as train_module
 
     out = tmp_path / "run"
     recipe = sr_x4().with_branches(["direct-rcan"])
-    profile = dataclasses.replace(TINY, iterations=4)
+    profile = dataclasses.replace(tiny_profile, iterations=4)
     run_recipe(recipe, data={}, profile=profile, out=out, device="cpu", quiet=True)
     (folder,) = list((out / "networks").iterdir())
     assert train_module.latest_checkpoint(folder) is not None
@@ -356,19 +354,19 @@ def test_interrupted_network_resumes(tmp_path, monkeypatch):
     assert (folder / "model.safetensors").is_file()
 
 
-def test_unknown_data_name_is_an_error(tmp_path):
+def test_unknown_data_name_is_an_error(tmp_path, tiny_profile):
     with pytest.raises(UserError, match="unknown data name"):
         run_recipe(
             "sr-x4",
             data={"imagenet": Path("x")},
-            profile=TINY,
+            profile=tiny_profile,
             out=tmp_path,
             device="cpu",
             quiet=True,
         )
 
 
-def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
+def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch, tiny_profile):
     """`--offshelf offshelf-x2=FILE`: an official-layout EDSR ×2 (not the profile's RCAN) is
     loaded instead of trained; the specialized ×2 fine-tunes that very architecture from it."""
     import torch
@@ -388,7 +386,7 @@ def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
     run_recipe(
         "bicubic-x4",
         data={},
-        profile=TINY,
+        profile=tiny_profile,
         out=out,
         device="cpu",
         quiet=True,
@@ -408,7 +406,7 @@ def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
         run_recipe(
             "bicubic-x4",
             data={},
-            profile=TINY,
+            profile=tiny_profile,
             out=out,
             device="cpu",
             quiet=True,
@@ -418,7 +416,7 @@ def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
         run_recipe(
             "bicubic-x4",
             data={},
-            profile=TINY,
+            profile=tiny_profile,
             out=tmp_path / "bad",
             device="cpu",
             quiet=True,
@@ -427,11 +425,13 @@ def test_given_offshelf_checkpoint_is_used_not_trained(tmp_path, monkeypatch):
         )
 
 
-def test_train_crop_applies_to_the_training_images_only():
+def test_train_crop_applies_to_the_training_images_only(tiny_profile):
     """Profile.train_crop: training photos centre-cropped to it, test photos to hr_crop."""
     from twostage.data.samples import load_samples
 
-    profile = dataclasses.replace(TINY, hr_crop=32, train_crop=60, train_images=3, test_images=2)
+    profile = dataclasses.replace(
+        tiny_profile, hr_crop=32, train_crop=60, train_images=3, test_images=2
+    )
     train, tests = plan_data(sr_x4(), {}, profile, sr=True, track="unknown")
     raw_train = dict(load_samples("train"))
     raw_test = dict(load_samples("test"))
@@ -477,7 +477,9 @@ def test_the_demo_reading_says_who_won_and_by_how_much():
 
 
 @pytest.mark.parametrize("degradation", ["gaussian-aniso", "realistic"])
-def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path, degradation):
+def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(
+    tmp_path, degradation, tiny_profile
+):
     """networks/<name>/config.yaml names the real data (kind split: the embedded photos, the
     crop, the degradation or the mapped set it reads), so `twostage train` repeats the run;
     for a per-patch family (realistic) that includes the patches degraded afresh each batch
@@ -490,7 +492,7 @@ def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path, degra
 
     out = tmp_path / "run"
     recipe = sr_x4(degradation=degradation).with_branches(["map2-specialized-x2"])
-    run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    run_recipe(recipe, data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     folders = {p.name.rsplit("-", 1)[0]: p for p in (out / "networks").iterdir()}
     assert sorted(folders) == [
         f"map2-{degradation}",
@@ -505,7 +507,7 @@ def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(tmp_path, degra
     assert k == (FAMILY_INSTANCES if family else 1)
     for name, folder in folders.items():
         cfg = load_config(folder / "config.yaml")
-        assert cfg.data.train.kind == "split" and cfg.data.train.crop == TINY.hr_crop
+        assert cfg.data.train.kind == "split" and cfg.data.train.crop == tiny_profile.hr_crop
         again = tmp_path / "again" / name
         assert main(["train", str(folder / "config.yaml"), "--out", str(again), "--quiet"]) == 0
         want = load_file(str(folder / "model.safetensors"))
@@ -539,17 +541,47 @@ def test_second_run_into_a_locked_out_is_refused_naming_the_holder(tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == ["twostage.lock"]
 
 
-def test_a_corrupted_mapped_set_marker_is_recomputed_not_a_traceback(tmp_path):
+def test_a_corrupted_mapped_set_marker_is_recomputed_not_a_traceback(tmp_path, tiny_profile):
     out = tmp_path / "run"
     recipe = sr_x4().with_branches(["map2-offshelf-x2"])
-    first = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    first = run_recipe(recipe, data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     markers = sorted(out.glob("mapped/*/*/complete.json"))
     assert len(markers) == 2
     images = {p: p.read_bytes() for p in out.glob("mapped/*/*/*.png")}
     for marker, junk in zip(markers, [b"\xff\xfe{not json", b"[1, 2]"]):
         marker.write_bytes(junk)
-    again = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    again = run_recipe(recipe, data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     assert again["networks_trained"] == []
     assert [r["psnr"] for r in again["rows"]] == pytest.approx([r["psnr"] for r in first["rows"]])
     assert all(json.loads(m.read_text())["images"] for m in markers)
     assert {p: p.read_bytes() for p in out.glob("mapped/*/*/*.png")} == images
+
+
+# --------------------------------------- off-the-shelf files are checked before anything trains
+
+
+def test_offshelf_files_are_all_checked_before_anything_trains(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (open, (str(marker), "w"))
+
+    import pickle
+
+    bad = tmp_path / "offshelf-x4.pt"
+    bad.write_bytes(pickle.dumps(Payload()))
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=str(bad.name)):
+        run_recipe(
+            "sr-x4",
+            data={},
+            profile="tiny",
+            out=out,
+            device="cpu",
+            quiet=True,
+            branches=["map1-offshelf-x4"],
+            offshelf={"offshelf-x4": bad},
+        )
+    assert not marker.exists()
+    assert list(out.glob("networks/*/model.safetensors")) == []  # map1 was not trained

@@ -11,34 +11,13 @@ import numpy as np
 import torch
 
 import twostage.train as train_module
-from twostage.config import PROFILES
-from twostage.data.samples import load_samples
 from twostage.models.checkpoints import load_model
-from twostage.ops.degrade import PRESETS, degrade, derive_seed, get_preset, save_preset
+from twostage.ops.degrade import PRESETS, save_preset
 from twostage.ops.metrics import psnr
 from twostage.ops.resize import imresize
 from twostage.pipeline import load_pipeline
 from twostage.recipes import sr_x4
 from twostage.runner import run_recipe
-
-TINY = dataclasses.replace(
-    PROFILES["tiny"], iterations=2, hr_crop=32, train_images=2, test_images=1
-)
-
-
-def _test_images(profile, degradation: str, scale: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(HR uint8, degraded input) of the embedded test photos, cropped as the profile says."""
-    out = []
-    for name, img in load_samples("test")[: profile.test_images]:
-        h, w = img.shape[:2]
-        ch, cw = min(h, profile.hr_crop), min(w, profile.hr_crop)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        hr = img[top : top + ch - ch % scale, left : left + cw - cw % scale]
-        preset = get_preset(degradation)
-        seed = derive_seed(0, f"{degradation}:{name}")
-        x = degrade(hr, preset, scale=scale if preset.resizes else 1, seed=seed)
-        out.append((np.ascontiguousarray(hr), x))
-    return out
 
 
 def _net(out: Path, prefix: str) -> torch.nn.Module:
@@ -65,49 +44,54 @@ def _row(results: dict, branch: str, test_set: str) -> float:
     return row["psnr"]
 
 
-def _check(out: Path, results: dict, branch: str, tests: dict, stages, bits: int, scale: int):
+def _check(
+    out: Path, results: dict, branch: str, tests: dict, stages, bits: int, scale: int, photos
+):
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"] == results["rows"]
     for test_set, degradation in tests.items():
-        ((hr, x),) = _test_images(TINY, degradation, scale)
+        ((hr, x),) = photos(degradation, scale)
         want = psnr(_by_hand(stages, x, bits), hr, crop_border=scale)
         assert _row(saved, branch, test_set) == want, (branch, test_set)
         up = np.clip(imresize(x, float(scale)), 0, 1) if scale > 1 else x
         assert _row(saved, "interp-bicubic", test_set) == psnr(up, hr, crop_border=scale)
 
 
-def test_sr_x4_row_recomputed_by_hand(tmp_path):
+def test_sr_x4_row_recomputed_by_hand(tmp_path, tiny_profile, tiny_test_photos):
     out = tmp_path / "sr"
     recipe = sr_x4().with_branches(["map2-offshelf-x2"])
-    results = run_recipe(recipe, data={}, profile=TINY, out=out, device="cpu", quiet=True)
+    results = run_recipe(recipe, data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
     stages = [_net(out, "map2-gaussian-aniso"), _net(out, "offshelf-x2")]
     tests = {"samples-gaussian-aniso": "gaussian-aniso", "samples-camera": "camera"}
-    _check(out, results, "map2-offshelf-x2", tests, stages, 8, 4)
+    _check(out, results, "map2-offshelf-x2", tests, stages, 8, 4, tiny_test_photos)
     bundle = load_pipeline(out / "bundles" / "map2-offshelf-x2.safetensors", device="cpu")
     assert (bundle.quantize_intermediate, bundle.intermediate_bit_depth) == (True, 8)
 
 
-def test_bicubic_x4_row_recomputed_by_hand(tmp_path):
+def test_bicubic_x4_row_recomputed_by_hand(tmp_path, tiny_profile, tiny_test_photos):
     out = tmp_path / "bic"
     results = run_recipe(
         "bicubic-x4",
         data={},
-        profile=TINY,
+        profile=tiny_profile,
         out=out,
         device="cpu",
         quiet=True,
         branches=["offshelf-x2x2"],
     )
     x2 = _net(out, "offshelf-x2")
-    _check(out, results, "offshelf-x2x2", {"samples-bicubic": "bicubic"}, [x2, x2], 8, 4)
+    bicubic = {"samples-bicubic": "bicubic"}
+    _check(out, results, "offshelf-x2x2", bicubic, [x2, x2], 8, 4, tiny_test_photos)
 
 
-def test_deblur_row_recomputed_by_hand_with_a_16_bit_intermediate(tmp_path):
+def test_deblur_row_recomputed_by_hand_with_a_16_bit_intermediate(
+    tmp_path, tiny_profile, tiny_test_photos
+):
     out = tmp_path / "deblur"
     results = run_recipe(
         "deblur",
         data={},
-        profile=TINY,
+        profile=tiny_profile,
         out=out,
         device="cpu",
         quiet=True,
@@ -116,7 +100,8 @@ def test_deblur_row_recomputed_by_hand_with_a_16_bit_intermediate(tmp_path):
     deblurrer = _net(out, "deblur")
     for kernel in ("blur7", "blur11"):
         stages = [_net(out, f"map-{kernel}"), deblurrer]
-        _check(out, results, "deblur-mapped", {f"samples-{kernel}": kernel}, stages, 16, 1)
+        tests = {f"samples-{kernel}": kernel}
+        _check(out, results, "deblur-mapped", tests, stages, 16, 1, tiny_test_photos)
         path = out / "bundles" / f"deblur-mapped-{kernel}.safetensors"
         bundle = load_pipeline(path, device="cpu")
         assert (bundle.quantize_intermediate, bundle.intermediate_bit_depth) == (True, 16)
@@ -143,7 +128,9 @@ def test_stage_order_and_repeats_of_every_sr_x4_branch():
     assert (scales["specialized-x4"], scales["specialized-x2"]) == (4, 2)
 
 
-def test_one_changed_setting_retrains_that_network_and_nothing_upstream(tmp_path, monkeypatch):
+def test_one_changed_setting_retrains_that_network_and_nothing_upstream(
+    tmp_path, monkeypatch, tiny_profile
+):
     calls: list[str] = []
     real = train_module.train
 
@@ -157,7 +144,7 @@ def test_one_changed_setting_retrains_that_network_and_nothing_upstream(tmp_path
     recipe = sr_x4(degradation=str(deg), test_degradations=(str(deg),))
     recipe = recipe.with_branches(["map2-specialized-x2"])
 
-    def run(profile=TINY) -> list[str]:
+    def run(profile=tiny_profile) -> list[str]:
         calls.clear()
         run_recipe(recipe, data={}, profile=profile, out=tmp_path / "run", device="cpu", quiet=True)
         return sorted(calls)
@@ -166,9 +153,11 @@ def test_one_changed_setting_retrains_that_network_and_nothing_upstream(tmp_path
     assert run() == everything
     assert run() == []
     # a stage-2 training setting: only the specialized ×2
-    assert run(dataclasses.replace(TINY, specialized_iterations=3)) == ["specialized-x2-deg"]
+    assert run(dataclasses.replace(tiny_profile, specialized_iterations=3)) == [
+        "specialized-x2-deg"
+    ]
     # a stage-1 training setting: the mapping and what learns from its outputs
-    assert run(dataclasses.replace(TINY, mapping_iterations=3)) == [
+    assert run(dataclasses.replace(tiny_profile, mapping_iterations=3)) == [
         "map2-deg",
         "specialized-x2-deg",
     ]
@@ -177,4 +166,4 @@ def test_one_changed_setting_retrains_that_network_and_nothing_upstream(tmp_path
     save_preset(PRESETS["camera"], deg)
     assert run() == ["map2-deg", "specialized-x2-deg"]
     # the training images: every network
-    assert run(dataclasses.replace(TINY, hr_crop=36)) == everything
+    assert run(dataclasses.replace(tiny_profile, hr_crop=36)) == everything

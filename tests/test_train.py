@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from photo_pairs import write_photo_pairs
 from safetensors.torch import load_file
 
 import twostage.train as train_mod
@@ -33,9 +32,10 @@ from twostage.config import (
 )
 from twostage.data.datasets import open_dataset
 from twostage.errors import UserError
-from twostage.models.checkpoints import load_model
+from twostage.models.checkpoints import CheckpointError, load_model
 from twostage.ops.metrics import psnr
 from twostage.train import (
+    CHECKPOINT_MARK,
     TrainingDiverged,
     latest_checkpoint,
     learning_rate,
@@ -51,11 +51,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def pairs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Small ×2 folders of real photos (tests/photo_pairs.py), used by every test here."""
-    root = tmp_path_factory.mktemp("pairs")
-    TINY_DATA[:] = write_photo_pairs(root)
-    return root
+def pairs_dir(photo_pairs: list[str]) -> None:
+    """Small ×2 folders of real photos (conftest's photo_pairs), used by every test here."""
+    TINY_DATA[:] = photo_pairs
 
 
 TINY_DATA: list[str] = []
@@ -632,3 +630,152 @@ def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path: Path) -> Non
         assert socket.gethostname() in str(err.value)
     assert not (out / "config.yaml").exists()
     train(tiny("optim.iterations=10"), out=out, quiet=True)  # released
+
+
+# ------------- resume from what a killed run left, stale temporaries, a full disk, a wrong init
+
+
+def tiny20(*overrides: str) -> TrainConfig:
+    """The `tiny` profile's own settings (rcan-tiny, batch 2 of 8², loss logged every 5,
+    checkpoints every 10) for 20 iterations on the folders above."""
+    return apply_overrides(
+        profile_defaults("tiny"), [*TINY_DATA, "optim.iterations=20", *overrides]
+    )
+
+
+@pytest.fixture(scope="module")
+def reference20(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted `tiny20` run: what every resumed run below must equal."""
+    out = tmp_path_factory.mktemp("reference20") / "run"
+    train(tiny20(), out=out, quiet=True)
+    return out
+
+
+def _same_run(out: Path, reference: Path) -> None:
+    """Bit-identical weights, and metrics.csv with the same iterations and losses."""
+    ours, ref = (
+        load_file(str(out / "model.safetensors")),
+        load_file(str(reference / "model.safetensors")),
+    )
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+
+    def losses(run: Path) -> list[tuple[str, str]]:
+        rows = (run / "metrics.csv").read_text().splitlines()[1:]
+        return [tuple(row.split(",")[:2]) for row in rows]  # type: ignore[misc]
+
+    assert losses(out) == losses(reference)
+
+
+def test_resume_without_latest_txt_uses_the_newest_complete_checkpoint(
+    tmp_path: Path, reference20: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    train(tiny20("optim.iterations=10"), out=out, quiet=True)
+    (out / "checkpoints" / "latest.txt").unlink()  # killed before its first pointer moved
+    (out / "model.safetensors").unlink()
+    (out / "checkpoints" / "iter_00000020").mkdir()  # begun, never completed
+    train(tiny20(), out=out, resume=True, quiet=True)
+    assert "no checkpoint pointer" in capsys.readouterr().out
+    _same_run(out, reference20)
+
+
+def test_resume_without_any_complete_checkpoint_starts_from_scratch(
+    tmp_path: Path, reference20: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    (out / "checkpoints" / "iter_00000010").mkdir(parents=True)
+    (out / "checkpoints" / "iter_00000010" / "model.safetensors").write_bytes(b"half")
+    (out / "checkpoints" / "iter_00000010" / CHECKPOINT_MARK).write_text("")  # ours, cut short
+    train(tiny20(), out=out, resume=True, quiet=True)
+    assert "starting from scratch" in capsys.readouterr().out
+    _same_run(out, reference20)
+
+
+@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00garbage", b"iter_99999999\n", b"../../etc\n"])
+def test_garbage_latest_txt_is_unreadable_not_missing(tmp_path: Path, garbage: bytes) -> None:
+    out = tmp_path / "run"
+    train(tiny20("optim.iterations=10"), out=out, quiet=True)
+    (out / "checkpoints" / "latest.txt").write_bytes(garbage)
+    with pytest.raises(UserError, match=r"latest\.txt is unreadable") as err:
+        train(tiny20(), out=out, resume=True, quiet=True)
+    assert "missing" not in str(err.value)
+
+
+def test_first_loss_after_a_kill_and_resume_equals_the_uninterrupted_runs(
+    tmp_path: Path, reference20: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM at iteration 7 saves a checkpoint there; the resumed run's loss at 10 must
+    average iterations 6-10, as the uninterrupted run's does, not only 8-10."""
+    real, calls = train_loop.random_batch, {"n": 0}
+
+    def terminating_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 7:
+            signal.raise_signal(signal.SIGTERM)  # handled at the end of iteration 7
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_loop, "random_batch", terminating_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny20(), out=out, quiet=True)
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000007"
+    monkeypatch.setattr(train_loop, "random_batch", real)
+    train(tiny20(), out=out, resume=True, quiet=True)
+    _same_run(out, reference20)
+
+
+def test_training_removes_stale_temporaries_and_respects_the_umask(
+    tmp_path: Path, dead_pid: int
+) -> None:
+    out, dead = tmp_path / "run", dead_pid
+    stale = [
+        out / f".metrics.{dead}-00000000.tmp.csv",
+        out / f".config.{dead}-00000001.tmp.yaml",
+        out / "checkpoints" / f".latest.{dead}-00000002.tmp.txt",
+    ]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half")
+    (out / "checkpoints" / f".iter_00000010.{dead}-0badf00d.tmp").mkdir()
+    old = os.umask(0o027)
+    try:
+        train(tiny20("optim.iterations=10"), out=out, quiet=True)
+    finally:
+        os.umask(old)
+    assert [p for p in out.rglob(".*")] == []
+    folder = out / "checkpoints" / "iter_00000010"
+    assert folder.stat().st_mode & 0o777 == 0o750  # mkdtemp's would be 0700
+    assert (folder / "state.pt").stat().st_mode & 0o777 == 0o640
+
+
+def test_full_disk_while_saving_training_state_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, photo_pairs: list[str]
+) -> None:
+    overrides = photo_pairs
+    cfg = apply_overrides(profile_defaults("tiny"), [*overrides, "optim.iterations=20"])
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(obj, dict) and obj.get("iteration") == 20:
+            Path(f).write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"cannot write a checkpoint.*write failed.*intact"):
+        train(cfg, out=out, quiet=True)
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000010"
+
+
+def test_init_of_another_architecture_leaves_no_config(tmp_path: Path, edsr_file: Path) -> None:
+    init = edsr_file  # EDSR ×2, 8 channels; the tiny profile trains rcan-tiny
+    out = tmp_path / "run"
+    with pytest.raises(
+        CheckpointError, match=r"the weights are EDSR ×2 \(1 block, 8 ch\), but RCAN"
+    ):
+        train(tiny20(f"model.init={init}"), out=out, quiet=True)
+    assert not (out / "config.yaml").exists()
+    with pytest.raises(UserError, match=r"model\.scale=3"):
+        train(tiny20("model.scale=3"), out=out, quiet=True)
+    assert not (out / "config.yaml").exists()

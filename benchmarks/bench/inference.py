@@ -89,7 +89,8 @@ def section_pipeline(ctx: Context) -> list[Row]:
     """map2 (rcan-paper ×2) + stage 2 (rcan-paper ×2) on one image: twostage.Pipeline as
     `twostage restore` runs it, and with channels_last, vs the same chain of reference nets
     (with the same 8-bit intermediate)."""
-    from twostage.pipeline import Pipeline, quantize
+    from twostage.ops.imageio import quantize
+    from twostage.pipeline import Pipeline
 
     size = ctx.args.infer_size // 2
     spec = spec_of("rcan-paper", 2)

@@ -91,20 +91,48 @@ PRECISION_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `twostage` parser: one sub-parser per command, each naming its handler (`func`)."""
     parser = _Parser(
         prog="twostage",
         description="Two-stage domain-adapted training for real-world image SR and restoration.",
     )
     parser.add_argument("--version", action="version", version=f"twostage {__version__}")
+    parser.set_defaults(func=lambda args: _print_help(parser))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
 
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="the blind x4 demo: train on realistic-mix, test on the held-out suite (CPU)"
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--seeds", type=_positive_int, default=1, help="repeat with N seeds")
     p.add_argument("--quick", action="store_true", help="a <= 2 minute smoke version")
+    p.set_defaults(func=_demo)
 
+
+def _demo(args: argparse.Namespace) -> int:
+    from twostage.demo import run_demo
+
+    run_demo(out=args.out, seeds=args.seeds, quick=args.quick)
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one network from a YAML config")
     p.add_argument("config", type=Path, help="config YAML (see configs/)")
     p.add_argument(
@@ -131,7 +159,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<name>)")
     p.add_argument("--device", choices=DEVICES, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
 
+
+def _train(args: argparse.Namespace) -> int:
+    from twostage.train import train_from_file
+
+    train_from_file(
+        args.config,
+        overrides=args.overrides,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        out=args.out,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a recipe: every branch of a paper table, with report")
     p.add_argument("recipe", help="sr-x4, bicubic-x4, deblur, or a recipe YAML file")
     p.add_argument(
@@ -175,7 +224,35 @@ def build_parser() -> argparse.ArgumentParser:
         "or auto, bf32, bf16 (faster where the hardware has bf16; recorded in results.json)",
     )
     p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run)
 
+
+def _run(args: argparse.Namespace) -> int:
+    from twostage.report import format_table
+    from twostage.runner import run_recipe
+
+    results = run_recipe(
+        args.recipe,
+        data=dict(args.data),
+        profile=args.profile,
+        out=args.out,
+        seeds=args.seeds,
+        device=args.device,
+        quiet=args.quiet,
+        branches=args.branches,
+        offshelf=dict(args.offshelf),
+        test_suite=args.test_suite,
+        precision=args.precision,
+    )
+    print(format_table(results))
+    print(f"report: {args.out / 'index.html'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- degrade
+
+
+def _add_degrade(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("degrade", help="write degraded copies of images with a preset")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files, folders, globs")
     p.add_argument("--preset", required=True, help="a preset name or a preset YAML file")
@@ -184,7 +261,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _max_pixels_arg(p)
+    p.set_defaults(func=_degrade)
 
+
+def _degrade(args: argparse.Namespace) -> int:
+    from twostage.ops.degrade import degrade_files
+
+    written, failed = degrade_files(
+        args.inputs,
+        preset=args.preset,
+        scale=args.scale,
+        seed=args.seed,
+        out=args.out,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+    )
+    failures = f", {failed} failed" if failed else ""
+    print(f"wrote {len(written)} image(s) to {args.out}{failures}")
+    return 2 if failed else 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="PSNR/SSIM (and LPIPS) of predictions against GT")
     p.add_argument("--pred", type=Path, required=True, help="folder or file of predictions")
     p.add_argument("--gt", type=Path, required=True, help="folder or file of ground truth")
@@ -201,7 +301,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="ground truth without a prediction is a warning, not an error",
     )
     _max_pixels_arg(p)
+    p.set_defaults(func=_evaluate)
 
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from twostage.evaluate import evaluate_folders, format_evaluation
+
+    result = evaluate_folders(
+        args.pred,
+        args.gt,
+        crop_border=args.crop_border,
+        y_channel=args.y_channel,
+        lpips=args.lpips,
+        json_path=args.json,
+        overwrite=args.overwrite,
+        allow_missing=args.allow_missing,
+        max_pixels=args.max_pixels,
+    )
+    print(format_evaluation(result))
+    return 0
+
+
+# ----------------------------------------------------------------------------- restore
+
+
+def _add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore/super-resolve images with a model or pipeline")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files, folders, globs")
     p.add_argument(
@@ -254,7 +378,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse inputs whose output would have more than N pixels, read from the "
         f"input's header (default {MAX_OUTPUT_PIXELS:,})",
     )
+    p.set_defaults(func=_restore)
 
+
+def _restore(args: argparse.Namespace) -> int:
+    from twostage.restore import restore_files
+
+    failures = restore_files(
+        args.model,
+        args.inputs,
+        scale=args.scale,
+        out=args.out,
+        tile=args.tile,
+        tile_pad=args.tile_pad,
+        device=args.device,
+        precision=args.precision,
+        suffix=args.suffix,
+        ext=args.ext,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+        max_output_pixels=args.max_output_pixels,
+    )
+    return 2 if failures else 0
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model or pipeline to ONNX (checked)")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--onnx", type=Path, required=True)
@@ -262,168 +413,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="replace an existing --onnx file (never --model)"
     )
+    p.set_defaults(func=_export)
 
-    sub.add_parser("models", help="list the shipped models, and the presets with their sizes")
 
+def _export(args: argparse.Namespace) -> int:
+    from twostage.export import export_onnx
+
+    diff = export_onnx(args.model, args.onnx, opset=args.opset, overwrite=args.overwrite)
+    print(f"wrote {args.onnx} (onnxruntime vs PyTorch max abs diff {diff:.2e})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the shipped models, and the presets with their sizes")
+    p.set_defaults(func=_models)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from twostage.models import presets_table
+    from twostage.models.shipped import shipped_table
+
+    shipped, problems = shipped_table()
+    print(shipped + "\n\nModel presets (architectures to train):\n" + presets_table())
+    for problem in problems:
+        sys.stderr.write(f"twostage: error: {problem}\n")
+    return 2 if problems else 0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="the embedded offline data")
+    p.set_defaults(func=lambda args: p.parse_args(["--help"]))  # `twostage data`: its help
     data_sub = p.add_subparsers(dest="data_command", metavar="WHAT", parser_class=_Parser)
     s = data_sub.add_parser("samples", help="the embedded photos and their train/test split")
     s.add_argument("--list", action="store_true", help="print names, sizes and split")
     s.add_argument("--out", type=Path, default=None, help="write the images here")
-    return parser
+    s.set_defaults(func=_samples)
 
 
-def _demo(*, out: Path, seeds: int, quick: bool) -> None:
-    """`twostage demo`: the blind sr-x4 demo recipe (trained on `realistic`, tested on the
-    held-out suite) on the embedded photos (cpu profile): its tables and reading, printed."""
-    import textwrap
-    import time
+def _samples(args: argparse.Namespace) -> int:
+    from twostage.data.samples import samples_table, write_samples
 
-    import torch
-
-    from twostage import config, generalize
-    from twostage.data.splits import EMBEDDED
-    from twostage.recipes import demo_recipe
-    from twostage.report import describe, format_table
-    from twostage.runner import run_recipe
-
-    torch.set_num_threads(2)
-    start = time.perf_counter()
-    recipe = demo_recipe()
-    results = run_recipe(
-        recipe,
-        data={"samples": Path(EMBEDDED)},
-        profile=config.QUICK if quick else config.PROFILES["cpu"],
-        out=out,
-        seeds=seeds,
-        device="cpu",
-        quiet=False,
-    )
-    minutes = (time.perf_counter() - start) / 60
-    bundle = out / "bundles" / "map2-specialized-x2.safetensors"
-    suite = results["generalization"]["suite"]
-    seen = {**results, "test_sets": [t for t in results["test_sets"] if t not in suite]}
-    print(f"\n{format_table(seen)}\n")
-    print(f"{generalize.text_table(results['generalization'])}\n")
-    print(f"report:  {out / 'index.html'}")
-    print(f"bundle:  {bundle} (a blind ×4 restorer)")
-    print(f"         (try: twostage restore --model {bundle} photo.png --out restored/)")
-    print(f"time:    {minutes:.1f} min{' (--quick)' if quick else ''}\n")
-    print(textwrap.fill(describe(results, recipe.claim), width=96))
-
-
-def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    cmd = args.command
-    if cmd is None:
-        parser.print_help()
-        return 0
-    if cmd == "demo":
-        _demo(out=args.out, seeds=args.seeds, quick=args.quick)
-    elif cmd == "train":
-        from twostage.train import train_from_file
-
-        train_from_file(
-            args.config,
-            overrides=args.overrides,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            out=args.out,
-            device=args.device,
-            quiet=args.quiet,
-        )
-    elif cmd == "run":
-        from twostage.report import format_table
-        from twostage.runner import run_recipe
-
-        results = run_recipe(
-            args.recipe,
-            data=dict(args.data),
-            profile=args.profile,
-            out=args.out,
-            seeds=args.seeds,
-            device=args.device,
-            quiet=args.quiet,
-            branches=args.branches,
-            offshelf=dict(args.offshelf),
-            test_suite=args.test_suite,
-            precision=args.precision,
-        )
-        print(format_table(results))
-        print(f"report: {args.out / 'index.html'}")
-    elif cmd == "degrade":
-        from twostage.ops.degrade import degrade_files
-
-        written, failed = degrade_files(
-            args.inputs,
-            preset=args.preset,
-            scale=args.scale,
-            seed=args.seed,
-            out=args.out,
-            overwrite=args.overwrite,
-            max_pixels=args.max_pixels,
-        )
-        failures = f", {failed} failed" if failed else ""
-        print(f"wrote {len(written)} image(s) to {args.out}{failures}")
-        return 2 if failed else 0
-    elif cmd == "evaluate":
-        from twostage.evaluate import evaluate_folders, format_evaluation
-
-        result = evaluate_folders(
-            args.pred,
-            args.gt,
-            crop_border=args.crop_border,
-            y_channel=args.y_channel,
-            lpips=args.lpips,
-            json_path=args.json,
-            overwrite=args.overwrite,
-            allow_missing=args.allow_missing,
-            max_pixels=args.max_pixels,
-        )
-        print(format_evaluation(result))
-    elif cmd == "restore":
-        from twostage.restore import restore_files
-
-        failures = restore_files(
-            args.model,
-            args.inputs,
-            scale=args.scale,
-            out=args.out,
-            tile=args.tile,
-            tile_pad=args.tile_pad,
-            device=args.device,
-            precision=args.precision,
-            suffix=args.suffix,
-            ext=args.ext,
-            overwrite=args.overwrite,
-            max_pixels=args.max_pixels,
-            max_output_pixels=args.max_output_pixels,
-        )
-        return 2 if failures else 0
-    elif cmd == "export":
-        from twostage.export import export_onnx
-
-        diff = export_onnx(args.model, args.onnx, opset=args.opset, overwrite=args.overwrite)
-        print(f"wrote {args.onnx} (onnxruntime vs PyTorch max abs diff {diff:.2e})")
-    elif cmd == "models":
-        from twostage.models import presets_table
-        from twostage.models.shipped import shipped_table
-
-        shipped, problems = shipped_table()
-        print(shipped + "\n\nModel presets (architectures to train):\n" + presets_table())
-        for problem in problems:
-            sys.stderr.write(f"twostage: error: {problem}\n")
-        return 2 if problems else 0
-    elif cmd == "data":
-        if args.data_command != "samples":
-            parser.parse_args(["data", "--help"])
-        from twostage.data.samples import samples_table, write_samples
-
-        if args.out is None or args.list:
-            print(samples_table())
-        if args.out is not None:
-            written = write_samples(args.out)
-            print(f"wrote {len(written)} image(s) to {args.out}")
+    if args.out is None or args.list:
+        print(samples_table())
+    if args.out is not None:
+        written = write_samples(args.out)
+        print(f"wrote {len(written)} image(s) to {args.out}")
     return 0
+
+
+# The commands in the order `twostage --help` lists them.
+COMMANDS = (
+    _add_demo,
+    _add_train,
+    _add_run,
+    _add_degrade,
+    _add_evaluate,
+    _add_restore,
+    _add_export,
+    _add_models,
+    _add_data,
+)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
@@ -450,7 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            return _dispatch(args, parser)
+            return args.func(args)
     except UserError as exc:
         sys.stderr.write(f"twostage: error: {exc}\n")
         return 2

@@ -13,6 +13,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,30 @@ def evaluate_folders(
         check_output_file(json_path, "--json", inputs=inputs, overwrite=overwrite)
     pairs = _pairs(pred, pred_files, gt, gt_files, allow_missing)
     models = {f"lpips_{net}": Lpips(net) for net in dict.fromkeys(lpips)}
+    score = partial(
+        evaluate_arrays, crop_border=crop_border, y_channel=y_channel, lpips_models=models
+    )
+    rows = _score_pairs(pairs, score, quiet=quiet, max_pixels=max_pixels)
+    keys = ["psnr", "ssim", *models]
+    result = {
+        "images": rows,
+        "mean": {k: _mean([r[k] for r in rows]) for k in keys},
+        "crop_border": crop_border,
+        "y_channel": y_channel,
+    }
+    if json_path is not None:
+        _write_json(json_path, result)
+    return result
+
+
+def _score_pairs(
+    pairs: list[tuple[str, Path, Path]],
+    score: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    *,
+    quiet: bool,
+    max_pixels: int,
+) -> list[dict]:
+    """One row per (name, prediction, ground truth): its files and `score`s."""
     rows = []
     few, start = len(pairs) <= _PROGRESS_ABOVE, time.perf_counter()
     images = bar(pairs, quiet=quiet or few, desc="evaluate", unit="img", leave=False)
@@ -145,30 +170,24 @@ def evaluate_folders(
         if p_img.shape != g_img.shape:
             (ph, pw), (gh, gw) = p_img.shape[:2], g_img.shape[:2]
             raise UserError(f"{p} is {pw}x{ph} but its ground truth {g} is {gw}x{gh}")
-        scores = evaluate_arrays(
-            p_img, g_img, crop_border=crop_border, y_channel=y_channel, lpips_models=models
-        )
+        scores = score(p_img, g_img)
         rows.append({"name": name, "pred": str(p), "gt": str(g), **scores})
     if not (quiet or few or on_terminal()):
         stage_line(f"evaluated {len(rows)} images", time.perf_counter() - start)
-    keys = ["psnr", "ssim", *models]
-    result = {
-        "images": rows,
-        "mean": {k: _mean([r[k] for r in rows]) for k in keys},
-        "crop_border": crop_border,
-        "y_channel": y_channel,
+    return rows
+
+
+def _write_json(json_path: Path, result: dict) -> None:
+    """The result as strict JSON (a non-finite number as null), written atomically."""
+    serialisable = {
+        **result,
+        "images": [
+            {k: _json_number(v) if isinstance(v, float) else v for k, v in r.items()}
+            for r in result["images"]
+        ],
+        "mean": {k: _json_number(v) for k, v in result["mean"].items()},
     }
-    if json_path is not None:
-        serialisable = {
-            **result,
-            "images": [
-                {k: _json_number(v) if isinstance(v, float) else v for k, v in r.items()}
-                for r in rows
-            ],
-            "mean": {k: _json_number(v) for k, v in result["mean"].items()},
-        }
-        write_text_atomic(json_path, json.dumps(serialisable, indent=2, allow_nan=False) + "\n")
-    return result
+    write_text_atomic(json_path, json.dumps(serialisable, indent=2, allow_nan=False) + "\n")
 
 
 def _fmt(value: float, digits: int) -> str:

@@ -45,6 +45,7 @@ from twostage.models.inference import (
     resolve_precision,
 )
 from twostage.ops.files import atomic_path
+from twostage.ops.imageio import quantize
 from twostage.parse import field_names, parse
 from twostage.pipeline_onnx import OnnxPipeline
 from twostage.tiling import (
@@ -83,12 +84,6 @@ _RESERVED = (
     "quantize_intermediate",
     "intermediate_bit_depth",
 )
-
-
-def quantize(x: torch.Tensor, *, bit_depth: int = 8) -> torch.Tensor:
-    """Clamp to [0, 1] and round to the `bit_depth` grid, half away from zero (an image on disk)."""
-    levels = float(2**bit_depth - 1)
-    return torch.floor(x.clamp(0.0, 1.0) * levels + 0.5) / levels
 
 
 class Pipeline(nn.Module):

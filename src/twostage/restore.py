@@ -42,7 +42,7 @@ from twostage.ops.imageio import (
 )
 from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
-from twostage.pipeline import Tile, load_pipeline
+from twostage.pipeline import Pipeline, Tile, load_pipeline
 
 __all__ = ["plan_outputs", "restore_files"]
 
@@ -126,13 +126,7 @@ def restore_files(
     ext = ext.lower().lstrip(".")
     out = Path(out)
     plan = plan_outputs([Path(p) for p in inputs], out=out, suffix=suffix, ext=ext)
-    if model is None:
-        shipped = shipped_for(scale or 4)
-        model = shipped_path(shipped)
-        _note(f"model: the shipped {shipped.name} (docs/models.md)")
-    pipe = load_pipeline(model, device=device, precision=precision)
-    if scale is not None and pipe.scale != scale:
-        raise UserError(f"--scale {scale}: {model} is a ×{pipe.scale} model")
+    pipe = _load(model, scale=scale, device=device, precision=precision)
     for folder in {target.parent for _, target in plan}:
         remove_stale_temps(folder)
     _note(f"precision: {pipe.precision}")
@@ -144,26 +138,9 @@ def restore_files(
             skipped += 1
             continue
         try:
-            _check_output_size(source, target, pipe.scale, max_output_pixels)
-            img, info = read_image(source, max_pixels=max_pixels)
-            bit_depth = info.bit_depth
-            if bit_depth == 16 and ext not in SIXTEEN_BIT:
-                _note(f"warning: {source}: .{ext} cannot hold 16 bits; written as 8-bit")
-                bit_depth = 8
-            dtype = np.float32 if info.gray else np.uint16 if bit_depth == 16 else np.uint8
-            result = pipe.restore(
-                img, tile=tile, tile_pad=tile_pad, progress=not quiet, dtype=dtype
-            )
-            del img
-            alpha = info.alpha
-            if alpha is not None and ext in NO_ALPHA:
-                _note(f"warning: {source}: .{ext} cannot hold alpha; it is dropped")
-                alpha = None
-            if alpha is not None:
-                alpha = np.clip(imresize(alpha.astype(np.float32), float(pipe.scale)), 0.0, 1.0)
-            if info.gray:
-                result = result.mean(axis=2)
-            write_image(target, result, bit_depth=bit_depth, alpha=alpha)
+            _restore_one(pipe, source, target, ext=ext, tile=tile, tile_pad=tile_pad,
+                         quiet=quiet, max_pixels=max_pixels,
+                         max_output_pixels=max_output_pixels)  # fmt: skip
             written += 1
             if not (quiet or on_terminal()):
                 stage_line(f"restored {source} → {target}", time.perf_counter() - start)
@@ -178,3 +155,50 @@ def restore_files(
         summary += f", {failed} failed"
     print(summary)
     return failed
+
+
+def _load(model: str | Path | None, *, scale: int | None, device: str, precision: str) -> Pipeline:
+    """The pipeline to run: `model`, or the shipped model of `scale` (default 4); a given
+    `scale` must be the model's."""
+    if model is None:
+        shipped = shipped_for(scale or 4)
+        model = shipped_path(shipped)
+        _note(f"model: the shipped {shipped.name} (docs/models.md)")
+    pipe = load_pipeline(model, device=device, precision=precision)
+    if scale is not None and pipe.scale != scale:
+        raise UserError(f"--scale {scale}: {model} is a ×{pipe.scale} model")
+    return pipe
+
+
+def _restore_one(
+    pipe: Pipeline,
+    source: Path,
+    target: Path,
+    *,
+    ext: str,
+    tile: Tile,
+    tile_pad: int,
+    quiet: bool,
+    max_pixels: int,
+    max_output_pixels: int,
+) -> None:
+    """Read `source`, restore it and write `target` in its bit depth, with its alpha, gray kept
+    gray; what the target's format cannot hold (16 bits, alpha) is noted and dropped."""
+    _check_output_size(source, target, pipe.scale, max_output_pixels)
+    img, info = read_image(source, max_pixels=max_pixels)
+    bit_depth = info.bit_depth
+    if bit_depth == 16 and ext not in SIXTEEN_BIT:
+        _note(f"warning: {source}: .{ext} cannot hold 16 bits; written as 8-bit")
+        bit_depth = 8
+    dtype = np.float32 if info.gray else np.uint16 if bit_depth == 16 else np.uint8
+    result = pipe.restore(img, tile=tile, tile_pad=tile_pad, progress=not quiet, dtype=dtype)
+    del img
+    alpha = info.alpha
+    if alpha is not None and ext in NO_ALPHA:
+        _note(f"warning: {source}: .{ext} cannot hold alpha; it is dropped")
+        alpha = None
+    if alpha is not None:
+        alpha = np.clip(imresize(alpha.astype(np.float32), float(pipe.scale)), 0.0, 1.0)
+    if info.gray:
+        result = result.mean(axis=2)
+    write_image(target, result, bit_depth=bit_depth, alpha=alpha)

@@ -47,7 +47,7 @@ from twostage.limits import (
     MIN_POISSON_GAIN,
 )
 from twostage.ops.files import check_outputs, remove_stale_temps
-from twostage.ops.imageio import expand_inputs, read_image, write_image
+from twostage.ops.imageio import expand_inputs, quantize, read_image, to_uint8, write_image
 from twostage.ops.presets import (
     PRESETS,
     SUITE,
@@ -262,11 +262,6 @@ def _as_float(img: np.ndarray, what: str) -> np.ndarray:
     return img.astype(np.float64)
 
 
-def _quantise(x: np.ndarray) -> np.ndarray:
-    """Round to the uint8 grid (half away from zero, as MATLAB) and back to [0, 1]."""
-    return np.clip(np.floor(x * 255.0 + 0.5), 0, 255) / 255.0
-
-
 def _add_noise(x: np.ndarray, noise: Noise, rng: np.random.Generator) -> np.ndarray:
     if noise.kind == "gaussian":
         sigma = _draw(rng, noise.sigma)
@@ -285,9 +280,7 @@ def _add_noise(x: np.ndarray, noise: Noise, rng: np.random.Generator) -> np.ndar
 def _jpeg(x: np.ndarray, jpeg: Jpeg, rng: np.random.Generator) -> np.ndarray:
     quality = int(rng.integers(jpeg.quality[0], jpeg.quality[1] + 1))
     buf = io.BytesIO()
-    Image.fromarray((_quantise(x) * 255).round().astype(np.uint8)).save(
-        buf, format=CODECS[type(jpeg)], quality=quality
-    )
+    Image.fromarray(to_uint8(x)).save(buf, format=CODECS[type(jpeg)], quality=quality)
     buf.seek(0)
     with Image.open(buf) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
@@ -331,7 +324,7 @@ def degrade(
             x = _jpeg(x, step, rng)
     x = np.clip(x, 0.0, 1.0)
     if not p.float_output:
-        x = _quantise(x)
+        x = quantize(x)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

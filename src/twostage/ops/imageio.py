@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tifffile
@@ -38,14 +39,18 @@ from twostage.errors import InputWarning, UserError
 from twostage.limits import FORMAT_MAX_SIDE, MAX_PIXELS
 from twostage.ops.files import atomic_path
 
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageInfo",
     "ImageReadError",
     "check_output_size",
     "expand_inputs",
+    "grid_levels",
     "image_size",
     "image_to_tensor",
+    "quantize",
     "read_image",
     "tensor_to_image",
     "to_float",
@@ -94,7 +99,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint16:
         img = img.astype(np.float64) / 65535.0
-    return _quantise(img, 255, np.uint8)
+    return _levels_in_blocks(img, 255, np.uint8)
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
@@ -104,28 +109,43 @@ def to_uint16(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint8:
         return img.astype(np.uint16) * 257
-    return _quantise(img, 65535, np.uint16)
+    return _levels_in_blocks(img, 65535, np.uint16)
 
 
 _QUANTISE_BLOCK = 1 << 22  # float64 values per block (32 MiB): memory stays flat in image size
 
 
-def _quantise(img: np.ndarray, levels: int, dtype: type) -> np.ndarray:
-    """floor(x·levels + 0.5) clipped to [0, levels] (NaN → 0), in float64, a block of rows at a
-    time so that a large image needs no full-size float64 temporaries."""
+def _levels_in_blocks(img: np.ndarray, levels: int, dtype: type) -> np.ndarray:
+    """`grid_levels` in float64 (NaN → 0) into `dtype`, a block of rows at a time so that a large
+    image needs no full-size float64 temporaries."""
     out = np.empty(img.shape, dtype)
     if img.ndim == 0 or img.size == 0:
         rows, src, dst = 1, img.reshape(1, -1), out.reshape(1, -1)
     else:
         rows, src, dst = max(1, _QUANTISE_BLOCK // max(1, img[0].size)), img, out
     for start in range(0, src.shape[0], rows):
-        block = np.nan_to_num(src[start : start + rows].astype(np.float64), nan=0.0)
-        block *= levels
-        block += 0.5
-        np.floor(block, out=block)
-        np.clip(block, 0, levels, out=block)
-        dst[start : start + rows] = block
+        block = np.nan_to_num(src[start : start + rows].astype(np.float64), copy=False, nan=0.0)
+        dst[start : start + rows] = grid_levels(block, levels)
     return out
+
+
+def grid_levels(x: Array, levels: float) -> Array:
+    """THE rounding to a grid of `levels` steps: floor(clip(x, 0, 1)·levels + 0.5), half away
+    from zero as MATLAB, as integer-valued floats. Computed in x's own float type (a numpy array,
+    or a torch tensor on any device, ONNX-exportable): the caller picks the precision."""
+    if isinstance(x, torch.Tensor):
+        return torch.floor(x.clamp(0.0, 1.0) * levels + 0.5)
+    y = np.clip(x, 0.0, 1.0)
+    y *= levels
+    y += 0.5
+    return np.floor(y, out=y)
+
+
+def quantize(x: Array, *, bit_depth: int = 8) -> Array:
+    """x rounded to the `bit_depth` grid and back to [0, 1] (an image as stored on disk), in its
+    own float type: numpy or torch."""
+    levels = float(2**bit_depth - 1)
+    return grid_levels(x, levels) / levels
 
 
 def to_float(img: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ from scipy.special import j1
 
 from twostage.errors import UserError
 from twostage.limits import MAX_KERNEL, MAX_RESIZE
+from twostage.ops.imageio import grid_levels, quantize
 
 __all__ = [
     "KERNEL_KINDS",
@@ -415,11 +416,6 @@ def _times(size: tuple[float, float], factor: float) -> tuple[int, int]:
     return (max(1, int(size[0] * factor)), max(1, int(size[1] * factor)))
 
 
-def _u8(x: np.ndarray) -> np.ndarray:
-    """Clip to [0, 1] and round to 8 bits (half up), as integer levels 0…255."""
-    return np.floor(np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def _noise(x: np.ndarray, d: _Draw, rng: np.random.Generator) -> np.ndarray:
     """Gaussian (σ = level) or Poisson noise (Real-ESRGAN's: counts of 2^⌈log2 #levels⌉ per
     unit, on the image rounded to 8 bits, times `level`), one channel if gray; then clip."""
@@ -428,7 +424,7 @@ def _noise(x: np.ndarray, d: _Draw, rng: np.random.Generator) -> np.ndarray:
         noise = rng.standard_normal((1 if d.gray else c, h, w), dtype=np.float32) * d.level
     else:
         base = np.tensordot(GRAY_WEIGHTS, x, axes=1)[None] if d.gray else x
-        levels = _u8(base)
+        levels = grid_levels(base, 255.0).astype(np.uint8)
         vals = 2.0 ** math.ceil(math.log2(np.count_nonzero(np.bincount(levels.ravel()))))
         q = levels / 255.0
         noise = ((rng.poisson(q * vals) / vals - q) * d.level).astype(np.float32)
@@ -438,7 +434,8 @@ def _noise(x: np.ndarray, d: _Draw, rng: np.random.Generator) -> np.ndarray:
 def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
     """Through PIL JPEG (4:2:0) at `quality`: the decoded image, on the uint8 grid."""
     buf = io.BytesIO()
-    Image.fromarray(_u8(x).transpose(1, 2, 0)).save(buf, format="JPEG", quality=quality)
+    levels = grid_levels(x, 255.0).astype(np.uint8)
+    Image.fromarray(levels.transpose(1, 2, 0)).save(buf, format="JPEG", quality=quality)
     with Image.open(io.BytesIO(buf.getvalue())) as im:
         arr = np.asarray(im)
     return arr.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
@@ -450,7 +447,7 @@ def _one(x: np.ndarray, plan: _Plan, rng: np.random.Generator, *, scale: int) ->
     hr = x.shape[1:]
     lr = (hr[0] // scale, hr[1] // scale)
     if plan.mix == "clean":
-        return _u8(_resize(x, lr, plan.final_mode)).astype(np.float32) / np.float32(255.0)
+        return quantize(_resize(x, lr, plan.final_mode))
     noisy = plan.mix == "full"
     if a.kernel is not None:
         x = _filter(x, a.kernel)
@@ -469,7 +466,7 @@ def _one(x: np.ndarray, plan: _Plan, rng: np.random.Generator, *, scale: int) ->
         x = _filter(x, plan.sinc)
     if noisy and not plan.jpeg_first:
         x = _jpeg(x, b.quality)
-    return _u8(x).astype(np.float32) / np.float32(255.0)
+    return quantize(x)
 
 
 REALISTIC = Realistic()

@@ -28,9 +28,9 @@ from twostage.models.checkpoints import load_model
 from twostage.models.inference import resolve_amp, resolve_device
 from twostage.ops.degrade import get_preset, preset_to_dict
 from twostage.ops.files import read_text_bounded, write_text_atomic
-from twostage.ops.imageio import read_image, write_image
+from twostage.ops.imageio import quantize, read_image, write_image
 from twostage.ops.progress import on_terminal
-from twostage.pipeline import Pipeline, quantize
+from twostage.pipeline import Pipeline
 from twostage.recipes import BranchDef, Images, NetworkDef, Recipe
 from twostage.runner.configs import (
     FAMILY_INSTANCES,
