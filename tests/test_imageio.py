@@ -21,7 +21,6 @@ from twostage.errors import InputWarning, UserError
 from twostage.ops import imageio
 from twostage.ops.imageio import (
     ImageReadError,
-    expand_inputs,
     image_to_tensor,
     read_image,
     tensor_to_image,
@@ -29,6 +28,7 @@ from twostage.ops.imageio import (
     to_uint8,
     write_image,
 )
+from twostage.ops.inputs import expand_inputs
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

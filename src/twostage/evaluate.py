@@ -22,7 +22,8 @@ from twostage.data.datasets import index_by_stem, strip_suffixes
 from twostage.errors import InputWarning, UserError
 from twostage.limits import MAX_PIXELS
 from twostage.ops.files import check_output_file, write_text_atomic
-from twostage.ops.imageio import expand_inputs, read_image
+from twostage.ops.imageio import read_image
+from twostage.ops.inputs import expand_inputs
 from twostage.ops.metrics import Lpips, psnr, ssim
 from twostage.ops.progress import bar, on_terminal, stage_line
 

@@ -35,11 +35,11 @@ from twostage.models.shipped import shipped_for, shipped_path
 from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
 from twostage.ops.imageio import (
     check_output_size,
-    expand_inputs,
     image_size,
     read_image,
     write_image,
 )
+from twostage.ops.inputs import expand_inputs
 from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
 from twostage.pipeline import Pipeline, Tile, load_pipeline

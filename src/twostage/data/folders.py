@@ -26,7 +26,8 @@ import numpy as np
 
 from twostage.data.pairs import Pair, PairSet
 from twostage.errors import UserError
-from twostage.ops.imageio import IMAGE_SUFFIXES, read_image, to_uint8
+from twostage.ops.imageio import read_image, to_uint8
+from twostage.ops.inputs import is_image_file
 
 _SUFFIX = re.compile(r"(?:_?x\d+|_(?:LR|HR|SR|lr|hr|sr)\d*)$")
 
@@ -58,11 +59,7 @@ def read_stored(path: Path) -> np.ndarray:
 def images_in(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         raise UserError(f"{what} folder not found: {folder}")
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def _names(paths: Sequence[Path], limit: int = 5) -> str:

@@ -47,7 +47,8 @@ from twostage.limits import (
     MIN_POISSON_GAIN,
 )
 from twostage.ops.files import check_outputs, remove_stale_temps
-from twostage.ops.imageio import expand_inputs, quantize, read_image, to_uint8, write_image
+from twostage.ops.imageio import quantize, read_image, to_uint8, write_image
+from twostage.ops.inputs import expand_inputs
 from twostage.ops.presets import (
     PRESETS,
     SUITE,
