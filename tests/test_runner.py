@@ -585,3 +585,15 @@ def test_offshelf_files_are_all_checked_before_anything_trains(tmp_path: Path) -
         )
     assert not marker.exists()
     assert list(out.glob("networks/*/model.safetensors")) == []  # map1 was not trained
+
+
+def test_a_seed_count_past_the_limit_is_refused_before_anything_is_written(
+    tmp_path: Path, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    """`--seeds 99999999999` would train every network that many times: refused at once."""
+    out = tmp_path / "run"
+    code, err = run_cli(
+        "run", "sr-x4", "--profile", "tiny", "--seeds", "99999999999", "--out", str(out)
+    )
+    assert code == 2 and len(err.splitlines()) == 1 and "--seeds must be from 1 to 100" in err
+    assert not out.exists()

@@ -21,6 +21,7 @@ MAX_ABS_BSNR = 200  # dB either side of 0 (a noise step's bsnr): noise 10^±10 t
 # near 1e-19 the photon counts overflow numpy's Poisson sampler
 MIN_POISSON_GAIN = 1e-12
 SEED_MAX = 2**32 - 1  # numpy.random.seed's range (run.seed)
+MAX_SEEDS = 100  # `run --seeds N` / `demo --seeds N`: each seed trains every network again
 MAX_NAME_BYTES = 255  # bytes in one file or folder name: the limit of ext4, XFS, Btrfs, APFS
 # pixels on an image's longer side that an output format can hold (libwebp's, libjpeg's)
 FORMAT_MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}

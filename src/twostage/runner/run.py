@@ -14,6 +14,7 @@ from twostage import generalize
 from twostage.config import Profile, get_profile
 from twostage.data.splits import TestSet, plan_data
 from twostage.errors import UserError
+from twostage.limits import MAX_SEEDS
 from twostage.models.inference import PRECISIONS
 from twostage.ops.degrade import SUITE
 from twostage.ops.files import folder_lock
@@ -152,8 +153,8 @@ def _write_report(results: dict, out: Path, done: _Seeds, claim: Claim | None) -
 
 def _check_options(*, seeds: int, precision: str) -> None:
     """--seeds and --precision, refused with the option's name."""
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise UserError(f"--seeds must be from 1 to {MAX_SEEDS}, got {seeds}")
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
