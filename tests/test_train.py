@@ -563,6 +563,23 @@ def test_overwrite_deletes_only_the_checkpoints_a_run_wrote(
     assert [r["iteration"] for r in csv.DictReader((out / "metrics.csv").open())] == ["5", "10"]
 
 
+def test_a_symlinked_checkpoints_folder_is_refused_and_never_written_through(
+    tmp_path: Path, reference: Path
+) -> None:
+    """checkpoints/ linked to another run's: --overwrite would replace that run's checkpoints
+    and --resume would write into it; both are refused and the other run stays as it was."""
+    other = _copy(reference, tmp_path / "other")
+    before = {p: p.read_bytes() for p in (other / "checkpoints").rglob("*") if p.is_file()}
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoints").symlink_to(other / "checkpoints")
+    for kwargs in ({"overwrite": True}, {"resume": True}, {}):
+        with pytest.raises(UserError, match=r"checkpoints is a symbolic link") as err:
+            train(tiny("optim.iterations=10"), out=out, quiet=True, **kwargs)
+        assert "\n" not in str(err.value)
+    assert {p: p.read_bytes() for p in (other / "checkpoints").rglob("*") if p.is_file()} == before
+
+
 def test_keep_last_deletes_only_checkpoint_folders_the_trainer_wrote(
     tmp_path: Path, reference: Path
 ) -> None:

@@ -153,6 +153,17 @@ def _check_fresh_folder(cfg: TrainConfig, out: Path) -> None:
         )
 
 
+def _check_no_links(out: Path) -> None:
+    """A run writes only inside its folder: a symbolic link where it writes (checkpoints/, a
+    file it replaces) would send its writes, or --overwrite's deletions, somewhere else."""
+    for name in RUN_FILES:
+        if (out / name).is_symlink():
+            raise UserError(
+                f"{out / name} is a symbolic link; twostage train writes only inside the run "
+                "folder: move it out of the way, or choose another --out"
+            )
+
+
 def _clear_checkpoints(root: Path) -> None:
     """--overwrite: delete the checkpoints and pointers an earlier run wrote (marked only)."""
     for _, p in checkpoint_dirs(root):
@@ -167,6 +178,7 @@ def prepare_run_dir(
     """Check the run folder for a fresh run or a resume and (rank 0) delete the temporary
     files of killed writers. Returns the checkpoint to resume from and its training state
     (None: start afresh)."""
+    _check_no_links(out)
     if d.main:
         remove_stale_temps(out)
         remove_stale_temps(out / "checkpoints")
