@@ -597,3 +597,33 @@ def test_a_seed_count_past_the_limit_is_refused_before_anything_is_written(
     )
     assert code == 2 and len(err.splitlines()) == 1 and "--seeds must be from 1 to 100" in err
     assert not out.exists()
+
+
+def test_run_refuses_an_out_folder_it_did_not_write(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A user's folder holding results.json, index.html or bundles/ is not written over."""
+    out = tmp_path / "mine"
+    (out / "bundles").mkdir(parents=True)
+    for name in ("results.json", "index.html", "bundles/direct-edsr.safetensors"):
+        (out / name).write_text("user")
+    code, err = run_cli(
+        "run", "sr-x4", "--profile", "tiny", "--branches", "direct-edsr", "--out", str(out)
+    )
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "holds files twostage run did not write" in err and str(out) in err
+    assert sorted(p.name for p in out.rglob("*")) == sorted(
+        ["bundles", "direct-edsr.safetensors", "index.html", "results.json"]
+    )
+    assert all(p.read_text() == "user" for p in out.rglob("*") if p.is_file())
+
+
+def test_run_never_writes_through_a_symbolic_link_in_out(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "run"
+    (out / "networks").mkdir(parents=True)  # a run's folder (from before the mark)
+    (out / "figures").symlink_to(elsewhere)
+    code, err = run_cli(
+        "run", "sr-x4", "--profile", "tiny", "--branches", "direct-edsr", "--out", str(out)
+    )
+    assert code == 2 and "figures is a symbolic link" in err and len(err.splitlines()) == 1
+    assert list(elsewhere.iterdir()) == []

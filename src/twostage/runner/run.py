@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from twostage.errors import UserError
 from twostage.limits import MAX_SEEDS
 from twostage.models.inference import PRECISIONS
 from twostage.ops.degrade import SUITE
-from twostage.ops.files import folder_lock
+from twostage.ops.files import LOCK_NAME, folder_lock, is_temp_name
 from twostage.ops.metrics import Lpips
 from twostage.recipes import Claim, Recipe, div2k_track, load_recipe, retarget
 from twostage.report import Comparison, compute_means, describe, write_report
@@ -26,6 +27,9 @@ from twostage.runner.bundles import write_bundles
 from twostage.runner.evaluation import evaluate, lpips_models
 from twostage.runner.networks import Run
 from twostage.runner.progress import Progress, estimate
+
+# Written into --out by a run: the folder is a twostage run's, which a later run may reuse.
+RUN_MARK = "twostage-run.txt"
 
 
 def _one_seed(
@@ -115,8 +119,10 @@ def run_recipe(
     if prof.threads:
         torch.set_num_threads(prof.threads)
     out = Path(out)
+    _check_out(out)
     then = "then run again: it reuses the finished networks and resumes the others"
     with folder_lock(out, "--out", then=then):  # two runs in one folder would race
+        (out / RUN_MARK).touch()
         sr = rec.base != "deblur"
         train, tests = plan_data(rec, data, prof, sr=sr, track=div2k_track(rec))
         progress = Progress(
@@ -149,6 +155,34 @@ def _write_report(results: dict, out: Path, done: _Seeds, claim: Claim | None) -
         networks=done.networks,
         reading=describe(results, claim),
     )
+
+
+def _check_out(out: Path) -> None:
+    """--out is new, empty, or an earlier run's folder (its RUN_MARK, or the networks/ of a run
+    from before the mark), and holds no symbolic link: a run writes only inside --out, and
+    only over what a run wrote."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is not a folder")
+    names = sorted(
+        e.name for e in out.iterdir() if not (is_temp_name(e.name) or e.name == LOCK_NAME)
+    )
+    networks = out / "networks"
+    ours = (out / RUN_MARK).is_file() or (networks.is_dir() and not networks.is_symlink())
+    if names and not ours:
+        more = ", …" if len(names) > 3 else ""
+        raise UserError(
+            f"--out {out} holds files twostage run did not write ({', '.join(names[:3])}{more}); "
+            "choose a new or empty folder"
+        )
+    for root, dirs, files in os.walk(out):
+        for name in (*dirs, *files):
+            if (Path(root) / name).is_symlink():
+                raise UserError(
+                    f"{Path(root) / name} is a symbolic link; twostage run writes only inside "
+                    "--out: move it out of the way, or choose another --out"
+                )
 
 
 def _check_options(*, seeds: int, precision: str) -> None:
