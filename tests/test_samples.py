@@ -93,3 +93,27 @@ def test_cli_writes_the_images(tmp_path, capsys) -> None:
     assert info.bit_depth == 8
     np.testing.assert_array_equal(np.round(img * 255).astype(np.uint8), ref)
     assert (tmp_path / "train" / "deadleaves_07.png").is_file()
+
+
+def test_cli_never_writes_over_existing_images_or_through_a_linked_folder(tmp_path, capsys) -> None:
+    """A user's test/coffee.png stays unless --overwrite; a test/ linked elsewhere is refused
+    even with --overwrite; nothing is written when a check fails."""
+    out = tmp_path / "out"
+    (out / "test").mkdir(parents=True)
+    (out / "test" / "coffee.png").write_bytes(b"mine")
+    assert main(["data", "samples", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "coffee.png: exists (--overwrite" in err[0]
+    assert (out / "test" / "coffee.png").read_bytes() == b"mine"
+    assert not (out / "train").exists()
+    assert main(["data", "samples", "--out", str(out), "--overwrite"]) == 0
+    assert read_image(out / "test" / "coffee.png")[0].shape[2] == 3
+
+    elsewhere, linked = tmp_path / "elsewhere", tmp_path / "linked"
+    elsewhere.mkdir()
+    linked.mkdir()
+    (linked / "test").symlink_to(elsewhere)
+    capsys.readouterr()
+    assert main(["data", "samples", "--out", str(linked), "--overwrite"]) == 2
+    assert "outside it" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []

@@ -453,6 +453,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s = data_sub.add_parser("samples", help="the embedded photos and their train/test split")
     s.add_argument("--list", action="store_true", help="print names, sizes and split")
     s.add_argument("--out", type=Path, default=None, help="write the images here")
+    s.add_argument("--overwrite", action="store_true", help="replace existing images")
     s.set_defaults(func=_samples)
 
 
@@ -462,7 +463,7 @@ def _samples(args: argparse.Namespace) -> int:
     if args.out is None or args.list:
         print(samples_table())
     if args.out is not None:
-        written = write_samples(args.out)
+        written = write_samples(args.out, overwrite=args.overwrite)
         print(f"wrote {len(written)} image(s) to {args.out}")
     return 0
 

@@ -172,14 +172,22 @@ def samples_table() -> str:
     return "\n".join(lines)
 
 
-def write_samples(out: Path) -> list[Path]:
-    """Write every embedded image as 8-bit PNG to OUT/train/ and OUT/test/; returns the paths."""
+def write_samples(out: Path, *, overwrite: bool = False) -> list[Path]:
+    """Write every embedded image as 8-bit PNG to OUT/train/ and OUT/test/; returns the paths.
+
+    Checked before anything is written: every file lands inside `out` (not through a linked
+    folder), and an existing file is replaced only with `overwrite`."""
+    from twostage.ops.files import check_output_file
     from twostage.ops.imageio import write_image
 
-    written = []
-    for split in SPLITS:
-        for name, img in load_samples(split):
-            path = Path(out) / split / f"{name}.png"
-            write_image(path, img.astype(np.float32) / 255.0, bit_depth=8)
-            written.append(path)
-    return written
+    out = Path(out)
+    plan = [
+        (out / split / f"{name}.png", img) for split in SPLITS for name, img in load_samples(split)
+    ]
+    for path, _ in plan:
+        if not path.parent.resolve().is_relative_to(out.resolve()):
+            raise UserError(f"--out {out}: {path} would be written outside it (a linked folder)")
+        check_output_file(path, "--out", overwrite=overwrite)
+    for path, img in plan:
+        write_image(path, img.astype(np.float32) / 255.0, bit_depth=8)
+    return [path for path, _ in plan]
