@@ -14,6 +14,10 @@ MAX_YAML_DEPTH = 64  # nesting levels of a config, recipe or preset (theirs are 
 MAX_KERNEL = 255  # pixels on a blur kernel's side; any real blur is far smaller
 MAX_SCALE = 16  # a degradation's or a pipeline's total scale factor
 MAX_RESIZE = 4  # a realistic step's resize factor (Real-ESRGAN's largest is 1.5)
+# a realistic step's noise: Gaussian sigma on the 0-255 scale (Real-ESRGAN draws 1 to 30; 255 is
+# noise as strong as the whole signal range) and Poisson scale (Real-ESRGAN draws 0.05 to 3)
+MAX_NOISE_SIGMA = 255
+MAX_POISSON_SCALE = 100
 MAX_STAGE2_REPEATS = 4  # a bundle's stage-2 repeats (the paper's x2x2 uses 2)
 # training steps of one network (optim.iterations): the paper trains 150k; past this it would run
 # for months, so it is a typo, not a request
