@@ -22,6 +22,7 @@ from twostage.config import (
     save_config,
 )
 from twostage.errors import UserError
+from twostage.limits import MAX_ITERATIONS
 from twostage.ops.degrade import load_preset
 from twostage.ops.files import read_yaml
 
@@ -300,6 +301,29 @@ def test_a_thread_count_torch_cannot_hold_is_a_range_error() -> None:
 def test_sizes_past_the_limits_are_refused_naming_the_key(item: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"{re.escape(key)} must be from 1 to \d+"):
         apply_overrides(profile_defaults("tiny"), [item])
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", str(MAX_ITERATIONS + 1)])
+def test_iterations_past_the_limit_are_refused_naming_the_key(value: str) -> None:
+    """A typo such as 99999999999999999999 iterations would train for ever."""
+    cfg = profile_defaults("tiny")
+    with pytest.raises(ConfigError, match=rf"optim\.iterations must be from 1 to {MAX_ITERATIONS}"):
+        apply_overrides(cfg, [f"optim.iterations={value}"])
+    assert apply_overrides(cfg, [f"optim.iterations={MAX_ITERATIONS}"]).optim.iterations == (
+        MAX_ITERATIONS
+    )
+
+
+def test_iterations_past_the_limit_in_a_yaml_file_name_the_file_and_key(
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    path = tmp_path / "long.yaml"
+    path.write_text("profile: tiny\noptim:\n  iterations: 99999999999999999999\n")
+    with pytest.raises(ConfigError, match=r"long\.yaml: optim\.iterations must be from 1 to"):
+        load_config(path)
+    code, err = run_cli("train", str(path), "--out", str(tmp_path / "out"))
+    assert code == 2 and "optim.iterations must be from 1 to" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_yaml_batch_size_past_the_limit_names_the_file_and_key(tmp_path: Path) -> None:

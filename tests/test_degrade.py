@@ -441,6 +441,29 @@ def test_a_sigma_far_below_a_pixel_is_no_blur_even_before_decimation(sigma: floa
     np.testing.assert_array_equal(k, np.pad([[1.0]], 2))  # centred: a delta
 
 
+@pytest.mark.parametrize("radius", [0.001, 1e-10, 1e-300])
+def test_a_disk_radius_far_below_a_pixel_is_no_blur_even_before_decimation(radius: float) -> None:
+    """No supersample point lay inside such a disk: the kernel summed to 0 (a black image)."""
+    hr = _rand_image(32, 32, seed=3).astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 in the kernel
+        same = degrade(
+            hr,
+            preset_from_dict({"steps": [{"blur": {"kernel": "disk", "radius": radius}}]}),
+            seed=0,
+        )
+        steps = [{"blur": {"kernel": "disk", "radius": radius}}, {"resize": {"method": "decimate"}}]
+        lr = degrade(hr, preset_from_dict({"scale": 4, "steps": steps}), seed=0)
+    np.testing.assert_allclose(same, np.floor(hr * 255 + 0.5) / 255, atol=1e-6)
+    # LR pixel i sits at HR 4i + 1.5: the limit is the mean of the two nearest pixels each way
+    near = (hr[1::4] + hr[2::4])[:, 1::4] + (hr[1::4] + hr[2::4])[:, 2::4]
+    np.testing.assert_allclose(lr, np.floor(near / 4 * 255 + 0.5) / 255, atol=1e-6)
+    np.testing.assert_array_equal(disk_kernel(radius), np.pad([[1.0]], 1))  # centred: a delta
+    k = disk_kernel(radius, 0.5)  # centred between four taps: a quarter on each
+    c = k.shape[0] // 2
+    assert k.sum() == 1 and (k[c : c + 2, c : c + 2] == 0.25).all()
+
+
 @pytest.mark.parametrize(
     ("noise", "needle"),
     [

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from twostage.config import ConfigError, load_config
 from twostage.errors import UserError
+from twostage.limits import MAX_YAML_DEPTH
 from twostage.models.checkpoints import save_model
 from twostage.ops.degrade import load_preset
 from twostage.ops.files import (
@@ -81,6 +82,43 @@ def test_yaml_that_is_a_folder_or_too_long_is_refused(tmp_path: Path) -> None:
     exact = tmp_path / "exact.yaml"
     exact.write_text("a: 1\n" + "#" * (YAML_MAX_BYTES - 5), encoding="utf-8")
     assert read_yaml(exact, "config") == {"a": 1}
+
+
+def test_deeply_nested_yaml_is_a_one_line_error_naming_the_file(
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str]]
+) -> None:
+    """PyYAML composes recursively: 100k brackets overflowed the stack (a RecursionError)."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for load, what in ((load_config, "config"), (load_recipe, "recipe"), (load_preset, "preset")):
+        with pytest.raises(UserError, match=rf"{what} .*deep\.yaml line 1: .*nested too deeply"):
+            load(deep)
+    image, out = str(tmp_path / "in.png"), str(tmp_path / "out")
+    for args in (
+        ["train", str(deep), "--out", out],
+        ["run", str(deep), "--out", out],
+        ["degrade", "--preset", str(deep), "--scale", "1", image, "--out", out],
+    ):
+        code, err = run_cli(*args)
+        assert code == 2 and "nested too deeply" in err and err.count("\n") == 1, (args, err)
+    assert not (tmp_path / "out").exists()
+    levels = MAX_YAML_DEPTH
+    assert read_yaml_text(tmp_path, "[" * levels + "]" * levels) == _nested(levels)
+    with pytest.raises(UserError, match="nested too deeply"):
+        read_yaml_text(tmp_path, "a: " + "{a: " * levels + "1" + "}" * levels)
+
+
+def _nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def read_yaml_text(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "text.yaml"
+    path.write_text(text)
+    return read_yaml(path, "config")
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")

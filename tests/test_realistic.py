@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from twostage.cli import main
 from twostage.errors import UserError
+from twostage.limits import MAX_NOISE_SIGMA, MAX_POISSON_SCALE
 from twostage.ops.degrade import PRESETS, degrade, gaussian_kernel, get_preset, preset_from_dict
 from twostage.ops.imageio import read_image, write_image
 from twostage.ops.realistic import (
@@ -280,3 +282,40 @@ def test_mixture_shares_clean_and_plain_samples(patches: torch.Tensor) -> None:
 def test_sizes_past_the_caps_are_refused_in_a_preset_naming_the_field(fields, needle) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UserError, match=rf"big\.yaml: step 1: realistic step: {needle}"):
         preset_from_dict({"steps": [{"realistic": fields}]}, source="big.yaml")
+
+
+def _photo(side: int) -> np.ndarray:
+    return skimage.data.astronaut()[100 : 100 + side, 200 : 200 + side].astype(np.float32) / 255
+
+
+@pytest.mark.parametrize(
+    ("name", "cap"),
+    [
+        ("noise_range", MAX_NOISE_SIGMA),
+        ("noise_range2", MAX_NOISE_SIGMA),
+        ("poisson_scale_range", MAX_POISSON_SCALE),
+        ("poisson_scale_range2", MAX_POISSON_SCALE),
+    ],
+)
+def test_noise_levels_past_the_caps_are_refused_naming_the_field(name: str, cap: int) -> None:
+    """[1e300, 1e308] overflowed numpy's noise (raw warnings) and still exited 0."""
+    for high in (1e308, cap * 1.01):
+        with pytest.raises(UserError, match=rf"step 1: realistic step: {name} must be at most"):
+            preset_from_dict({"steps": [{"realistic": {name: [1.0, high]}}]}, source="big.yaml")
+    at_cap = preset_from_dict({"scale": 4, "steps": [{"realistic": {name: [cap, cap]}}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow at the cap
+        lr = degrade(_photo(32), at_cap, seed=0)
+    assert lr.shape == (8, 8, 3) and np.isfinite(lr).all()
+
+
+def test_a_noise_range_past_the_cap_is_a_one_line_cli_error(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    preset = tmp_path / "noisy.yaml"
+    preset.write_text("steps: [{realistic: {noise_range: [1e300, 1e308]}}]\n")
+    image = tmp_path / "in.png"
+    write_image(image, _photo(32))
+    out = tmp_path / "out"
+    code = main(["degrade", "--preset", str(preset), "--scale", "4", str(image), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "noise_range must be at most 255" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -22,7 +22,7 @@ import yaml
 
 from twostage.data.datasets import DatasetSpec
 from twostage.errors import UserError, short
-from twostage.limits import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_THREADS, SEED_MAX
+from twostage.limits import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_ITERATIONS, MAX_THREADS, SEED_MAX
 from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
 from twostage.parse import ConfigError, check_value, field_names, hints, parse, type_name
 
@@ -386,7 +386,11 @@ def check_config(cfg: TrainConfig) -> None:
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("optim.betas", all(0 <= b < 1 for b in cfg.optim.betas), "must be in [0, 1)"),
         ("optim.eps", cfg.optim.eps > 0, "must be > 0"),
-        ("optim.iterations", cfg.optim.iterations >= 1, "must be >= 1"),
+        (
+            "optim.iterations",
+            1 <= cfg.optim.iterations <= MAX_ITERATIONS,
+            f"must be from 1 to {MAX_ITERATIONS}",
+        ),
         ("optim.lr_step", cfg.optim.lr_step >= 1, "must be >= 1"),
         ("optim.lr_gamma", 0 < cfg.optim.lr_gamma <= 1, "must be in (0, 1]"),
         ("optim.grad_clip", cfg.optim.grad_clip >= 0, "must be >= 0"),

@@ -10,10 +10,18 @@ MAX_PIXELS = 100_000_000  # width × height of an input image, read from its hea
 # buffer (2.4 GB at 16 bits), checked from the input's header before anything is decoded
 MAX_OUTPUT_PIXELS = 400_000_000
 MIN_TILE = 8  # input pixels on a tile's side; smaller tiles are nearly all padding (--tile)
+MAX_YAML_DEPTH = 64  # nesting levels of a config, recipe or preset (theirs are under 10)
 MAX_KERNEL = 255  # pixels on a blur kernel's side; any real blur is far smaller
 MAX_SCALE = 16  # a degradation's or a pipeline's total scale factor
 MAX_RESIZE = 4  # a realistic step's resize factor (Real-ESRGAN's largest is 1.5)
+# a realistic step's noise: Gaussian sigma on the 0-255 scale (Real-ESRGAN draws 1 to 30; 255 is
+# noise as strong as the whole signal range) and Poisson scale (Real-ESRGAN draws 0.05 to 3)
+MAX_NOISE_SIGMA = 255
+MAX_POISSON_SCALE = 100
 MAX_STAGE2_REPEATS = 4  # a bundle's stage-2 repeats (the paper's x2x2 uses 2)
+# training steps of one network (optim.iterations): the paper trains 150k; past this it would run
+# for months, so it is a typo, not a request
+MAX_ITERATIONS = 10_000_000
 MAX_BATCH_SIZE = 1024  # patches per training batch (data.batch_size); the paper uses 8
 MAX_INSTANCES = 100  # fixed degraded copies of each training image (data.*.instances)
 MAX_ABS_BSNR = 200  # dB either side of 0 (a noise step's bsnr): noise 10^±10 times the signal's

@@ -153,12 +153,19 @@ def box_kernel(size: int, shift: float = 0.0) -> np.ndarray:
 
 
 def disk_kernel(radius: float, shift: float = 0.0, *, supersample: int = 16) -> np.ndarray:
-    """Uniform disk (defocus blur), each tap = the covered area of its pixel, sum 1."""
+    """Uniform disk (defocus blur), each tap = the covered area of its pixel, sum 1.
+
+    The area is counted on `supersample`² points a pixel. A disk that holds none of them (a
+    radius far below a pixel) is taken at its limit, as `gaussian_kernel` takes a tiny σ: the
+    points nearest the centre, so a delta (or equal weights on the taps nearest an off-grid
+    centre), never 0/0.
+    """
     c = math.ceil(radius + abs(shift) + 0.5)
     offs = (np.arange(supersample) + 0.5) / supersample - 0.5
     grid = np.arange(-c, c + 1, dtype=np.float64)
     sub = (grid[:, None] + offs[None, :]).ravel() - shift  # supersampled coordinates
-    inside = (sub[:, None] ** 2 + sub[None, :] ** 2) <= radius * radius
+    distance2 = sub[:, None] ** 2 + sub[None, :] ** 2
+    inside = distance2 <= max(radius * radius, distance2.min())
     n = 2 * c + 1
     k = inside.reshape(n, supersample, n, supersample).mean(axis=(1, 3))
     return k / k.sum()

@@ -10,8 +10,10 @@
 - `folder_lock` keeps two processes (two `twostage run`s, a run and a `train`) out of one
   run folder at once.
 - `read_yaml` refuses aliases and files over `YAML_MAX_BYTES`: a 1 KB "billion laughs"
-  document cannot expand to gigabytes. It reads regular files only, and at most the cap
-  (`read_bounded`): a link to /dev/zero is refused, and a FIFO never blocks.
+  document cannot expand to gigabytes. Nesting deeper than `MAX_YAML_DEPTH` is refused while
+  composing, before PyYAML's recursion (or any reader's after it) can overflow the stack. It
+  reads regular files only, and at most the cap (`read_bounded`): a link to /dev/zero is
+  refused, and a FIFO never blocks.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import yaml
 
 from twostage.errors import UserError, short
-from twostage.limits import MAX_NAME_BYTES, MAX_RUN_FILE_BYTES
+from twostage.limits import MAX_NAME_BYTES, MAX_RUN_FILE_BYTES, MAX_YAML_DEPTH
 
 __all__ = [
     "WriteError",
@@ -345,7 +347,10 @@ def folder_lock(folder: str | os.PathLike, what: str, *, then: str = "") -> Iter
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases (`*name`), the one way a small YAML grows huge."""
+    """PyYAML's safe loader without aliases (`*name`), the one way a small YAML grows huge,
+    and with at most `MAX_YAML_DEPTH` levels of nesting (PyYAML composes recursively)."""
+
+    depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -353,7 +358,18 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, f"aliases (*{event.anchor}) are not allowed", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"nested too deeply (more than {MAX_YAML_DEPTH} levels)",
+                self.peek_event().start_mark,
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def parse_yaml(text: str, source: str) -> Any:

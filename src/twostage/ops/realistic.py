@@ -36,8 +36,8 @@ from PIL import Image
 from scipy import fft as sp_fft
 from scipy.special import j1
 
-from twostage.errors import UserError
-from twostage.limits import MAX_KERNEL, MAX_RESIZE
+from twostage.errors import UserError, short
+from twostage.limits import MAX_KERNEL, MAX_NOISE_SIGMA, MAX_POISSON_SCALE, MAX_RESIZE
 from twostage.ops.imageio import grid_levels, quantize
 
 __all__ = [
@@ -64,6 +64,13 @@ KERNEL_KINDS: dict[str, tuple[str, bool]] = {
     "plateau_aniso": ("plateau", False),
 }
 RESIZE_MODES = ("area", "bilinear", "bicubic")
+# the largest noise level of each noise range (Gaussian sigmas on the 0-255 scale)
+NOISE_CAPS = {
+    "noise_range": MAX_NOISE_SIGMA,
+    "noise_range2": MAX_NOISE_SIGMA,
+    "poisson_scale_range": MAX_POISSON_SCALE,
+    "poisson_scale_range2": MAX_POISSON_SCALE,
+}
 GRAY_WEIGHTS = np.array(
     [0.2989, 0.587, 0.114], dtype=np.float32
 )  # Real-ESRGAN's rgb_to_grayscale for gray Poisson noise
@@ -142,6 +149,9 @@ class Realistic:
                     f"realistic step: {name}: resize factors must be > 0 and at most "
                     f"{MAX_RESIZE}, got {(low, high)}"
                 )
+        for name, cap in NOISE_CAPS.items():
+            if (value := getattr(self, name))[1] > cap:
+                raise UserError(f"realistic step: {name} must be at most {cap}, got {short(value)}")
         for name in ("blur_sigma", "blur_sigma2", "sinc_cutoff", "sinc_cutoff_large"):
             if getattr(self, name)[0] <= 0:
                 raise UserError(f"realistic step: {name} must be > 0, got {getattr(self, name)}")
