@@ -235,6 +235,26 @@ def test_native_file_metadata(tmp_path: Path) -> None:
     assert set(read_state(tmp_path / "dp.safetensors")[0]) == expected_official_keys(model.spec)
 
 
+def test_metadata_json_nested_too_deeply_is_a_checkpoint_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A crafted spec (or bundle field) of 100k nested lists: the JSON decoder's RecursionError
+    becomes the one-line error naming the file."""
+    from twostage.pipeline import load_pipeline
+
+    save_model(tmp_path / "m.safetensors", random_model(edsr_spec(2)))
+    state, meta = read_state(tmp_path / "m.safetensors")
+    deep = "[" * 100_000 + "]" * 100_000
+    save_file(state, str(tmp_path / "deep.safetensors"), metadata={**meta, "spec": deep})
+    with pytest.raises(CheckpointError, match=r"deep\.safetensors: bad model spec") as err:
+        load_model(tmp_path / "deep.safetensors")
+    assert "\n" not in str(err.value)
+    bundle = {"format": "twostage-pipeline", "version": "1", "stage2_spec": deep}
+    save_file(state, str(tmp_path / "b.safetensors"), metadata=bundle)
+    with pytest.raises(UserError, match=r"b\.safetensors"):
+        load_pipeline(tmp_path / "b.safetensors")
+
+
 # ----------------------------------------------------------------------- strict checks
 
 

@@ -282,7 +282,7 @@ def _decoded(key: str, raw: str, path: Path) -> Any:
         return raw
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
         if key.endswith("_spec"):
             raise CheckpointError(f"{path}: broken pipeline bundle metadata ({exc})") from None
         value = raw

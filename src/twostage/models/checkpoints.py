@@ -503,7 +503,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     if metadata.get("format") == FORMAT and "spec" in metadata:
         try:
             spec: ModelSpec | None = ModelSpec.from_dict(json.loads(metadata["spec"]))
-        except (ValueError, TypeError, UserError) as e:
+        except (ValueError, TypeError, RecursionError, UserError) as e:
             raise CheckpointError(f"{path}: bad model spec in metadata: {e}") from None
         model = model_from_state(state, spec=spec, source=str(path))
     elif _layout(state) is not None:
