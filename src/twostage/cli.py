@@ -211,7 +211,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--test-suite",
         action="store_true",
-        help="also test on the nine held-out suite degradations (README: the suite)",
+        help="also test on the nine held-out suite degradations (docs/degradations.md: the suite)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     p.add_argument("--seeds", type=_positive_int, default=1)
