@@ -1,4 +1,4 @@
-"""`twostage demo --quick`: the README's first command, end to end, on the tiny profile (the
+"""`twostage demo --quick`: the README's quick-start command, end to end, on the tiny profile (the
 real --quick profile is exercised by `make demo` and BENCHMARKS.md): the table it prints, and
 numbers recomputed by hand and through the bundle it writes."""
 

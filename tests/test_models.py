@@ -63,7 +63,7 @@ def test_paper_parameter_counts_match_closed_form(scale: int) -> None:
 
 
 def test_paper_parameter_counts_by_hand() -> None:
-    # Worked out on paper for ×4 (the numbers README's "Models" section quotes):
+    # Worked out on paper for ×4 (the numbers docs/models.md's presets section quotes):
     # RCAN: head 1,792; RCAB 2·36,928 + 260 + 320 = 74,436; group 8·74,436 + 36,928 = 632,416;
     # body 10·632,416 + 36,928 = 6,361,088; upsampler 2·147,712; tail 1,731 → 6,660,035.
     # EDSR: body 8·73,856 + 36,928 = 627,776 → 1,792 + 627,776 + 295,424 + 1,731 = 926,723.

@@ -3,10 +3,10 @@
 A `Preset` is data, not code: a list of frozen step dataclasses applied in order to a float
 RGB image, with every random parameter drawn from `np.random.default_rng(seed)` in step order,
 so that a (preset, scale, seed) triple always gives the same image. Users write their own
-presets in YAML with the same fields (see `load_preset` and the README, "Degradations and
+presets in YAML with the same fields (see `load_preset` and docs/degradations.md, "Degradations and
 data").
 
-Conventions (the README's preset table lists every number):
+Conventions (docs/degradations.md's preset table lists every number):
 
 - Ranges are `(low, high)` pairs drawn uniformly per image; `low == high` is a fixed value.
   Lengths (σ, radius, kernel size) are in *input* (HR) pixels; intensities in [0, 1] units.

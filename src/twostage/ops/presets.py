@@ -1,6 +1,6 @@
 """The built-in degradation presets, the held-out suite, and preset YAML files.
 
-`PRESETS` is the one table of named presets (the README's preset table is `presets_table()`);
+`PRESETS` is the one table of named presets (docs/degradations.md's preset table is `presets_table()`);
 `SUITE` names the held-out generalization suite and what makes each entry unseen. A user's
 preset is a YAML file of the same steps (`preset_to_dict` writes one, `preset_from_dict` reads
 one through `parse`, errors naming the file, the step and the key). degrade.py applies them.
@@ -298,7 +298,7 @@ def _describe_step(step: Step) -> str:
             "Real-ESRGAN second-order: blur (6 kernels or sinc, "
             f"{step.kernel_size[0]}–{step.kernel_size[1]} px), resize, Gaussian/Poisson noise, "
             f"JPEG {_fmt_range(step.jpeg_range)}, twice; final resize + sinc and JPEG{mix} "
-            "(README: every range)"
+            "(docs/degradations.md: every range)"
         )
     return f"{'WebP' if isinstance(step, Webp) else 'JPEG'} quality {_fmt_range(step.quality)}"
 
