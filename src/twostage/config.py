@@ -7,7 +7,8 @@ Values are type-checked against the dataclass annotations; a wrong key or type i
 `ConfigError` naming the key, the expected type and the value. Every float field must be
 finite (NaN and ±Inf are refused in one place); `check_config` holds the range rules.
 
-The ONE profile table (`PROFILES`: paper, cpu, tiny; docs/experiments.md "Profiles" states the values)
+The ONE profile table (`PROFILES`: paper, cpu, tiny; docs/experiments.md "Profiles" states
+the values)
 sizes both `twostage train` (a YAML's `profile: NAME`) and `twostage run --profile NAME`.
 """
 

@@ -1,6 +1,7 @@
 """The built-in degradation presets, the held-out suite, and preset YAML files.
 
-`PRESETS` is the one table of named presets (docs/degradations.md's preset table is `presets_table()`);
+`PRESETS` is the one table of named presets (docs/degradations.md's preset table is
+`presets_table()`);
 `SUITE` names the held-out generalization suite and what makes each entry unseen. A user's
 preset is a YAML file of the same steps (`preset_to_dict` writes one, `preset_from_dict` reads
 one through `parse`, errors naming the file, the step and the key). degrade.py applies them.
