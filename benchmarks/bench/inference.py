@@ -64,13 +64,26 @@ def section_infer(ctx: Context) -> list[Row]:
     gflop = 2 * conv_macs(spec, size, size) / 1e9
     ref = statistics.median(times["reference: contiguous"])
     out_mp = (size * 2) ** 2 / 1e6
+    rows = _speed_rows(ctx, times, size=size, out_mp=out_mp, gflop=gflop, ref=ref)
+    return [{"preset": "rcan-paper", "scale": 2, **row} for row in rows]
+
+
+def _speed_rows(
+    ctx: Context,
+    times: dict[str, list[float]],
+    *,
+    size: int,
+    out_mp: float,
+    gflop: float,
+    ref: float,
+) -> list[Row]:
+    """One row per set-up: median seconds, output MP/s, GFLOP/s, share of the GEMM peak and
+    speed against the eager reference (`ref` seconds)."""
     rows = []
     for label, t in times.items():
         sec = statistics.median(t)
         rows.append(
             {
-                "preset": "rcan-paper",
-                "scale": 2,
                 "size": size,
                 "setup": label,
                 "seconds": sec,
@@ -125,23 +138,7 @@ def section_pipeline(ctx: Context) -> list[Row]:
     gflop = 2 * (conv_macs(spec, size, size) + conv_macs(spec, 2 * size, 2 * size)) / 1e9
     out_mp = (4 * size) ** 2 / 1e6
     ref = statistics.median(times["reference: contiguous"])
-    rows = []
-    for label, t in times.items():
-        sec = statistics.median(t)
-        rows.append(
-            {
-                "size": size,
-                "setup": label,
-                "seconds": sec,
-                "times": t,
-                "mp_per_s": out_mp / sec,
-                "gflops": gflop / sec,
-                "of_gemm": gflop / sec / ctx.gemm if ctx.gemm else None,
-                "vs_reference_eager": ref / sec,
-                "repeats": ctx.args.repeats,
-            }
-        )
-    return rows
+    return _speed_rows(ctx, times, size=size, out_mp=out_mp, gflop=gflop, ref=ref)
 
 
 PRECISION_MODES = ("fp32", "bf32", "bf16")
