@@ -29,6 +29,8 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from twostage.errors import UserError
+from twostage.ops.files import check_output_file
+from twostage.ops.imageio import to_uint8, write_image
 
 __all__ = ["SAMPLES", "SampleInfo", "dead_leaves", "load_samples", "samples_table", "write_samples"]
 
@@ -115,7 +117,7 @@ def dead_leaves(
         _, (iy, ix) = distance_transform_edt(free, return_indices=True)
         canvas = canvas[iy, ix]
     img = canvas.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
-    return np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8)
+    return to_uint8(img)
 
 
 def _photo_loader(fn: str) -> Callable[[], np.ndarray]:
@@ -177,9 +179,6 @@ def write_samples(out: Path, *, overwrite: bool = False) -> list[Path]:
 
     Checked before anything is written: every file lands inside `out` (not through a linked
     folder), and an existing file is replaced only with `overwrite`."""
-    from twostage.ops.files import check_output_file
-    from twostage.ops.imageio import write_image
-
     out = Path(out)
     plan = [
         (out / split / f"{name}.png", img) for split in SPLITS for name, img in load_samples(split)
