@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from twostage.errors import UserError
 from twostage.limits import MAX_OUTPUT_PIXELS, MAX_PIXELS
-from twostage.models.shipped import shipped_for, shipped_path
+from twostage.models.shipped import SHIPPED, shipped_for, shipped_path
 from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
 from twostage.ops.imageio import (
     check_output_size,
@@ -42,9 +42,9 @@ from twostage.ops.imageio import (
 from twostage.ops.inputs import expand_inputs
 from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
-from twostage.pipeline import Pipeline, Tile, load_pipeline
+from twostage.pipeline import OnnxPipeline, Pipeline, Tile, load_pipeline
 
-__all__ = ["plan_outputs", "restore_files"]
+__all__ = ["open_model", "plan_outputs", "restore_files"]
 
 NO_ALPHA = ("jpg", "jpeg", "bmp")
 SIXTEEN_BIT = ("png", "tif", "tiff")
@@ -126,7 +126,10 @@ def restore_files(
     ext = ext.lower().lstrip(".")
     out = Path(out)
     plan = plan_outputs([Path(p) for p in inputs], out=out, suffix=suffix, ext=ext)
-    pipe = _load(model, scale=scale, device=device, precision=precision)
+    if model is None:
+        model = shipped_for(scale or 4).name
+        _note(f"model: the shipped {model} (docs/models.md)")
+    pipe = open_model(model, scale=scale, device=device, precision=precision)
     for folder in {target.parent for _, target in plan}:
         remove_stale_temps(folder)
     _note(f"precision: {pipe.precision}")
@@ -157,13 +160,20 @@ def restore_files(
     return failed
 
 
-def _load(model: str | Path | None, *, scale: int | None, device: str, precision: str) -> Pipeline:
-    """The pipeline to run: `model`, or the shipped model of `scale` (default 4); a given
-    `scale` must be the model's."""
+def open_model(
+    model: str | Path | None,
+    *,
+    scale: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+) -> Pipeline | OnnxPipeline:
+    """The pipeline to run: a model file, a shipped model's name (a `str` such as "blind-x4"),
+    or None: the shipped model of `scale` (default 4). A given `scale` must be the model's.
+    `restore_files` and `twostage.load` both load through here."""
     if model is None:
-        shipped = shipped_for(scale or 4)
-        model = shipped_path(shipped)
-        _note(f"model: the shipped {shipped.name} (docs/models.md)")
+        model = shipped_for(scale or 4).name
+    if isinstance(model, str) and model in SHIPPED:
+        model = shipped_path(SHIPPED[model])
     pipe = load_pipeline(model, device=device, precision=precision)
     if scale is not None and pipe.scale != scale:
         raise UserError(f"--scale {scale}: {model} is a ×{pipe.scale} model")
@@ -171,7 +181,7 @@ def _load(model: str | Path | None, *, scale: int | None, device: str, precision
 
 
 def _restore_one(
-    pipe: Pipeline,
+    pipe: Pipeline | OnnxPipeline,
     source: Path,
     target: Path,
     *,
