@@ -480,14 +480,14 @@ def test_optimizer_state_of_a_graph_run_loads_anywhere() -> None:
 
 
 def test_smoke_config_trains_through_the_cli_function(tmp_path: Path) -> None:
-    from twostage.train import train_from_file
+    from twostage.api import train_network
 
-    path = train_from_file(
+    path = train_network(
         REPO / "configs" / "train" / "smoke.yaml",
         overrides=["optim.iterations=6", "log.checkpoint_every=3", "run.threads=1"],
         out=tmp_path / "smoke",
         quiet=True,
-    )
+    ).model_path
     assert path == tmp_path / "smoke" / "model.safetensors" and path.is_file()
     assert latest_checkpoint(tmp_path / "smoke").name == "iter_00000006"
 

@@ -163,9 +163,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from twostage.train import train_from_file
+    from twostage.api import train_network
 
-    train_from_file(
+    train_network(
         args.config,
         overrides=args.overrides,
         resume=args.resume,
@@ -228,10 +228,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from twostage.api import run
     from twostage.report import format_table
-    from twostage.runner import run_recipe
 
-    results = run_recipe(
+    results = run(
         args.recipe,
         data=dict(args.data),
         profile=args.profile,
@@ -244,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
         test_suite=args.test_suite,
         precision=args.precision,
     )
-    print(format_table(results))
+    print(format_table(results.data))
     print(f"report: {args.out / 'index.html'}")
     return 0
 

@@ -27,8 +27,8 @@ bf16 is native); `run.cuda_graph` (CUDA) captures the whole step once and replay
 launch-bound step's cure (BENCHMARKS.md, GPU section).
 
 Modules, each importing only those below it:
-  loop.py        the `Trainer` (set-up, step, tick, finish) and the entry points `train`,
-                 `train_from_file`
+  loop.py        the `Trainer` (set-up, step, tick, finish) and the entry point `train`
+                 (`twostage.train_network` reads a config file and calls it)
   rundir.py      the run folder's ownership checks (fresh run, resume, --overwrite)
   step.py        the step (`make_step`, `TrainStep`), the lr schedule, validation
   cuda_graph.py  run.cuda_graph: a given step captured and replayed
@@ -37,7 +37,7 @@ Modules, each importing only those below it:
 """
 
 from twostage.train.cuda_graph import graph_blocker
-from twostage.train.loop import Trainer, TrainingDiverged, TrainResult, train, train_from_file
+from twostage.train.loop import Trainer, TrainingDiverged, TrainResult, train
 from twostage.train.state import (
     CHECKPOINT_MARK,
     config_json,
@@ -63,6 +63,5 @@ __all__ = [
     "make_step",
     "read_training_state",
     "train",
-    "train_from_file",
     "validate",
 ]

@@ -10,7 +10,6 @@ import json
 import math
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from twostage import __version__
-from twostage.config import ConfigError, TrainConfig, apply_overrides, config_to_dict, load_config
+from twostage.config import ConfigError, TrainConfig, config_to_dict
 from twostage.data.datasets import PairSet, fresh_batch, open_dataset, random_batch
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model, preset_spec
@@ -529,25 +528,3 @@ def train(
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def train_from_file(
-    config: str | Path,
-    *,
-    overrides: Sequence[str] = (),
-    resume: bool = False,
-    overwrite: bool = False,
-    out: str | Path | None = None,
-    device: str | None = None,
-    quiet: bool = False,
-) -> Path:
-    """`twostage train CONFIG.yaml [--set k=v]... [--resume|--overwrite] [--out DIR] ...`.
-    The run folder defaults to runs/<name> (the config's name, else its file stem).
-    Returns the path of the trained model file."""
-    cfg = apply_overrides(load_config(config), list(overrides))
-    if device is not None:
-        cfg = replace(cfg, run=replace(cfg.run, device=device))
-    if out is None:
-        out = Path("runs") / (cfg.name or Path(config).stem)
-    result = train(cfg, out=Path(out), resume=resume, overwrite=overwrite, quiet=quiet)
-    return result.model_path
