@@ -7,8 +7,8 @@ tests/test_api.py. Each function is the one the command line runs: `twostage run
 `twostage evaluate` run `ops.degrade.degrade` and `evaluate.evaluate_arrays` on each file, as
 `degrade` and `score` do on arrays. Bad input raises the CLI's `UserError`, never prints.
 
-Importing this module (and `twostage`) imports neither numpy nor torch: each function imports
-what it needs when called, so `import twostage` costs no more than `twostage --help`.
+Importing this module imports neither numpy nor torch: each function imports what it needs
+when called. `import twostage` does not import this module until one of its names is used.
 `evaluate` and `train` are not facade names because `twostage.evaluate` and `twostage.train`
 are modules: importing them would rebind the package attribute.
 """
