@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +258,31 @@ def test_a_bad_restore_option_is_refused(edsr_file: Path, kwargs: dict, message:
     model = twostage.load(edsr_file, device="cpu", precision="fp32")
     with pytest.raises(UserError, match=re.escape(message)):
         model.restore(_photo(8, 8), **kwargs)
+
+
+def test_an_output_over_the_limit_is_refused_before_anything_is_allocated(
+    edsr_file: Path,
+) -> None:
+    model = twostage.load(edsr_file, device="cpu", precision="fp32")
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (12000, 9000, 3))  # no memory
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    try:
+        with pytest.raises(UserError, match=re.escape("output would be 18000×24000 (432 MP)")):
+            model.restore(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 24  # not the 1.3 GB of a float copy
+
+
+def test_numpy_integers_are_integers(edsr_file: Path) -> None:
+    model = twostage.load(edsr_file, device="cpu", precision="fp32")
+    photo = _photo(12, 12)
+    tiled = model.restore(photo, tile=np.int64(8), tile_pad=np.int32(2))
+    assert np.array_equal(tiled, model.restore(photo, tile=8, tile_pad=2))
+    lr = twostage.degrade(photo, "bicubic", scale=np.int64(2), seed=np.uint32(1))
+    assert lr.shape == (6, 6, 3)
+    assert twostage.score(_photo(), _photo(), crop_border=np.int64(2)).psnr == 100.0
 
 
 def test_score_and_degrade_refuse_bad_arguments() -> None:

@@ -15,6 +15,7 @@ are modules: importing them would rebind the package attribute.
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -60,9 +61,16 @@ def _pil_image(image: object) -> bool:
 def _pixels(image: object, what: str) -> tuple[np.ndarray, str]:
     """`image` as float32 RGB H×W×3 in [0, 1] (as `read_image` gives a file's pixels) and its
     kind: "pil", "uint8", "uint16" or the float dtype's name."""
-    import numpy as np
-
     from twostage.ops.imageio import to_float
+
+    array, kind = _checked(image, what)
+    return to_float(array), kind
+
+
+def _checked(image: object, what: str) -> tuple[np.ndarray, str]:
+    """`image` as a numpy array H×W×3 of uint8, uint16 or float in [0, 1], not converted, and
+    its kind; anything else is a UserError naming what is wrong."""
+    import numpy as np
 
     kind = "pil" if _pil_image(image) else ""
     if kind:
@@ -88,7 +96,7 @@ def _pixels(image: object, what: str) -> tuple[np.ndarray, str]:
         low, high = float(image.min()), float(image.max())
         if low < 0.0 or high > 1.0:
             raise UserError(f"{what}: float values span [{low:g}, {high:g}], not [0, 1]")
-    return to_float(image), kind or image.dtype.name
+    return image, kind or image.dtype.name
 
 
 def _output_dtype(kind: str) -> type:
@@ -108,10 +116,18 @@ def _as_kind(result: np.ndarray, kind: str) -> ImageLike:
     return result.astype(kind, copy=False)
 
 
+def _integer(value: object) -> int | None:
+    """`value` as an int if it is an integer (numpy's too), else None; a bool is not one."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def _non_negative_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    number = _integer(value)
+    if number is None or number < 0:
         raise UserError(f"{what} must be an integer >= 0, got {short(value)}")
-    return value
+    return number
 
 
 # ----------------------------------------------------------------------------- restore
@@ -147,21 +163,23 @@ class Model:
                 f"strength={short(strength)}: strength is not supported by this model "
                 "(strength=None restores fully)"
             )
-        if tile not in ("auto", None) and (
-            isinstance(tile, bool) or not isinstance(tile, int) or tile < MIN_TILE
-        ):
-            raise UserError(
-                f"tile must be 'auto', None or an integer >= {MIN_TILE}, got {short(tile)}"
-            )
-        pixels, kind = _pixels(image, "restore")
-        height, width = pixels.shape[0] * self.scale, pixels.shape[1] * self.scale
-        if height * width > MAX_OUTPUT_PIXELS:
+        if tile not in ("auto", None):
+            if (_integer(tile) or 0) < MIN_TILE:
+                raise UserError(
+                    f"tile must be 'auto', None or an integer >= {MIN_TILE}, got {short(tile)}"
+                )
+            tile = _integer(tile)
+        array, kind = _checked(image, "restore")
+        height, width = array.shape[0] * self.scale, array.shape[1] * self.scale
+        if height * width > MAX_OUTPUT_PIXELS:  # checked before anything is allocated
             raise UserError(
                 f"restore: the ×{self.scale} output would be {width}×{height} "
                 f"({height * width / 1e6:g} MP), over the limit of {MAX_OUTPUT_PIXELS / 1e6:g} MP"
             )
+        from twostage.ops.imageio import to_float
+
         result = self._pipeline.restore(
-            pixels, tile=tile, tile_pad=tile_pad, dtype=_output_dtype(kind)
+            to_float(array), tile=tile, tile_pad=tile_pad, dtype=_output_dtype(kind)
         )
         return _as_kind(result, kind)
 
@@ -204,7 +222,10 @@ def degrade(
 
     pixels, _ = _pixels(image, "degrade")
     seed = _non_negative_int(seed, "seed")
-    return degrade_array(pixels, os.fspath(preset), scale=scale, seed=seed)
+    number = _integer(scale)  # numpy's integers too; anything else gets the scale check's error
+    return degrade_array(
+        pixels, os.fspath(preset), scale=scale if number is None else number, seed=seed
+    )
 
 
 @dataclass(frozen=True)
