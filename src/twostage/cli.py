@@ -189,7 +189,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         type=_data_arg,
         default=[],
         metavar="NAME=PATH",
-        help="a dataset root, e.g. div2k=/data/DIV2K (repeatable)",
+        help="training/test data: photos=DIR (a folder of your photos, repeatable), "
+        "photos-valid=DIR, div2k=ROOT, realsr=ROOT, samples=embedded (repeatable)",
     )
     p.add_argument("--profile", choices=("paper", "cpu", "tiny", "ship"), default="cpu")
     p.add_argument(
@@ -233,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
 
     results = run_recipe(
         args.recipe,
-        data=dict(args.data),
+        data=args.data,
         profile=args.profile,
         out=args.out,
         seeds=args.seeds,

@@ -20,7 +20,7 @@ from twostage.models.inference import PRECISIONS
 from twostage.ops.degrade import SUITE
 from twostage.ops.files import LOCK_NAME, folder_lock, is_temp_name
 from twostage.ops.metrics import Lpips
-from twostage.recipes import Claim, Recipe, div2k_track, load_recipe, retarget
+from twostage.recipes import Claim, Recipe, load_recipe
 from twostage.report import Comparison, compute_means, describe, write_report
 from twostage.report_html import ViewSet, write_page
 from twostage.runner.bundles import write_bundles
@@ -90,7 +90,7 @@ def _run_seeds(
 def run_recipe(
     recipe: str | Path | Recipe,
     *,
-    data: dict[str, Path] | None = None,
+    data: dict[str, Path] | Sequence[tuple[str, Path]] | None = None,
     profile: str | Profile = "cpu",
     out: Path,
     seeds: int = 1,
@@ -111,8 +111,8 @@ def run_recipe(
     run faster where the hardware has bf16, and are recorded in results.json); training and
     the mapped sets stay as the training config says.
     """
-    data = dict(data or {})
-    rec = _chosen(recipe, branches, offshelf, data)
+    data = list(data.items()) if isinstance(data, dict) else list(data or [])
+    rec = _chosen(recipe, branches, offshelf)
     rec = rec.with_suite() if test_suite else rec
     prof = get_profile(profile)
     _check_options(seeds=seeds, precision=precision)
@@ -124,7 +124,7 @@ def run_recipe(
     with folder_lock(out, "--out", then=then):  # two runs in one folder would race
         (out / RUN_MARK).touch()
         sr = rec.base != "deblur"
-        train, tests = plan_data(rec, data, prof, sr=sr, track=div2k_track(rec))
+        train, tests = plan_data(rec, data, prof, sr=sr)
         progress = Progress(
             estimate(rec, prof, tests, seeds), quiet=quiet, desc=f"{rec.name} ({prof.name})"
         )
@@ -197,15 +197,14 @@ def _chosen(
     recipe: str | Path | Recipe,
     branches: Sequence[str] | None,
     offshelf: dict[str, Path] | None,
-    data: dict[str, Path],
 ) -> Recipe:
-    """The recipe with the chosen branches, the given networks and the data's degradation."""
+    """The recipe with the chosen branches and the given networks."""
     rec = load_recipe(recipe)
     if branches:
         rec = rec.with_branches(list(branches))
     if offshelf:
         rec = rec.with_given(dict(offshelf))
-    return retarget(rec, data)
+    return rec
 
 
 def _results(
