@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from twostage.config import ConfigError, config_from_dict
 from twostage.data.datasets import (
-    DatasetSpec,
+    Div2kData,
     Pair,
     PairSet,
+    SyntheticData,
     div2k,
     open_dataset,
     paired_folders,
@@ -227,23 +229,31 @@ def test_synthetic_blur_keeps_float_and_caches_16_bit(tmp_path: Path) -> None:
 
 def test_open_dataset_kinds(tmp_path: Path) -> None:
     _fake_div2k(tmp_path, split="train", ids=[1, 2])
-    spec = DatasetSpec(
-        kind="div2k",
-        root=tmp_path,
-        split="train",
-        track="unknown",
-        scale=4,
-        target_domain="bicubic-x4",
+    spec = Div2kData(
+        root=tmp_path, split="train", track="unknown", scale=4, target_domain="bicubic-x4"
     )
     ds = open_dataset(spec)
     assert ds.scale == 1 and ds[0].target.shape == ds[0].input.shape
     folder = tmp_path / "DIV2K_train_HR"
-    syn = open_dataset(DatasetSpec(kind="synthetic", root=folder, preset="bicubic", scale=2))
+    syn = open_dataset(SyntheticData(root=folder, preset="bicubic", scale=2))
     assert syn.scale == 2 and syn.names == ["0001", "0002"]
-    with pytest.raises(UserError, match="root"):
-        open_dataset(DatasetSpec(kind="realsr"))
-    with pytest.raises(UserError, match="samples"):
-        open_dataset(DatasetSpec(kind="imagenet"))
+
+
+def test_a_dataset_kind_refuses_a_field_it_does_not_have() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key data.train.crop .*valid keys"):
+        config_from_dict(
+            {"data": {"train": {"kind": "synthetic", "root": "x", "preset": "bicubic", "crop": 9}}}
+            | _MODEL
+        )
+    with pytest.raises(ConfigError, match=r"data.train.kind: expected one of samples, photos"):
+        config_from_dict({"data": {"train": {"kind": "imagenet"}}} | _MODEL)
+    with pytest.raises(ConfigError, match=r"missing key data.train.root"):
+        config_from_dict({"data": {"train": {"kind": "realsr", "track": "real"}}} | _MODEL)
+    with pytest.raises(ConfigError, match="exactly one input"):
+        config_from_dict({"data": {"train": {"kind": "samples"}}} | _MODEL)
+
+
+_MODEL = {"model": {"preset": "rcan-tiny", "scale": 2}}
 
 
 def test_retarget_rejects_impossible_domain(tmp_path: Path) -> None:

@@ -224,6 +224,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="of the evaluated branches: fp32 (default: tables reproduce across machines), "
         "or auto, bf32, bf16 (faster where the hardware has bf16; recorded in results.json)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the networks, data, iterations and a time estimate; train nothing",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)
 
@@ -244,7 +249,10 @@ def _run(args: argparse.Namespace) -> int:
         offshelf=dict(args.offshelf),
         test_suite=args.test_suite,
         precision=args.precision,
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        return 0
     print(format_table(results))
     print(f"report: {args.out / 'index.html'}")
     return 0

@@ -275,9 +275,7 @@ def profile_defaults(name: str | Profile) -> TrainConfig:
     on the embedded samples: gaussian-aniso ↓4 input → bicubic ↓2 target, a pair scale of 2.
     Recipes replace `model` and `data`."""
     p = get_profile(name)
-    train = SamplesData(
-        split="train", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2"
-    )
+    train = SamplesData(split="train", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2")
     val = SamplesData(split="test", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2")
     if p.train_images is not None:
         train = dataclasses.replace(train, limit=p.train_images)
@@ -300,7 +298,8 @@ def profile_defaults(name: str | Profile) -> TrainConfig:
 def config_to_dict(obj: Any) -> Any:
     """A dataclass tree as plain YAML/JSON data: dicts, lists, str, numbers, bool, None."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {"kind": out.pop("kind"), **out} if "kind" in out else out  # the tag first
     if isinstance(obj, tuple | list):
         return [config_to_dict(v) for v in obj]
     if isinstance(obj, dict):

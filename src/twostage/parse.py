@@ -79,9 +79,7 @@ def _tagged(value: dict[str, Any], choices: dict[str, type], key: str) -> Any:
     """The dataclass a mapping's `kind` names, so that its unknown keys are named as such."""
     kind = value.get("kind")
     if kind not in choices:
-        raise ConfigError(
-            f"{key}.kind: expected one of {', '.join(choices)}, got {short(kind)}"
-        )
+        raise ConfigError(f"{key}.kind: expected one of {', '.join(choices)}, got {short(kind)}")
     return _from_dict(choices[kind], value, key)
 
 

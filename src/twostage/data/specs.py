@@ -23,7 +23,7 @@ def _check_scale(scale: int) -> None:
         raise UserError(f"scale must be an integer from 1 to {MAX_SCALE}, got {short(scale)}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Made:
     """Fields of the image kinds. Input: exactly one of `preset` (one draw per image, or every
     training patch afresh with `per_patch`), `input_domain`, `input_dir` (PNGs named by image:
@@ -70,14 +70,14 @@ class _Made:
             raise UserError(f"limit must be >= 1, got {self.limit}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplesData(_Made):
     """The embedded photos (`twostage data samples`): split train or test."""
 
     kind: Literal["samples"] = "samples"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PhotosData(_Made):
     """Every image under `roots` (recursively, sorted by path). split train: all but the
     validation images; valid: every 10th image (the 10th, 20th, …; the last one when there
@@ -96,28 +96,28 @@ class PhotosData(_Made):
             raise UserError("dataset kind photos needs roots (folders of images)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Div2kData(_Made):
     """DIV2K: `DIV2K_{train,valid}_HR` under `root`; with `track` (bicubic or unknown), the
     inputs are that LR track's files at ×`scale` instead of a preset's."""
 
-    root: Path = Path()
+    root: Path
     track: str | None = None
     kind: Literal["div2k"] = "div2k"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RealsrData(_Made):
     """RealSR V3 under `root`: camera Canon, Nikon or both, split train or test; with `track:
     real`, the inputs are the real LR captures instead of a preset's."""
 
-    root: Path = Path()
+    root: Path
     camera: str = "both"
     track: str | None = None
     kind: Literal["realsr"] = "realsr"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FoldersData:
     """Paired folders matched by file stem: `input_dir` (LR) and `target_dir` (HR) at
     ×`scale`; `target_domain` replaces the HR target by an intermediate domain."""
@@ -134,7 +134,7 @@ class FoldersData:
         _check_scale(self.scale)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyntheticData:
     """A folder of HR images (`root`) degraded by `preset`, one draw per image, optionally
     cached on disk (`cache_dir`)."""

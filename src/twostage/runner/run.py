@@ -24,6 +24,7 @@ from twostage.recipes import Claim, Recipe, load_recipe
 from twostage.report import Comparison, compute_means, describe, write_report
 from twostage.report_html import ViewSet, write_page
 from twostage.runner.bundles import write_bundles
+from twostage.runner.dryrun import dry_run as dry_run_plan
 from twostage.runner.evaluation import evaluate, lpips_models
 from twostage.runner.networks import Run
 from twostage.runner.progress import Progress, estimate
@@ -100,6 +101,7 @@ def run_recipe(
     offshelf: dict[str, Path] | None = None,
     test_suite: bool = False,
     precision: str = "fp32",
+    dry_run: bool = False,
 ) -> dict:
     """Run a recipe end to end in `out` (see the package docstring) and return results.json's dict.
 
@@ -109,7 +111,8 @@ def run_recipe(
     `test_suite`: also test on every held-out SUITE degradation. `precision`: of the evaluated
     branches (fp32 by default, so that tables reproduce across machines; auto, bf32 or bf16
     run faster where the hardware has bf16, and are recorded in results.json); training and
-    the mapped sets stay as the training config says.
+    the mapped sets stay as the training config says. `dry_run`: print what the run would
+    train and test, and an estimate of its training time; train and write nothing.
     """
     data = list(data.items()) if isinstance(data, dict) else list(data or [])
     rec = _chosen(recipe, branches, offshelf)
@@ -119,12 +122,14 @@ def run_recipe(
     if prof.threads:
         torch.set_num_threads(prof.threads)
     out = Path(out)
+    train, tests = plan_data(rec, data, prof, sr=rec.base != "deblur")
+    if dry_run:
+        seconds = dry_run_plan(rec, prof, train, tests, seeds=seeds, device=device)
+        return {"recipe": rec.name, "dry_run": True, "estimated_training_seconds": seconds}
     _check_out(out)
     then = "then run again: it reuses the finished networks and resumes the others"
     with folder_lock(out, "--out", then=then):  # two runs in one folder would race
         (out / RUN_MARK).touch()
-        sr = rec.base != "deblur"
-        train, tests = plan_data(rec, data, prof, sr=sr)
         progress = Progress(
             estimate(rec, prof, tests, seeds), quiet=quiet, desc=f"{rec.name} ({prof.name})"
         )
