@@ -20,8 +20,8 @@ import twostage.train.loop as train_loop
 from twostage.cli import main
 from twostage.config import apply_overrides, profile_defaults
 from twostage.data.datasets import (
-    SamplesData,
     PairSet,
+    SamplesData,
     centre_crop,
     fresh_batch,
     open_dataset,

@@ -224,6 +224,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="of the evaluated branches: fp32 (default: tables reproduce across machines), "
         "or auto, bf32, bf16 (faster where the hardware has bf16; recorded in results.json)",
     )
+    _max_pixels_arg(p)
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="photos= images that cannot be read (or are over --max-pixels) are named and "
+        "left out, instead of stopping the run",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -250,6 +257,8 @@ def _run(args: argparse.Namespace) -> int:
         test_suite=args.test_suite,
         precision=args.precision,
         dry_run=args.dry_run,
+        max_pixels=args.max_pixels,
+        skip_unreadable=args.skip_unreadable,
     )
     if args.dry_run:
         return 0

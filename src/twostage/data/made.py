@@ -73,7 +73,8 @@ def _readable(path: Path, max_pixels: int, skip: bool) -> bool:
     return True
 
 
-def _photos(spec: PhotosData, max_pixels: int) -> list[Source]:
+def _photos(spec: PhotosData) -> list[Source]:
+    max_pixels = spec.max_pixels
     roots = spec.valid_roots if spec.split == "valid" and spec.valid_roots else spec.roots
     files: list[tuple[str, Path]] = []
     for root in roots:
@@ -83,6 +84,11 @@ def _photos(spec: PhotosData, max_pixels: int) -> list[Source]:
         files += [(_photo_name(p, root), p) for p in found]
     if spec.split not in ("train", "valid"):
         raise UserError(f"unknown photos split {spec.split!r}; choose train or valid")
+    seen: dict[str, Path] = {}
+    for name, path in files:
+        if name in seen:
+            raise UserError(f"{seen[name]} and {path} both name image {name!r}; rename one")
+        seen[name] = path
     if not spec.valid_roots:
         if len(files) < 2:
             raise UserError(
@@ -93,11 +99,6 @@ def _photos(spec: PhotosData, max_pixels: int) -> list[Source]:
         valid = set(range(step - 1, len(files), step)) or {len(files) - 1}
         keep = valid if spec.split == "valid" else set(range(len(files))) - valid
         files = [f for i, f in enumerate(files) if i in keep]
-    seen: dict[str, Path] = {}
-    for name, path in files:
-        if name in seen:
-            raise UserError(f"{seen[name]} and {path} both name image {name!r}; rename one")
-        seen[name] = path
     return [
         Source(name, _file(path, max_pixels), path)
         for name, path in files
@@ -156,7 +157,7 @@ def hr_images(spec: ImageData, *, max_pixels: int = MAX_PIXELS) -> list[Source]:
     if isinstance(spec, SamplesData):
         items = [Source(n, lambda img=img: img) for n, img in load_samples(spec.split)]
     elif isinstance(spec, PhotosData):
-        items = _photos(spec, max_pixels)
+        items = _photos(spec)
     elif isinstance(spec, Div2kData):
         items = _div2k(spec, max_pixels)
     else:

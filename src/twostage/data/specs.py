@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from twostage.errors import UserError, short
-from twostage.limits import MAX_SCALE
+from twostage.limits import MAX_PIXELS, MAX_SCALE
 
 
 def _check_scale(scale: int) -> None:
@@ -82,12 +82,13 @@ class PhotosData(_Made):
     """Every image under `roots` (recursively, sorted by path). split train: all but the
     validation images; valid: every 10th image (the 10th, 20th, …; the last one when there
     are fewer than 10), or every image under `valid_roots` when given (then train is all of
-    `roots`). `skip_unreadable`: leave out (and name) files that cannot be read, instead of
-    stopping."""
+    `roots`). `skip_unreadable`: leave out (and name) files that cannot be read or are over
+    `max_pixels`, instead of stopping."""
 
     roots: tuple[Path, ...] = ()
     valid_roots: tuple[Path, ...] = ()
     skip_unreadable: bool = False
+    max_pixels: int = MAX_PIXELS  # larger images are unreadable (read from the header)
     kind: Literal["photos"] = "photos"
 
     def __post_init__(self) -> None:

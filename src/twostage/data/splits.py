@@ -209,15 +209,16 @@ def _can_train(wanted: Wanted, name: str) -> None:
         )
 
 
-def _photos(wanted, roots, valid, budget, scale, max_pixels) -> tuple[Split, Split]:
-    kw = {"roots": tuple(roots), "valid_roots": tuple(valid)}
+def _photos(roots, valid, budget, scale, reading) -> tuple[Split, Split]:
+    """The train and valid splits of photos folders (`reading`: max_pixels, skip_unreadable)."""
+    kw = {"roots": tuple(roots), "valid_roots": tuple(valid), **reading}
     return tuple(  # type: ignore[return-value]
         _split(
             "photos",
             "photos",
             {**kw, "split": split, **_budget(budget, split, crops=False)},
             scale=scale,
-            max_pixels=max_pixels,
+            max_pixels=reading["max_pixels"],
         )
         for split in ("train", "valid")
     )
@@ -230,6 +231,7 @@ def plan_data(
     *,
     sr: bool,
     max_pixels: int = MAX_PIXELS,
+    skip_unreadable: bool = False,
 ) -> tuple[Split, list[TestSet]]:
     """The training split and the test sets for a recipe from `--data NAME=PATH` entries.
 
@@ -241,8 +243,10 @@ def plan_data(
     `<data>-<degradation>`, the in-distribution one first: every preset test degradation on
     the embedded test photos, the photos' validation split (or photos-valid), DIV2K valid and
     RealSR's HR (deblur); each data's own track where the recipe tests on it (RealSR's real
-    captures always, for SR).
+    captures always, for SR). Photos over `max_pixels` or unreadable stop the run, or are named
+    and left out with `skip_unreadable`.
     """
+    reading = {"max_pixels": max_pixels, "skip_unreadable": skip_unreadable}
     data = _check_data(data)
     names = [n for n, _ in data]
     scale, main = wanted.scale, wanted.degradations[0]
@@ -276,13 +280,11 @@ def plan_data(
         train = parts[0]
         if photos:  # DIV2K's training HR among the photos: one photos split trains
             valid = [root / "DIV2K_valid_HR"]
-            train = _photos(
-                wanted, [root / "DIV2K_train_HR", *photos], valid, budget, scale, max_pixels
-            )[0]
+            train = _photos([root / "DIV2K_train_HR", *photos], valid, budget, scale, reading)[0]
         tests += _test_sets(wanted, "div2k", parts[1])
     elif photos:
         _can_train(wanted, "photos")
-        train, valid_split = _photos(wanted, photos, photos_valid, budget, scale, max_pixels)
+        train, valid_split = _photos(photos, photos_valid, budget, scale, reading)
         tests += _test_sets(wanted, "photos", valid_split)
     if "samples" in names:
         split_of = {s: _budget(budget, s, crops=True) for s in ("train", "test")}

@@ -15,7 +15,7 @@ from twostage import generalize
 from twostage.config import Profile, get_profile
 from twostage.data.splits import TestSet, plan_data
 from twostage.errors import UserError
-from twostage.limits import MAX_SEEDS
+from twostage.limits import MAX_PIXELS, MAX_SEEDS
 from twostage.models.inference import PRECISIONS
 from twostage.ops.degrade import SUITE
 from twostage.ops.files import LOCK_NAME, folder_lock, is_temp_name
@@ -102,6 +102,8 @@ def run_recipe(
     test_suite: bool = False,
     precision: str = "fp32",
     dry_run: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    skip_unreadable: bool = False,
 ) -> dict:
     """Run a recipe end to end in `out` (see the package docstring) and return results.json's dict.
 
@@ -122,7 +124,14 @@ def run_recipe(
     if prof.threads:
         torch.set_num_threads(prof.threads)
     out = Path(out)
-    train, tests = plan_data(rec, data, prof, sr=rec.base != "deblur")
+    train, tests = plan_data(
+        rec,
+        data,
+        prof,
+        sr=rec.base != "deblur",
+        max_pixels=max_pixels,
+        skip_unreadable=skip_unreadable,
+    )
     if dry_run:
         seconds = dry_run_plan(rec, prof, train, tests, seeds=seeds, device=device)
         return {"recipe": rec.name, "dry_run": True, "estimated_training_seconds": seconds}
