@@ -33,11 +33,13 @@ FACADE = {
     "score": "(pred: 'ImageLike', gt: 'ImageLike', *, crop_border: 'int' = 0, "
     "y_channel: 'bool' = False) -> 'Scores'",
     "run": "(recipe: 'str | os.PathLike[str] | Recipe', *, out: 'str | os.PathLike[str]', "
-    "data: 'Mapping[str, str | os.PathLike[str]] | None' = None, profile: 'str' = 'cpu', "
+    "data: 'Mapping[str, str | os.PathLike[str]] | Sequence[tuple[str, str | os.PathLike[str]]] "
+    "| None' = None, profile: 'str' = 'cpu', "
     "seeds: 'int' = 1, device: 'str' = 'auto', precision: 'str' = 'fp32', "
     "branches: 'Sequence[str] | None' = None, "
     "offshelf: 'Mapping[str, str | os.PathLike[str]] | None' = None, "
-    "test_suite: 'bool' = False, quiet: 'bool' = False) -> 'RunResults'",
+    "test_suite: 'bool' = False, quiet: 'bool' = False, max_pixels: 'int' = 100000000, "
+    "skip_unreadable: 'bool' = False) -> 'RunResults'",
     "train_network": "(config: 'str | os.PathLike[str] | TrainConfig', *, "
     "out: 'str | os.PathLike[str] | None' = None, resume: 'bool' = False, "
     "overwrite: 'bool' = False, overrides: 'Sequence[str]' = (), device: 'str | None' = None, "

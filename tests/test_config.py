@@ -295,7 +295,7 @@ def test_a_thread_count_torch_cannot_hold_is_a_range_error() -> None:
     [
         ("data.batch_size=100000000", "data.batch_size"),
         ("data.train.instances=1000000", "data.train.instances"),
-        ("data.val={kind: samples, instances: 1000000}", "data.val.instances"),
+        ("data.val={kind: samples, preset: bicubic, instances: 1000000}", "data.val.instances"),
     ],
 )
 def test_sizes_past_the_limits_are_refused_naming_the_key(item: str, key: str) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from twostage.config import ConfigError, config_from_dict
 from twostage.data.datasets import (
-    DatasetSpec,
+    Div2kData,
     Pair,
     PairSet,
+    PhotosData,
+    SyntheticData,
     div2k,
     open_dataset,
     paired_folders,
@@ -227,23 +231,31 @@ def test_synthetic_blur_keeps_float_and_caches_16_bit(tmp_path: Path) -> None:
 
 def test_open_dataset_kinds(tmp_path: Path) -> None:
     _fake_div2k(tmp_path, split="train", ids=[1, 2])
-    spec = DatasetSpec(
-        kind="div2k",
-        root=tmp_path,
-        split="train",
-        track="unknown",
-        scale=4,
-        target_domain="bicubic-x4",
+    spec = Div2kData(
+        root=tmp_path, split="train", track="unknown", scale=4, target_domain="bicubic-x4"
     )
     ds = open_dataset(spec)
     assert ds.scale == 1 and ds[0].target.shape == ds[0].input.shape
     folder = tmp_path / "DIV2K_train_HR"
-    syn = open_dataset(DatasetSpec(kind="synthetic", root=folder, preset="bicubic", scale=2))
+    syn = open_dataset(SyntheticData(root=folder, preset="bicubic", scale=2))
     assert syn.scale == 2 and syn.names == ["0001", "0002"]
-    with pytest.raises(UserError, match="root"):
-        open_dataset(DatasetSpec(kind="realsr"))
-    with pytest.raises(UserError, match="samples"):
-        open_dataset(DatasetSpec(kind="imagenet"))
+
+
+def test_a_dataset_kind_refuses_a_field_it_does_not_have() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key data.train.crop .*valid keys"):
+        config_from_dict(
+            {"data": {"train": {"kind": "synthetic", "root": "x", "preset": "bicubic", "crop": 9}}}
+            | _MODEL
+        )
+    with pytest.raises(ConfigError, match=r"data.train.kind: expected one of samples, photos"):
+        config_from_dict({"data": {"train": {"kind": "imagenet"}}} | _MODEL)
+    with pytest.raises(ConfigError, match=r"missing key data.train.root"):
+        config_from_dict({"data": {"train": {"kind": "realsr", "track": "real"}}} | _MODEL)
+    with pytest.raises(ConfigError, match="exactly one input"):
+        config_from_dict({"data": {"train": {"kind": "samples"}}} | _MODEL)
+
+
+_MODEL = {"model": {"preset": "rcan-tiny", "scale": 2}}
 
 
 def test_retarget_rejects_impossible_domain(tmp_path: Path) -> None:
@@ -355,3 +367,71 @@ def test_a_dataset_scale_out_of_range_is_one_line_naming_the_field(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "data.train" in err[0] and "scale must be an integer" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# photos: a folder of the user's own images
+
+
+def _photo_tree(root: Path, n: int) -> list[Path]:
+    paths = []
+    for i in range(n):
+        path = root / ("sub" if i % 2 else "") / f"im{i}{'.jpg' if i % 3 else '.png'}"
+        write_image(path, _img(24, 20, i))
+        paths.append(path)
+    return paths
+
+
+def test_photos_are_listed_recursively_in_path_order_with_every_tenth_for_validation(
+    tmp_path: Path,
+) -> None:
+    _photo_tree(tmp_path, 12)
+    spec = PhotosData(roots=(tmp_path,), preset="bicubic", scale=2)
+    every = sorted(
+        p.relative_to(tmp_path).with_suffix("").as_posix() for p in tmp_path.rglob("*.*")
+    )
+    names = [n.replace("/", "_") for n in every]
+    train, valid = open_dataset(spec), open_dataset(dataclasses.replace(spec, split="valid"))
+    assert valid.names == [names[9]]
+    assert train.names == names[:9] + names[10:]
+    explicit = dataclasses.replace(spec, valid_roots=(tmp_path / "sub",))
+    assert open_dataset(explicit).names == names  # with valid_roots, all of roots trains
+    assert open_dataset(dataclasses.replace(explicit, split="valid")).names == [
+        n[len("sub_") :] for n in names if n.startswith("sub_")
+    ]
+
+
+def test_an_unreadable_photo_stops_the_listing_or_is_named_and_skipped(
+    tmp_path: Path, capsys
+) -> None:
+    _photo_tree(tmp_path, 3)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    spec = PhotosData(roots=(tmp_path,), preset="bicubic", scale=2)
+    with pytest.raises(UserError, match=r"broken.png.*skip_unreadable"):
+        open_dataset(spec)
+    kept = open_dataset(dataclasses.replace(spec, skip_unreadable=True))
+    assert "broken" not in kept.names
+    assert "skipped: cannot read image" in capsys.readouterr().err
+    (tmp_path / "broken.png").unlink()
+    with pytest.raises(UserError, match=r"im0.png: 20×24 is over 0.0001 MP"):
+        open_dataset(dataclasses.replace(spec, max_pixels=100))
+
+
+def test_two_photos_with_one_name_are_refused_naming_both(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", _img(8, 8, 0))
+    write_image(tmp_path / "a.jpg", _img(8, 8, 1))
+    write_image(tmp_path / "b.png", _img(8, 8, 2))
+    with pytest.raises(UserError, match=r"a.jpg and .*a.png both name image 'a'"):
+        open_dataset(PhotosData(roots=(tmp_path,), preset="bicubic", scale=2, split="valid"))
+
+
+def test_lazy_pairs_keep_a_bounded_cache_and_make_the_same_pairs_again(tmp_path: Path) -> None:
+    _photo_tree(tmp_path, 6)
+    spec = PhotosData(roots=(tmp_path,), preset="bicubic", scale=2, valid_roots=(tmp_path,))
+    pairs = open_dataset(spec)
+    first = pairs[0].input.copy()
+    pairs._pairs._max = 1  # keep one pair only: every access remakes the others
+    for i in range(len(pairs)):
+        pairs[i]
+    assert len(pairs._pairs._cache) == 1
+    np.testing.assert_array_equal(pairs[0].input, first)

@@ -20,8 +20,8 @@ import twostage.train.loop as train_loop
 from twostage.cli import main
 from twostage.config import apply_overrides, profile_defaults
 from twostage.data.datasets import (
-    DatasetSpec,
     PairSet,
+    SamplesData,
     centre_crop,
     fresh_batch,
     open_dataset,
@@ -71,8 +71,8 @@ def test_fresh_batch_degrades_each_hr_patch_and_keeps_its_aligned_target() -> No
 
 
 def test_per_patch_spec_loads_target_hr_pairs_at_every_stage_scale() -> None:
-    """kind split + per_patch: (target, HR) pairs; HR = target × (4 / the network's scale)."""
-    base = DatasetSpec(kind="split", preset="realistic", per_patch=True, limit=1, crop=64)
+    """An image kind + per_patch: (target, HR) pairs; HR = target × (4 / the network's scale)."""
+    base = SamplesData(preset="realistic", per_patch=True, limit=1, crop=64)
     for domain, scale in (("bicubic-x2", 2), ("bicubic-x4", 4), (None, 1)):
         pairs = open_dataset(dataclasses.replace(base, target_domain=domain))
         assert pairs.scale == scale and pairs[0].target.shape == (64, 64, 3)
@@ -83,7 +83,7 @@ def test_per_patch_spec_loads_target_hr_pairs_at_every_stage_scale() -> None:
 
 def _per_patch_config(*overrides: str):
     train = (
-        "data.train={kind: split, preset: realistic, per_patch: true, scale: 4, limit: 2, "
+        "data.train={kind: samples, preset: realistic, per_patch: true, scale: 4, limit: 2, "
         "crop: 48, target_domain: bicubic-x2}"
     )
     cfg = profile_defaults("tiny")

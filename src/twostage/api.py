@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from twostage.errors import UserError, short
-from twostage.limits import MAX_OUTPUT_PIXELS, MIN_TILE
+from twostage.limits import MAX_OUTPUT_PIXELS, MAX_PIXELS, MIN_TILE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -303,7 +303,9 @@ def run(
     recipe: str | os.PathLike[str] | Recipe,
     *,
     out: str | os.PathLike[str],
-    data: Mapping[str, str | os.PathLike[str]] | None = None,
+    data: Mapping[str, str | os.PathLike[str]]
+    | Sequence[tuple[str, str | os.PathLike[str]]]
+    | None = None,
     profile: str = "cpu",
     seeds: int = 1,
     device: str = "auto",
@@ -312,15 +314,18 @@ def run(
     offshelf: Mapping[str, str | os.PathLike[str]] | None = None,
     test_suite: bool = False,
     quiet: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    skip_unreadable: bool = False,
 ) -> RunResults:
     """Run a recipe (sr-x4, bicubic-x4, deblur, or a recipe YAML) into the run folder `out`,
-    as `twostage run` does (docs/experiments.md): train, map, evaluate, write the report."""
+    as `twostage run` does (docs/experiments.md): train, map, evaluate, write the report.
+    `data`: `--data` entries as (name, path) pairs (photos may repeat) or a mapping."""
     from twostage.runner import run_recipe
 
     out = Path(out)
     results = run_recipe(
         recipe,
-        data={k: Path(v) for k, v in (data or {}).items()},
+        data=[(k, Path(v)) for k, v in (data.items() if isinstance(data, Mapping) else data or [])],
         profile=profile,
         out=out,
         seeds=seeds,
@@ -330,6 +335,8 @@ def run(
         offshelf={k: Path(v) for k, v in (offshelf or {}).items()},
         test_suite=test_suite,
         precision=precision,
+        max_pixels=max_pixels,
+        skip_unreadable=skip_unreadable,
     )
     means = tuple(
         Mean(

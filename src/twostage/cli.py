@@ -189,7 +189,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         type=_data_arg,
         default=[],
         metavar="NAME=PATH",
-        help="a dataset root, e.g. div2k=/data/DIV2K (repeatable)",
+        help="training/test data: photos=DIR (a folder of your photos, repeatable), "
+        "photos-valid=DIR, div2k=ROOT, realsr=ROOT, samples=embedded (repeatable)",
     )
     p.add_argument("--profile", choices=("paper", "cpu", "tiny", "ship"), default="cpu")
     p.add_argument(
@@ -223,6 +224,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="of the evaluated branches: fp32 (default: tables reproduce across machines), "
         "or auto, bf32, bf16 (faster where the hardware has bf16; recorded in results.json)",
     )
+    _max_pixels_arg(p)
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="photos= images that cannot be read (or are over --max-pixels) are named and "
+        "left out, instead of stopping the run",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the networks, data, iterations and a time estimate; train nothing",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)
 
@@ -230,10 +243,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from twostage.api import run
     from twostage.report import format_table
+    from twostage.runner import run_recipe
 
-    results = run(
-        args.recipe,
-        data=dict(args.data),
+    options = dict(
+        data=args.data,
         profile=args.profile,
         out=args.out,
         seeds=args.seeds,
@@ -243,7 +256,13 @@ def _run(args: argparse.Namespace) -> int:
         offshelf=dict(args.offshelf),
         test_suite=args.test_suite,
         precision=args.precision,
+        max_pixels=args.max_pixels,
+        skip_unreadable=args.skip_unreadable,
     )
+    if args.dry_run:  # prints the plan; nothing to report
+        run_recipe(args.recipe, dry_run=True, **options)
+        return 0
+    results = run(args.recipe, **options)
     print(format_table(results.data))
     print(f"report: {args.out / 'index.html'}")
     return 0

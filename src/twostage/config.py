@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from twostage.data.datasets import DatasetSpec
+from twostage.data.specs import DatasetSpec, ImageData, SamplesData
 from twostage.errors import UserError, short
 from twostage.limits import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_ITERATIONS, MAX_THREADS, SEED_MAX
 from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
@@ -275,12 +275,8 @@ def profile_defaults(name: str | Profile) -> TrainConfig:
     on the embedded samples: gaussian-aniso ↓4 input → bicubic ↓2 target, a pair scale of 2.
     Recipes replace `model` and `data`."""
     p = get_profile(name)
-    train = DatasetSpec(
-        kind="samples", split="train", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2"
-    )
-    val = DatasetSpec(
-        kind="samples", split="test", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2"
-    )
+    train = SamplesData(split="train", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2")
+    val = SamplesData(split="test", preset="gaussian-aniso", scale=4, target_domain="bicubic-x2")
     if p.train_images is not None:
         train = dataclasses.replace(train, limit=p.train_images)
     if p.test_images is not None:
@@ -302,7 +298,8 @@ def profile_defaults(name: str | Profile) -> TrainConfig:
 def config_to_dict(obj: Any) -> Any:
     """A dataclass tree as plain YAML/JSON data: dicts, lists, str, numbers, bool, None."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {"kind": out.pop("kind"), **out} if "kind" in out else out  # the tag first
     if isinstance(obj, tuple | list):
         return [config_to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -313,8 +310,8 @@ def config_to_dict(obj: Any) -> Any:
 
 
 def _is_config_class(tp: Any) -> bool:
-    """Our own config dataclasses merge key by key; other dataclasses (DatasetSpec) are
-    replaced whole, so a YAML `data.train` never inherits stray fields from a profile."""
+    """Our own config dataclasses merge key by key; a dataset spec (a union of one class per
+    kind) is replaced whole, so a YAML `data.train` never inherits stray fields from a profile."""
     return dataclasses.is_dataclass(tp) and tp.__module__ == __name__
 
 
@@ -382,7 +379,7 @@ def check_config(cfg: TrainConfig) -> None:
                 f"must be from 1 to {MAX_INSTANCES}",
             )
             for split, spec in (("train", cfg.data.train), ("val", cfg.data.val))
-            if spec is not None
+            if isinstance(spec, ImageData)
         ),
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("optim.betas", all(0 <= b < 1 for b in cfg.optim.betas), "must be in [0, 1)"),

@@ -37,3 +37,6 @@ MAX_THREADS = 1024  # torch CPU threads (run.threads); torch overflows past a C 
 # A run folder's metrics.csv, pointers and markers (a log line every step for 150k steps is
 # ~15 MB): larger, or not a regular file (a link to /dev/zero), and it is not read.
 MAX_RUN_FILE_BYTES = 1 << 28
+# Bytes of decoded images a lazy dataset keeps per process (data/pairs.py `Lazy`): enough for
+# the embedded photos many times over; ~30 decoded DIV2K images (2040×1356, uint8 plus target).
+CACHE_BYTES = 1 << 30

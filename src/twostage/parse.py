@@ -62,8 +62,32 @@ def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
+def _kind_choices(args: tuple[Any, ...]) -> dict[str, type]:
+    """A tagged union's classes by their `kind` (a Literal field); {} for other unions."""
+    choices = {}
+    for arg in args:
+        if not dataclasses.is_dataclass(arg):
+            continue
+        kind = hints(arg).get("kind")
+        if typing.get_origin(kind) is not Literal:
+            return {}
+        choices.update((k, arg) for k in typing.get_args(kind))
+    return choices
+
+
+def _tagged(value: dict[str, Any], choices: dict[str, type], key: str) -> Any:
+    """The dataclass a mapping's `kind` names, so that its unknown keys are named as such."""
+    kind = value.get("kind")
+    if kind not in choices:
+        raise ConfigError(f"{key}.kind: expected one of {', '.join(choices)}, got {short(kind)}")
+    return _from_dict(choices[kind], value, key)
+
+
 def _union(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
+    choices = _kind_choices(args)
+    if choices and isinstance(value, dict):
+        return _tagged(value, choices, key)
     if value is None:
         if type(None) in args:
             return None

@@ -453,23 +453,6 @@ def load_recipe(recipe: str | Path | Recipe) -> Recipe:
     return recipe_from_dict(data, source=f"recipe {path}")
 
 
-def retarget(recipe: Recipe, data: dict[str, Path]) -> Recipe:
-    """SR recipes on real pairs train on the pairs' own degradation: DIV2K's LR track, or
-    RealSR's LR4 when RealSR is the only data. The preset test degradations stay (for samples)."""
-    if recipe.base == "deblur":
-        return recipe
-    if "div2k" in data:
-        return dataclasses.replace(recipe, degradations=(div2k_track(recipe),))
-    if "realsr" in data and "samples" not in data:
-        return dataclasses.replace(recipe, degradations=("real",))
-    return recipe
-
-
-def div2k_track(recipe: Recipe) -> str:
-    """The DIV2K LR track an SR recipe trains and tests on."""
-    return "bicubic" if recipe.base == "bicubic-x4" else "unknown"
-
-
 def demo_recipe() -> Recipe:
     """The blind demo: sr-x4 trained on `realistic-mix` (drawn afresh per patch), tested on it,
     on the paper's gaussian-aniso and on the held-out suite: direct ×4 RCAN against map2 +

@@ -1,30 +1,37 @@
 """Which images train and test a recipe: the training split and the named test sets.
 
-`plan_data` turns `--data NAME=PATH` entries (the embedded samples, DIV2K, RealSR) into one
-training `Split` (HR images, with inputs per degradation made once, lazily) and the `TestSet`s of
-the report, the in-distribution one first. How much of each it uses (crops, image counts) comes
-from the run's profile (`ImageBudget`, which config.Profile satisfies).
+`plan_data` turns `--data NAME=PATH` entries (the embedded samples, folders of photos, DIV2K,
+RealSR) into one training `Split` (HR images listed, decoded and degraded on use within a
+bounded cache) and the `TestSet`s of the report, the in-distribution one first. How much of each
+it uses (crops, image counts) comes from the run's profile (`ImageBudget`, which config.Profile
+satisfies).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from twostage.data.folders import div2k, realsr
-from twostage.data.pairs import PairSet
-from twostage.data.samples import load_samples
-from twostage.data.split_images import centre_crop, degraded_image, domain_image, instances
+from twostage.data.folders import _load_pair
+from twostage.data.made import Source, hr_images, instances, lazy_hr
+from twostage.data.pairs import Lazy
+from twostage.data.specs import SPEC_OF
+from twostage.data.split_images import degraded_image, domain_image
 from twostage.errors import UserError
-from twostage.ops.imageio import to_float, to_uint8
+from twostage.limits import MAX_PIXELS
+from twostage.ops.imageio import to_float
 
 EMBEDDED = "embedded"  # `--data samples=embedded`: the photos bundled with scikit-image
-DATA_NAMES = ("samples", "div2k", "realsr")
-FILE_TRACKS = ("unknown", "real")  # degradations read from files, not synthesised by a preset
+DATA_NAMES = ("samples", "photos", "photos-valid", "div2k", "realsr")
+# The degradations a data's own LR files stand for; other degradations are presets.
+TRACKS = {"div2k": ("bicubic", "unknown"), "realsr": ("real",)}
+FILE_TRACKS = ("unknown", "real")  # tracks no preset can make
 
 
 class ImageBudget(Protocol):
@@ -52,55 +59,76 @@ def short_name(degradation: str) -> str:
 
 @dataclass
 class Split:
-    """The HR images of one split, with their inputs per degradation (computed once, lazily).
+    """The HR images of one split, listed (`items`) and decoded on use (`hr`), with their
+    inputs per degradation (made on use, a bounded cache each).
 
-    `given` holds inputs read from files (DIV2K's LR tracks, RealSR's LR4), keyed by the
-    degradation name they stand for; other degradations are synthesised from HR with a preset.
+    `fields` are the image kind's fields that list these images (kind, roots, split, limit,
+    crop, scale): the runner's networks name their data with them. `track` is the degradation
+    the data's own LR files stand for (DIV2K's bicubic or unknown, RealSR's real); other
+    degradations are synthesised from HR with a preset.
     """
 
     source: str
-    names: list[str]
-    hr: list[np.ndarray]  # uint8 H×W×3, mod-cropped to the recipe's scale
+    fields: dict[str, Any]
+    items: list[Source]
+    track: str | None = None
     data_seed: int = 0
-    given: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    _cache: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], Lazy[np.ndarray]] = field(default_factory=dict)
 
-    def inputs(self, degradation: str, *, scale: int) -> list[np.ndarray]:
-        if degradation in self.given:
-            return self.given[degradation]
-        key = ("degraded", degradation)
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.items]
+
+    @functools.cached_property
+    def hr(self) -> Lazy[np.ndarray]:
+        """uint8 H×W×3, centre-cropped and mod-cropped to the recipe's scale."""
+        return lazy_hr(self.items, crop=self.fields.get("crop"), scale=self.fields["scale"])
+
+    def _lazy(self, key: tuple[str, str], make: Callable[[int], np.ndarray]) -> Lazy[np.ndarray]:
         if key not in self._cache:
-            self._cache[key] = [
-                degraded_image(img, degradation, name=name, scale=scale, seed=self.data_seed)
-                for name, img in zip(self.names, self.hr)
-            ]
+            self._cache[key] = Lazy(len(self.items), make)
         return self._cache[key]
 
-    def domain(self, domain: str) -> list[np.ndarray]:
-        key = ("domain", domain)
-        if key not in self._cache:
-            self._cache[key] = [
-                domain_image(img, domain, name=name, seed=self.data_seed)
-                for name, img in zip(self.names, self.hr)
-            ]
-        return self._cache[key]
+    def inputs(self, degradation: str, *, scale: int) -> Lazy[np.ndarray]:
+        if degradation == self.track:
+            return self._lazy(("track", degradation), self._track_input)
+        return self._lazy(
+            ("degraded", degradation),
+            lambda i: degraded_image(
+                self.hr[i], degradation, name=self.names[i], scale=scale, seed=self.data_seed
+            ),
+        )
+
+    def _track_input(self, i: int) -> np.ndarray:
+        s = self.items[i]
+        return to_float(_load_pair(s.name, s.lr, s.path or Path(), self.fields["scale"]).input)
+
+    def domain(self, domain: str) -> Lazy[np.ndarray]:
+        return self._lazy(
+            ("domain", domain),
+            lambda i: domain_image(self.hr[i], domain, name=self.names[i], seed=self.data_seed),
+        )
 
     def instances(self, k: int) -> Split:
         """The same images, each k times as NAME~0…NAME~(k-1): k fixed draws of a per-patch
-        family per image (the specialized stage's training inputs, `DatasetSpec.instances`)."""
-        items = instances(list(zip(self.names, self.hr)), k)
-        return Split(self.source, [n for n, _ in items], [h for _, h in items], self.data_seed)
+        family per image (the specialized stage's training inputs, `instances` of a spec)."""
+        return Split(self.source, self.fields, instances(self.items, k), None, self.data_seed)
 
     def describe(self) -> dict:
-        """What identifies these images, for the cache hash."""
+        """What identifies these images, for the cache hash: names, and the bytes of their
+        files (of the embedded images, their pixels)."""
         digest = hashlib.sha256()
-        for name, img in zip(self.names, self.hr):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(img).tobytes())
+        for s in self.items:
+            digest.update(s.name.encode())
+            if s.path is None:
+                digest.update(np.ascontiguousarray(s.load()).tobytes())
+            else:
+                digest.update(hashlib.sha256(s.path.read_bytes()).digest())
         return {
             "source": self.source,
-            "images": len(self.names),
+            "images": len(self.items),
             "seed": self.data_seed,
+            "fields": {k: str(v) for k, v in sorted(self.fields.items())},
             "content": digest.hexdigest()[:16],
         }
 
@@ -115,128 +143,217 @@ class TestSet:
     networks_of: str  # the training degradation whose networks serve it
 
 
-def _embedded(split: str, budget: ImageBudget, scale: int) -> Split:
-    items = load_samples(split)
-    limit = budget.train_images if split == "train" else budget.test_images
-    if limit is not None:
-        items = items[:limit]
-    crop = budget.train_crop if split == "train" and budget.train_crop else budget.hr_crop
-    return Split(
-        "samples",
-        [n for n, _ in items],
-        [centre_crop(img, crop=crop, mod=scale) for n, img in items],
-    )
+def _split(source: str, kind: str, fields: dict[str, Any], *, scale: int, max_pixels: int) -> Split:
+    """A Split of an image kind's images (made.hr_images lists them, nothing decoded)."""
+    fields = {"kind": kind, **fields, "scale": scale}
+    any_input = {} if fields.get("track") else {"preset": "bicubic"}  # only the listing is used
+    probe = SPEC_OF[kind](**fields, **any_input)
+    track = fields.get("track")
+    return Split(source, fields, hr_images(probe, max_pixels=max_pixels), track)
 
 
-def _pairs_split(source: str, pairs: PairSet, *, given: str | None) -> Split:
-    """A Split from real pairs: HR from the targets; the inputs kept as degradation `given`."""
-    items = list(pairs)
-    hr = [p.target if p.target.dtype == np.uint8 else to_uint8(p.target) for p in items]
-    split = Split(source, [p.name for p in items], hr)
-    if given is not None:
-        split.given[given] = [
-            to_float(p.input) if p.input.dtype == np.uint8 else p.input for p in items
-        ]
-    return split
+def _budget(budget: ImageBudget, split: str, *, crops: bool) -> dict[str, Any]:
+    """The profile's image count (and, for the embedded photos, crop) of a split."""
+    train = split == "train"
+    out: dict[str, Any] = {"limit": budget.train_images if train else budget.test_images}
+    if crops:
+        out["crop"] = budget.train_crop if train and budget.train_crop else budget.hr_crop
+    return out
 
 
-def _check_data(data: dict[str, Path]) -> dict[str, Path]:
-    bad = [k for k in data if k not in DATA_NAMES]
-    if bad:
-        raise UserError(
-            f"--data {bad[0]}=...: unknown data name; choose from {', '.join(DATA_NAMES)}"
-        )
-    if not data:
-        data = {"samples": Path(EMBEDDED)}
-    if "samples" in data and str(data["samples"]) != EMBEDDED:
-        raise UserError(
-            f"--data samples={data['samples']}: only samples={EMBEDDED} exists "
-            "(use div2k=PATH or realsr=PATH for your own data)"
-        )
-    return data
+def _check_data(data: Sequence[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    data = list(data)
+    for name, path in data:
+        if name not in DATA_NAMES:
+            raise UserError(
+                f"--data {name}=...: unknown data name; choose from {', '.join(DATA_NAMES)}"
+            )
+        if name == "samples" and str(path) != EMBEDDED:
+            raise UserError(
+                f"--data samples={path}: only samples={EMBEDDED} exists "
+                "(use photos=DIR, div2k=PATH or realsr=PATH for your own data)"
+            )
+        if name in ("div2k", "realsr", "samples") and sum(n == name for n, _ in data) > 1:
+            raise UserError(f"--data {name}=... is given twice; give it once")
+    if any(n == "photos-valid" for n, _ in data) and not any(n == "photos" for n, _ in data):
+        raise UserError("--data photos-valid=DIR needs --data photos=DIR (the training photos)")
+    return data or [("samples", Path(EMBEDDED))]
 
 
-def _synthetic_sets(wanted: Wanted, prefix: str, split: Split) -> list[TestSet]:
-    """One test set per preset test degradation, served by its own networks if trained."""
+def _test_sets(wanted: Wanted, prefix: str, split: Split) -> list[TestSet]:
+    """One test set per test degradation this split can honour: its own LR track, or a preset
+    (served by its own networks if trained, else by the main degradation's)."""
     main = wanted.degradations[0]
     return [
         TestSet(
             f"{prefix}-{short_name(deg)}", split, deg, deg if deg in wanted.degradations else main
         )
         for deg in wanted.test_degradations
-        if deg not in FILE_TRACKS
+        if deg == split.track or deg not in FILE_TRACKS
     ]
 
 
-def _div2k(wanted: Wanted, root: Path, budget: ImageBudget, *, sr: bool, track: str):
+def _track_for(name: str, degradation: str) -> str | None:
+    """The LR track of data `name` that stands for `degradation`, if it has one."""
+    return degradation if degradation in TRACKS.get(name, ()) else None
+
+
+def _can_train(wanted: Wanted, name: str) -> None:
+    """A recipe trained on a file track needs data that has it: never a substitution."""
     main = wanted.degradations[0]
-    given = main if sr else None
-    train = _pairs_split(
-        "div2k",
-        div2k(root, split="train", track=track, scale=4, limit=budget.train_images),
-        given=given,
-    )
-    valid = _pairs_split(
-        "div2k",
-        div2k(root, split="valid", track=track, scale=4, limit=budget.test_images),
-        given=given,
-    )
-    tests = [TestSet(f"div2k-{main}", valid, main, main)] if sr else []
-    return train, tests or _synthetic_sets(wanted, "div2k", valid)
-
-
-def _realsr(wanted: Wanted, root: Path, budget: ImageBudget, *, sr: bool, train: bool):
-    """RealSR's two test sets, and its training split when `train` (no other data trains)."""
-    tests: list[TestSet] = []
-    for camera in ("Canon", "Nikon"):
-        prefix = f"realsr-{camera.lower()}"
-        split = _pairs_split(
-            prefix,
-            realsr(root, camera=camera, split="test", scale=4, limit=budget.test_images),
-            given="real" if sr else None,
+    if main in FILE_TRACKS and _track_for(name, main) is None:
+        owner = next(n for n, tracks in TRACKS.items() if main in tracks)
+        raise UserError(
+            f"recipe {wanted.name} trains on {main!r} ({owner}'s LR files), which --data "
+            f"{name} cannot provide; give --data {owner}=PATH, or a recipe with a preset"
         )
-        if sr:
-            tests.append(TestSet(prefix, split, "real", wanted.degradations[0]))
-        else:
-            tests += _synthetic_sets(wanted, prefix, split)
-    if not train:
-        return None, tests
-    pairs = realsr(root, camera="both", split="train", scale=4, limit=budget.train_images)
-    return _pairs_split("realsr", pairs, given="real" if sr else None), tests
+
+
+def _photos(roots, valid, budget, scale, reading) -> tuple[Split, Split]:
+    """The train and valid splits of photos folders (`reading`: max_pixels, skip_unreadable)."""
+    kw = {"roots": tuple(roots), "valid_roots": tuple(valid), **reading}
+    return tuple(  # type: ignore[return-value]
+        _split(
+            "photos",
+            "photos",
+            {**kw, "split": split, **_budget(budget, split, crops=False)},
+            scale=scale,
+            max_pixels=reading["max_pixels"],
+        )
+        for split in ("train", "valid")
+    )
 
 
 def plan_data(
-    wanted: Wanted, data: dict[str, Path], budget: ImageBudget, *, sr: bool, track: str
+    wanted: Wanted,
+    data: Sequence[tuple[str, Path]],
+    budget: ImageBudget,
+    *,
+    sr: bool,
+    max_pixels: int = MAX_PIXELS,
+    skip_unreadable: bool = False,
 ) -> tuple[Split, list[TestSet]]:
     """The training split and the test sets for a recipe from `--data NAME=PATH` entries.
 
-    samples=embedded: the bundled photos (train/test split), degraded with the recipe's presets.
-    div2k=ROOT: DIV2K train/valid, the training data when given. SR recipes (`sr`) train and
-      test on its LR `track` (unknown for sr-x4, bicubic for bicubic-x4); deblur degrades its
-      HR images with the presets.
-    realsr=ROOT: RealSR V3 Canon and Nikon test sets as extra unseen test sets (their real LR4
-      for SR, their HR degraded with the presets for deblur); the training data when alone.
-    Test sets are named `<data>-<degradation>`; the first is the in-distribution one.
+    The recipe's degradations are honoured on every data: presets and per-patch families
+    degrade the HR images; a data's own LR files (DIV2K's bicubic and unknown tracks, RealSR's
+    real captures) are used exactly when the degradation *is* that track, and a track the data
+    lacks is an error. Training data: div2k (train HR, plus any photos folders), else photos
+    (their train split), else the embedded samples, else RealSR train. Test sets, named
+    `<data>-<degradation>`, the in-distribution one first: every preset test degradation on
+    the embedded test photos, the photos' validation split (or photos-valid), DIV2K valid and
+    RealSR's HR (deblur); each data's own track where the recipe tests on it (RealSR's real
+    captures always, for SR). Photos over `max_pixels` or unreadable stop the run, or are named
+    and left out with `skip_unreadable`.
     """
+    reading = {"max_pixels": max_pixels, "skip_unreadable": skip_unreadable}
     data = _check_data(data)
+    names = [n for n, _ in data]
+    scale, main = wanted.scale, wanted.degradations[0]
+    photos = [p for n, p in data if n == "photos"]
+    photos_valid = [p for n, p in data if n == "photos-valid"]
     train: Split | None = None
-    test_sets: list[TestSet] = []
-    if "div2k" in data:
-        train, test_sets = _div2k(wanted, Path(data["div2k"]), budget, sr=sr, track=track)
-    if "samples" in data:
-        train = train or _embedded("train", budget, wanted.scale)
-        test_sets += _synthetic_sets(wanted, "samples", _embedded("test", budget, wanted.scale))
-    if "realsr" in data:
-        root = Path(data["realsr"])
-        real_train, real_tests = _realsr(wanted, root, budget, sr=sr, train=train is None)
-        train = train or real_train
-        test_sets += real_tests
-    if train is None or not test_sets:
+    tests: list[TestSet] = []
+    if "div2k" in names:
+        root = dict(data)["div2k"]
+        track = _track_for("div2k", main)
+        if photos and track is not None:
+            raise UserError(
+                f"recipe {wanted.name} trains on DIV2K's {track} LR files; photos= folders "
+                "have none: leave them out, or use a recipe with a preset"
+            )
+        parts = [
+            _split(
+                "div2k",
+                "div2k",
+                {
+                    "root": root,
+                    "split": split,
+                    "track": track,
+                    **_budget(budget, split, crops=False),
+                },
+                scale=scale,
+                max_pixels=max_pixels,
+            )
+            for split in ("train", "valid")
+        ]
+        train = parts[0]
+        if photos:  # DIV2K's training HR among the photos: one photos split trains
+            valid = [root / "DIV2K_valid_HR"]
+            train = _photos([root / "DIV2K_train_HR", *photos], valid, budget, scale, reading)[0]
+        tests += _test_sets(wanted, "div2k", parts[1])
+    elif photos:
+        _can_train(wanted, "photos")
+        train, valid_split = _photos(photos, photos_valid, budget, scale, reading)
+        tests += _test_sets(wanted, "photos", valid_split)
+    if "samples" in names:
+        split_of = {s: _budget(budget, s, crops=True) for s in ("train", "test")}
+        if train is None:
+            _can_train(wanted, "samples")
+            train = _split(
+                "samples",
+                "samples",
+                {"split": "train", **split_of["train"]},
+                scale=scale,
+                max_pixels=max_pixels,
+            )
+        test = _split(
+            "samples",
+            "samples",
+            {"split": "test", **split_of["test"]},
+            scale=scale,
+            max_pixels=max_pixels,
+        )
+        tests += _test_sets(wanted, "samples", test)
+    if "realsr" in names:
+        root = dict(data)["realsr"]
+        if train is None:
+            track = _track_for("realsr", main)
+            train = _split(
+                "realsr",
+                "realsr",
+                {
+                    "root": root,
+                    "split": "train",
+                    "track": track,
+                    **_budget(budget, "train", crops=False),
+                },
+                scale=scale,
+                max_pixels=max_pixels,
+            )
+        tests += _realsr_tests(wanted, root, budget, sr=sr, scale=scale, max_pixels=max_pixels)
+    if train is None:
+        raise UserError("--data: no training data (give photos=, div2k=, realsr= or samples=)")
+    if not tests:
         raise UserError(f"recipe {wanted.name}: no test set; give test_degradations or --data")
-    # The in-distribution set (the training data under the training degradation) goes first.
-    main = wanted.degradations[0]
+    lacking = [d for d in wanted.test_degradations if d in FILE_TRACKS]
+    lacking = [d for d in lacking if not any(t.degradation == d for t in tests)]
+    if lacking:
+        raise UserError(
+            f"recipe {wanted.name} tests on {lacking[0]!r}, which no --data provides "
+            f"(DIV2K's unknown LR track, RealSR's real captures)"
+        )
     first = next(
-        (t for t in test_sets if t.split.source == train.source and t.degradation == main),
-        test_sets[0],
+        (t for t in tests if t.split.source == train.source and t.degradation == main), tests[0]
     )
-    return train, [first] + [t for t in test_sets if t is not first]
+    return train, [first] + [t for t in tests if t is not first]
+
+
+def _realsr_tests(wanted, root, budget, *, sr, scale, max_pixels) -> list[TestSet]:
+    """RealSR's Canon and Nikon test sets: the real captures (SR), or HR with the presets."""
+    tests: list[TestSet] = []
+    for camera in ("Canon", "Nikon"):
+        prefix = f"realsr-{camera.lower()}"
+        fields = {
+            "root": root,
+            "camera": camera,
+            "split": "test",
+            "track": "real" if sr else None,
+            **_budget(budget, "test", crops=False),
+        }
+        split = _split(prefix, "realsr", fields, scale=scale, max_pixels=max_pixels)
+        if sr:
+            tests.append(TestSet(prefix, split, "real", wanted.degradations[0]))
+        else:
+            tests += _test_sets(wanted, prefix, split)
+    return tests

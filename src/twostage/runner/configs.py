@@ -21,7 +21,7 @@ from twostage.config import (
     config_to_dict,
     profile_defaults,
 )
-from twostage.data.datasets import DatasetSpec
+from twostage.data.specs import ImageData
 from twostage.data.splits import short_name
 from twostage.ops.degrade import DOMAINS
 from twostage.recipes import Images, NetworkDef, Recipe
@@ -77,20 +77,18 @@ def train_config(
     init: Path | None,
     label: str,
     init_given: bool = False,
-    train_data: DatasetSpec | None = None,
+    train_data: ImageData,
 ) -> TrainConfig:
     """The TrainConfig of one network: the profile's, with this network's model and sizes.
 
     `init_given`: `init` is a given off-the-shelf checkpoint, whose architecture this network
     takes (so a specialized stage fine-tunes exactly the network the user supplied).
-    `train_data`: the spec of the pairs it learns from (kind split; None: a placeholder, for
-    real data, whose pairs the runner passes in memory).
+    `train_data`: the spec of the pairs it learns from (the training split's files).
     """
     base = profile_defaults(profile)
     preset = (recipe.rcan or profile.rcan) if net.arch == "rcan" else (recipe.edsr or profile.edsr)
     optim = dataclasses.replace(base.optim, iterations=profile.iterations_for(net.role))
-    train = train_data or DatasetSpec(kind="synthetic", scale=net.scale)
-    data = dataclasses.replace(base.data, train=train, val=None)
+    data = dataclasses.replace(base.data, train=train_data, val=None)
     log = dataclasses.replace(
         base.log,
         checkpoint_every=min(base.log.checkpoint_every, max(1, optim.iterations // 4)),

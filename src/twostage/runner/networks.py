@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,8 @@ import torch
 
 import twostage.train as training
 from twostage.config import Profile, TrainConfig
-from twostage.data.datasets import DatasetSpec, Pair, PairSet, per_patch_pair
+from twostage.data.pairs import Lazy, Pair, PairSet
+from twostage.data.specs import SPEC_OF, ImageData
 from twostage.data.splits import Split, TestSet, short_name
 from twostage.errors import UserError
 from twostage.models.checkpoints import load_model
@@ -40,13 +41,6 @@ from twostage.runner.configs import (
     train_config,
     what_it_learns,
 )
-
-
-def _subset(pairs: PairSet, n: int) -> PairSet:
-    """The first `n` pairs of `pairs` (all when it has fewer)."""
-    return PairSet(
-        [pairs[i] for i in range(min(n, len(pairs)))], scale=pairs.scale, name=pairs.name
-    )
 
 
 @dataclass
@@ -71,9 +65,9 @@ class Run:
     # ---------------------------------------------------------------- images of a split
     def images(
         self, split: Split, spec: Images, degradation: str, *, set_name: str
-    ) -> list[np.ndarray]:
+    ) -> Sequence[np.ndarray]:
         if spec.kind == "hr":
-            return [img.astype(np.float32) / 255.0 for img in split.hr]
+            return Lazy(len(split.items), lambda i: split.hr[i].astype(np.float32) / 255.0)
         if spec.kind == "domain":
             return split.domain(spec.domain)
         if spec.kind == "degraded":
@@ -82,10 +76,12 @@ class Run:
         return self.mapped(net, split, degradation, set_name=set_name)
 
     def pairs(self, net: NetworkDef, degradation: str, split: Split, set_name: str) -> PairSet:
+        """`net`'s (input, target) pairs of a split, made on use."""
         xs = self.images(split, net.input, degradation, set_name=set_name)
         ys = self.images(split, net.target, degradation, set_name=set_name)
-        return PairSet(
-            [Pair(name, x, y) for name, x, y in zip(split.names, xs, ys)],
+        return PairSet.lazy(
+            split.names,
+            lambda i: Pair(split.names[i], xs[i], ys[i]),
             scale=net.scale,
             name=f"{split.source}:{net.name}",
         )
@@ -150,49 +146,37 @@ class Run:
 
     def per_patch(self, degradation: str) -> bool:
         """Whether `degradation` is a per-patch family (realistic): drawn afresh per patch."""
-        return degradation not in self.train.given and get_preset(degradation).family is not None
-
-    def train_pairs(self, net: NetworkDef, degradation: str) -> PairSet:
-        """What `net` trains on. A per-patch family: (target, HR) pairs that training degrades
-        afresh for every patch; a stage on mapped inputs: FAMILY_INSTANCES fixed draws per image."""
-        if not self.per_patch(degradation) or net.input.kind not in ("degraded", "mapped"):
-            return self.pairs(net, degradation, self.train, "train")
-        if net.input.kind == "mapped":
-            return self.pairs(net, degradation, self.train_instances, "train")
-        targets = self.images(self.train, net.target, degradation, set_name="train")
-        hrs = self.images(self.train, Images("hr"), degradation, set_name="train")
-        pairs = [per_patch_pair(*item) for item in zip(self.train.names, hrs, targets)]
-        return PairSet(pairs, scale=self.recipe.scale // net.scale, name="train:per-patch")
+        return degradation != self.train.track and get_preset(degradation).family is not None
 
     @functools.cached_property
     def train_instances(self) -> Split:
         return self.train.instances(FAMILY_INSTANCES)
 
-    def _data_spec(self, net: NetworkDef, degradation: str) -> DatasetSpec | None:
-        """The pairs `net` learns, as a config names them (the embedded photos only)."""
-        if self.train.source != "samples" or net.target.kind not in ("hr", "domain"):
-            return None
-        prof = self.profile
-        spec = DatasetSpec(
-            kind="split",
-            split="train",
-            scale=self.recipe.scale,
-            seed=self.train.data_seed,
-            limit=prof.train_images,
-            crop=prof.train_crop or prof.hr_crop,
-            target_domain=net.target.domain or None,
-        )
+    def _data_spec(self, net: NetworkDef, degradation: str) -> ImageData:
+        """The pairs `net` learns, as its config.yaml names them: the training split's files
+        (kind, roots, split), how its inputs are made, and its target. A per-patch family
+        trains on (target, HR) pairs degraded afresh for every patch; a stage on mapped inputs
+        on FAMILY_INSTANCES fixed draws per image, mapped once."""
+        if net.target.kind not in ("hr", "domain"):
+            raise UserError(f"network {net.name}: a {net.target.kind} target cannot be trained")
+        fields = dict(self.train.fields, seed=self.train.data_seed)
+        fields["target_domain"] = net.target.domain or None
+        off_track = {"track": None} if "track" in fields else {}
         family = net.input.kind != "domain" and self.per_patch(degradation)
-        if net.input.kind == "degraded":
-            return dataclasses.replace(spec, preset=degradation, per_patch=family)
-        if net.input.kind == "domain":
-            return dataclasses.replace(spec, input_domain=net.input.domain)
-        if net.input.kind == "mapped":
+        if net.input.kind == "degraded" and degradation == self.train.track:
+            inputs: dict = {}
+        elif net.input.kind == "degraded":
+            inputs = {"preset": degradation, "per_patch": family, **off_track}
+        elif net.input.kind == "domain":
+            inputs = {"input_domain": net.input.domain, **off_track}
+        elif net.input.kind == "mapped":
             mapper = self.instance(self.recipe.network(net.input.network), degradation)
             folder = self._mapped_folder(mapper, degradation, "train")
             k = FAMILY_INSTANCES if family else 1
-            return dataclasses.replace(spec, input_dir=folder, instances=k)
-        return None
+            inputs = {"input_dir": folder, "instances": k, **off_track}
+        else:
+            raise UserError(f"network {net.name}: a {net.input.kind} input cannot be trained")
+        return SPEC_OF[fields["kind"]](**{**fields, **inputs})
 
     def _given(self, net: NetworkDef, path: Path) -> TrainedNetwork:
         """An off-the-shelf network supplied as a checkpoint: checked, never trained."""
@@ -209,21 +193,27 @@ class Run:
         return TrainedNetwork(net, "", path.parent, digest, given=path)
 
     def _describe_deg(self, deg: str) -> object:
-        if not deg or deg in self.train.given:
+        if not deg or deg == self.train.track:
             return deg
         return preset_to_dict(get_preset(deg))
 
     def _val_set(self, inst: TrainedNetwork) -> PairSet | None:
+        """The first val_images pairs of the network's test set: PSNR in its log only (the
+        model file is the last iteration's, never picked by it)."""
         if not (self.profile.val_images and self.test_sets):
             return None
         owner = inst.degradation or self.recipe.degradations[0]
         test = next((t for t in self.test_sets if t.networks_of == owner), self.test_sets[0])
         pairs = self.pairs(inst.definition, test.degradation, test.split, test.name)
-        return _subset(pairs, self.profile.val_images)
+        return PairSet(pairs[: self.profile.val_images], scale=pairs.scale, name=pairs.name)
 
     def _train(self, inst: TrainedNetwork, cfg: TrainConfig) -> None:
-        degradation = inst.degradation or self.recipe.degradations[0]
-        train_set = self.train_pairs(inst.definition, degradation)
+        net = inst.definition
+        if net.input.kind == "mapped":  # the mapped training set the config names, written
+            degradation = inst.degradation or self.recipe.degradations[0]
+            split = self.train_instances if self.per_patch(degradation) else self.train
+            mapper = self.instance(self.recipe.network(net.input.network), degradation)
+            self.mapped(mapper, split, degradation, set_name="train")
         val_set = self._val_set(inst)
         resume = training.has_checkpoint(inst.folder)  # interrupted: continue
         about = {
@@ -238,7 +228,6 @@ class Run:
             out=inst.folder,
             resume=resume,
             overwrite=not resume,  # the folder is ours (keyed by the config's hash)
-            train_set=train_set,
             val_set=val_set,
             quiet=self.quiet or not on_terminal(),  # in a log, Progress's line says it
         )
@@ -259,24 +248,28 @@ class Run:
 
     def mapped(
         self, inst: TrainedNetwork, split: Split, degradation: str, *, set_name: str
-    ) -> list[np.ndarray]:
-        """Stage-1 outputs of `inst` on `split`'s inputs, written to mapped/ once and reused."""
+    ) -> Lazy[np.ndarray]:
+        """Stage-1 outputs of `inst` on `split`'s inputs, written to mapped/ once (one image in
+        memory at a time) and read back on use."""
         folder = self._mapped_folder(inst, degradation, set_name)
         marker = folder / "complete.json"
         bits = bit_depth(inst.definition.target)
-        if marker_images(marker) == split.names:
-            return [read_image(folder / f"{n}.png")[0] for n in split.names]
-        pipe = Pipeline(None, self.model(inst))
-        outputs = []
-        for name, x in zip(split.names, split.inputs(degradation, scale=self.recipe.scale)):
-            # The intermediate rounding of Pipeline: what stage 2 reads back from the PNG.
-            y = pipe.restore(x, device=self.device)
-            y = quantize(torch.from_numpy(y), bit_depth=bits).numpy()
-            write_image(folder / f"{name}.png", y, bit_depth=bits)
-            outputs.append(y)
-        about = {"network": inst.label, "key": inst.key, "images": split.names, "bit_depth": bits}
-        write_text_atomic(marker, json.dumps(about) + "\n")
-        return outputs
+        if marker_images(marker) != split.names:
+            pipe = Pipeline(None, self.model(inst))
+            for name, x in zip(split.names, split.inputs(degradation, scale=self.recipe.scale)):
+                # The intermediate rounding of Pipeline: what stage 2 reads back from the PNG.
+                y = pipe.restore(x, device=self.device)
+                y = quantize(torch.from_numpy(y), bit_depth=bits).numpy()
+                write_image(folder / f"{name}.png", y, bit_depth=bits)
+            about = {
+                "network": inst.label,
+                "key": inst.key,
+                "images": split.names,
+                "bit_depth": bits,
+            }
+            write_text_atomic(marker, json.dumps(about) + "\n")
+        names = split.names
+        return Lazy(len(names), lambda i: read_image(folder / f"{names[i]}.png")[0])
 
 
 def marker_images(marker: Path) -> object:

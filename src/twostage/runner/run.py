@@ -15,15 +15,16 @@ from twostage import generalize
 from twostage.config import Profile, get_profile
 from twostage.data.splits import TestSet, plan_data
 from twostage.errors import UserError
-from twostage.limits import MAX_SEEDS
+from twostage.limits import MAX_PIXELS, MAX_SEEDS
 from twostage.models.inference import PRECISIONS
 from twostage.ops.degrade import SUITE
 from twostage.ops.files import LOCK_NAME, folder_lock, is_temp_name
 from twostage.ops.metrics import Lpips
-from twostage.recipes import Claim, Recipe, div2k_track, load_recipe, retarget
+from twostage.recipes import Claim, Recipe, load_recipe
 from twostage.report import Comparison, compute_means, describe, write_report
 from twostage.report_html import ViewSet, write_page
 from twostage.runner.bundles import write_bundles
+from twostage.runner.dryrun import dry_run as dry_run_plan
 from twostage.runner.evaluation import evaluate, lpips_models
 from twostage.runner.networks import Run
 from twostage.runner.progress import Progress, estimate
@@ -90,7 +91,7 @@ def _run_seeds(
 def run_recipe(
     recipe: str | Path | Recipe,
     *,
-    data: dict[str, Path] | None = None,
+    data: dict[str, Path] | Sequence[tuple[str, Path]] | None = None,
     profile: str | Profile = "cpu",
     out: Path,
     seeds: int = 1,
@@ -100,6 +101,9 @@ def run_recipe(
     offshelf: dict[str, Path] | None = None,
     test_suite: bool = False,
     precision: str = "fp32",
+    dry_run: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    skip_unreadable: bool = False,
 ) -> dict:
     """Run a recipe end to end in `out` (see the package docstring) and return results.json's dict.
 
@@ -109,22 +113,32 @@ def run_recipe(
     `test_suite`: also test on every held-out SUITE degradation. `precision`: of the evaluated
     branches (fp32 by default, so that tables reproduce across machines; auto, bf32 or bf16
     run faster where the hardware has bf16, and are recorded in results.json); training and
-    the mapped sets stay as the training config says.
+    the mapped sets stay as the training config says. `dry_run`: print what the run would
+    train and test, and an estimate of its training time; train and write nothing.
     """
-    data = dict(data or {})
-    rec = _chosen(recipe, branches, offshelf, data)
+    data = list(data.items()) if isinstance(data, dict) else list(data or [])
+    rec = _chosen(recipe, branches, offshelf)
     rec = rec.with_suite() if test_suite else rec
     prof = get_profile(profile)
     _check_options(seeds=seeds, precision=precision)
     if prof.threads:
         torch.set_num_threads(prof.threads)
     out = Path(out)
+    train, tests = plan_data(
+        rec,
+        data,
+        prof,
+        sr=rec.base != "deblur",
+        max_pixels=max_pixels,
+        skip_unreadable=skip_unreadable,
+    )
+    if dry_run:
+        seconds = dry_run_plan(rec, prof, train, tests, seeds=seeds, device=device)
+        return {"recipe": rec.name, "dry_run": True, "estimated_training_seconds": seconds}
     _check_out(out)
     then = "then run again: it reuses the finished networks and resumes the others"
     with folder_lock(out, "--out", then=then):  # two runs in one folder would race
         (out / RUN_MARK).touch()
-        sr = rec.base != "deblur"
-        train, tests = plan_data(rec, data, prof, sr=sr, track=div2k_track(rec))
         progress = Progress(
             estimate(rec, prof, tests, seeds), quiet=quiet, desc=f"{rec.name} ({prof.name})"
         )
@@ -197,15 +211,14 @@ def _chosen(
     recipe: str | Path | Recipe,
     branches: Sequence[str] | None,
     offshelf: dict[str, Path] | None,
-    data: dict[str, Path],
 ) -> Recipe:
-    """The recipe with the chosen branches, the given networks and the data's degradation."""
+    """The recipe with the chosen branches and the given networks."""
     rec = load_recipe(recipe)
     if branches:
         rec = rec.with_branches(list(branches))
     if offshelf:
         rec = rec.with_given(dict(offshelf))
-    return retarget(rec, data)
+    return rec
 
 
 def _results(

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from twostage import __version__
 from twostage.config import ConfigError, TrainConfig, config_to_dict
-from twostage.data.datasets import PairSet, fresh_batch, open_dataset, random_batch
+from twostage.data.datasets import PairSet, fresh_batch, open_dataset, per_patch, random_batch
 from twostage.errors import UserError
 from twostage.models import ModelSpec, build_model, preset_spec
 from twostage.models.checkpoints import load_model, load_weights, read_state, save_model
@@ -120,10 +120,10 @@ def _data(
         train_set = open_dataset(cfg.data.train)
     if val_set is None and cfg.data.val is not None and d.main:
         val_set = open_dataset(cfg.data.val)
-    per_patch = cfg.data.train.per_patch  # (target, HR) pairs: HR = target × scale/model.scale
+    fresh = per_patch(cfg.data.train)  # (target, HR) pairs: HR = target × scale/model.scale
     for role, pairs in (("training", train_set), ("validation", val_set)):
         want = cfg.model.scale
-        if per_patch and pairs is train_set:
+        if fresh and pairs is train_set:
             want = cfg.data.train.scale // cfg.model.scale
         if pairs is not None and pairs.scale != want:
             raise UserError(
@@ -248,7 +248,7 @@ class Trainer:
         cfg, spec, d = self.cfg, self.cfg.data.train, self.d
         rng = np.random.default_rng([cfg.run.seed, it, d.rank])
         batch, patch, augment = cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment
-        if spec.per_patch:  # a per-patch family: every sample degraded afresh, seeded by index
+        if per_patch(spec):  # a per-patch family: every sample degraded afresh, seeded by index
             x, y = fresh_batch(
                 self.train_set,
                 preset=spec.preset,
