@@ -317,7 +317,7 @@ def test_run_returns_typed_means_of_results_json(
 
     monkeypatch.setattr(twostage.runner, "run_recipe", fake)
     got = twostage.run("sr-x4", out=str(tmp_path), data={"div2k": "/d"}, profile="tiny")
-    assert seen["out"] == tmp_path and seen["data"] == {"div2k": Path("/d")}
+    assert seen["out"] == tmp_path and seen["data"] == [("div2k", Path("/d"))]
     assert got.mean("direct-rcan", "t") == twostage.Mean("direct-rcan", "t", 21.0, 0.6, 3, 0.25)
     assert got.means[0].lpips_alex is None and got.data is results
     with pytest.raises(UserError, match="no mean for branch 'map2' on 't'"):
