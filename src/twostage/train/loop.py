@@ -451,7 +451,7 @@ class Trainer:
             seconds=self.seconds(),
         )
 
-    def _batches(self) -> contextlib.AbstractContextManager[Iterator[tuple[int, Batch]]]:
+    def loader(self) -> contextlib.AbstractContextManager[Iterator[tuple[int, Batch]]]:
         """The batches of every iteration from the first not yet done, by data.num_workers
         loader processes (their seeds make them the same batches as drawn here)."""
         draw = functools.partial(draw_batch, self.cfg, self.train_set, self.d.rank)
@@ -476,7 +476,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
-            with catch_interrupts() as stop, self._batches() as stream:
+            with catch_interrupts() as stop, self.loader() as stream:
                 self.net.train()
                 for it, drawn in stream:
                     lr = learning_rate(o, it)
