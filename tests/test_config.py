@@ -22,7 +22,7 @@ from twostage.config import (
     save_config,
 )
 from twostage.errors import UserError
-from twostage.limits import MAX_ITERATIONS
+from twostage.limits import MAX_ITERATIONS, MAX_NUM_WORKERS
 from twostage.ops.degrade import load_preset
 from twostage.ops.files import read_yaml
 
@@ -324,6 +324,19 @@ def test_iterations_past_the_limit_in_a_yaml_file_name_the_file_and_key(
     code, err = run_cli("train", str(path), "--out", str(tmp_path / "out"))
     assert code == 2 and "optim.iterations must be from 1 to" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", str(MAX_NUM_WORKERS + 1), "99999999999"])
+def test_a_bad_loader_worker_count_is_refused_naming_the_field(value: str) -> None:
+    cfg = profile_defaults("tiny")
+    with pytest.raises(
+        ConfigError, match=rf"data\.num_workers must be from 0 to {MAX_NUM_WORKERS}"
+    ):
+        apply_overrides(cfg, [f"data.num_workers={value}"])
+    with pytest.raises(ConfigError, match=r"data\.num_workers"):
+        apply_overrides(cfg, ["data.num_workers=two"])
+    assert apply_overrides(cfg, ["data.num_workers=2"]).data.num_workers == 2
+    assert cfg.data.num_workers == 0  # the default: batches drawn in the training process
 
 
 def test_a_yaml_batch_size_past_the_limit_names_the_file_and_key(tmp_path: Path) -> None:

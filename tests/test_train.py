@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import errno
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -302,6 +303,68 @@ def test_ctrl_c_saves_a_checkpoint_then_resume_matches(
     assert_bit_identical(
         weights(out / "model.safetensors"), weights(reference / "model.safetensors")
     )
+
+
+def test_two_loader_workers_train_the_same_weights_as_none(tmp_path: Path, reference: Path) -> None:
+    """Batch i comes from its own seed, whichever process draws it."""
+    train(tiny("data.num_workers=2"), out=tmp_path / "run", quiet=True)
+    assert_bit_identical(
+        weights(tmp_path / "run" / "model.safetensors"), weights(reference / "model.safetensors")
+    )
+
+
+CTRL_C_WHILE_WAITING_FOR_13 = """
+import os, signal, sys, time
+import twostage.train.loop as t
+real = t.draw_batch
+def draw_batch(cfg, train_set, rank, it):
+    if it == 13:  # in a worker: the training process waits for this batch meanwhile
+        time.sleep(0.5)
+        os.killpg(os.getpgid(0), signal.SIGINT)  # Ctrl-C as a terminal sends it: to all
+        time.sleep(0.5)
+    return real(cfg, train_set, rank, it)
+t.draw_batch = draw_batch
+from twostage.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_with_loader_workers_stops_cleanly_and_resume_is_bit_exact(
+    tmp_path: Path, reference: Path
+) -> None:
+    """The workers leave Ctrl-C to the training process: the batch it waits for still comes,
+    its step runs, a checkpoint is saved, and the workers are shut down."""
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny("data.num_workers=2"), config)
+    out = tmp_path / "run"
+    launcher = [sys.executable, "-c", CTRL_C_WHILE_WAITING_FOR_13]
+    stopped = subprocess.run(
+        [*launcher, "train", str(config), "--out", str(out), "--quiet"],
+        env=ENV,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        start_new_session=True,  # its own process group: the signal reaches no one else
+    )
+    assert stopped.returncode == 130, stopped.stderr
+    assert stopped.stderr == "twostage: interrupted\n"  # no worker's traceback
+    assert latest_checkpoint(out) == out / "checkpoints" / "iter_00000013"
+    train(tiny("data.num_workers=2"), out=out, resume=True, quiet=True)
+    assert_bit_identical(
+        weights(out / "model.safetensors"), weights(reference / "model.safetensors")
+    )
+    assert multiprocessing.active_children() == []  # the workers were shut down
+
+
+def test_an_error_in_a_loader_worker_reaches_the_user_as_one_line(tmp_path: Path) -> None:
+    """An image smaller than the patch, found by a worker: the one-line error, exit 2."""
+    config = tmp_path / "big-patch.yaml"
+    save_config(tiny("data.num_workers=2", "data.patch_size=48"), config)
+    done = _cli("train", str(config), "--out", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "is smaller than the 48×48 training patch" in done.stderr
+    assert "Traceback" not in done.stderr and "worker" not in done.stderr
 
 
 def test_nan_loss_stops_naming_the_iteration(

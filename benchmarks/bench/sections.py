@@ -3,7 +3,7 @@ full run measures, and what BENCHMARKS.md shows."""
 
 from __future__ import annotations
 
-from . import data, inference, memory, system, train
+from . import data, inference, loader, memory, system, train
 from .harness import Section
 
 SECTIONS = (
@@ -55,6 +55,12 @@ SECTIONS = (
         "Degrading on the fly vs step time (cpu profile)",
         data.section_degrade,
         data.render_degrade,
+    ),
+    Section(
+        "loader",
+        "Loader workers and per-patch degradation",
+        loader.section_loader,
+        loader.render_loader,
     ),
     Section(
         "memory",

@@ -167,6 +167,19 @@ TARGETS = (
         )
         for family in ("realistic", "realistic-mix")
     ),
+    *(
+        Target(
+            f"loader ≤ 10 % of a cpu-profile train step, `realistic-mix` per patch, "
+            f"{workers} workers",
+            "loader",
+            first(kind="share", workers=workers),
+            "share",
+            0.1,
+            "percent",
+            at_most=True,
+        )
+        for workers in (0, 2)
+    ),
     Target(
         "GPU ≥ 40 % MFU (bf16 dense datasheet peak; best row of {file})",
         "gpu",

@@ -23,7 +23,14 @@ import yaml
 
 from twostage.data.specs import DatasetSpec, ImageData, SamplesData
 from twostage.errors import UserError, short
-from twostage.limits import MAX_BATCH_SIZE, MAX_INSTANCES, MAX_ITERATIONS, MAX_THREADS, SEED_MAX
+from twostage.limits import (
+    MAX_BATCH_SIZE,
+    MAX_INSTANCES,
+    MAX_ITERATIONS,
+    MAX_NUM_WORKERS,
+    MAX_THREADS,
+    SEED_MAX,
+)
 from twostage.ops.files import parse_yaml, read_yaml, write_text_atomic
 from twostage.parse import ConfigError, check_value, field_names, hints, parse, type_name
 
@@ -75,6 +82,9 @@ class DataConfig:
     patch_size: int = 96  # of the input (LR) patch; the target patch is scale × larger
     batch_size: int = 8  # per process; with DDP the effective batch is batch_size × world size
     augment: bool = True  # random flips and 90° rotations
+    # processes drawing batches ahead of the step (torch DataLoader); 0 = in the training
+    # process. Batch i is the same whatever the count (it is drawn from its own seed).
+    num_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -371,6 +381,11 @@ def check_config(cfg: TrainConfig) -> None:
             "data.batch_size",
             1 <= cfg.data.batch_size <= MAX_BATCH_SIZE,
             f"must be from 1 to {MAX_BATCH_SIZE}",
+        ),
+        (
+            "data.num_workers",
+            0 <= cfg.data.num_workers <= MAX_NUM_WORKERS,
+            f"must be from 0 to {MAX_NUM_WORKERS}",
         ),
         *(
             (

@@ -34,6 +34,9 @@ MAX_NAME_BYTES = 255  # bytes in one file or folder name: the limit of ext4, XFS
 # pixels on an image's longer side that an output format can hold (libwebp's, libjpeg's)
 FORMAT_MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
 MAX_THREADS = 1024  # torch CPU threads (run.threads); torch overflows past a C int
+# batch-drawing worker processes (data.num_workers); each holds a copy of the training process's
+# memory pages it touches, and past the cores of the largest machines more only add start-up time
+MAX_NUM_WORKERS = 64
 # A run folder's metrics.csv, pointers and markers (a log line every step for 150k steps is
 # ~15 MB): larger, or not a regular file (a link to /dev/zero), and it is not read.
 MAX_RUN_FILE_BYTES = 1 << 28

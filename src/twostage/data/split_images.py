@@ -1,6 +1,6 @@
 """The images of a recipe's split: centre crops, their degraded and intermediate-domain images.
 
-The runner's data (data/splits.py) and a config's `kind: split` dataset (`split_pairs`) make
+The runner's data (data/splits.py) and a config's image-kind dataset (made.py) make
 their images with these functions, so that both see the same pixels.
 """
 

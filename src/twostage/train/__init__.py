@@ -30,6 +30,7 @@ Modules, each importing only those below it:
   loop.py        the `Trainer` (set-up, step, tick, finish) and the entry point `train`
                  (`twostage.train_network` reads a config file and calls it)
   rundir.py      the run folder's ownership checks (fresh run, resume, --overwrite)
+  loader.py      the batches of each iteration through a DataLoader (data.num_workers)
   step.py        the step (`make_step`, `TrainStep`), the lr schedule, validation
   cuda_graph.py  run.cuda_graph: a given step captured and replayed
   state.py       checkpoint folders, the training state and RNG, metrics.csv

@@ -6,10 +6,12 @@ checkpoint when due), and finishes with the model file. `train` locks the run fo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from twostage.ops.progress import bar as progress_bar
 from twostage.ops.progress import on_terminal, stage_line
 from twostage.train.cuda_graph import set_lr
 from twostage.train.dist import Dist, barrier, device_for, dist_from_env
+from twostage.train.loader import Batch, batches
 from twostage.train.rundir import prepare_run_dir, write_config
 from twostage.train.signals import StopRequest, catch_interrupts
 from twostage.train.state import (
@@ -151,6 +154,30 @@ def _build_net(cfg: TrainConfig, device: torch.device, *, fresh: bool) -> nn.Mod
     return net
 
 
+def draw_batch(
+    cfg: TrainConfig, train_set: PairSet, rank: int, it: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch `it` on the CPU: drawn from its own seed, so a resumed run, or a loader with any
+    number of workers, sees the same batches."""
+    spec = cfg.data.train
+    rng = np.random.default_rng([cfg.run.seed, it, rank])
+    batch, patch, augment = cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment
+    if per_patch(spec):  # a per-patch family: every sample degraded afresh, seeded by index
+        return fresh_batch(
+            train_set,
+            preset=spec.preset,
+            scale=spec.scale,
+            batch_size=batch,
+            patch_size=patch,
+            rng=rng,
+            seed=cfg.run.seed,
+            iteration=it,
+            first_index=rank * batch,
+            augment=augment,
+        )
+    return random_batch(train_set, batch_size=batch, patch_size=patch, rng=rng, augment=augment)
+
+
 # ---------------------------------------------------------------------------------------------
 # the trainer
 
@@ -244,30 +271,14 @@ class Trainer:
         return self.elapsed_before + time.monotonic() - self.t0
 
     def batch(self, it: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch `it`: drawn from its own seed, so a resumed run sees the same batches."""
-        cfg, spec, d = self.cfg, self.cfg.data.train, self.d
-        rng = np.random.default_rng([cfg.run.seed, it, d.rank])
-        batch, patch, augment = cfg.data.batch_size, cfg.data.patch_size, cfg.data.augment
-        if per_patch(spec):  # a per-patch family: every sample degraded afresh, seeded by index
-            x, y = fresh_batch(
-                self.train_set,
-                preset=spec.preset,
-                scale=spec.scale,
-                batch_size=batch,
-                patch_size=patch,
-                rng=rng,
-                seed=cfg.run.seed,
-                iteration=it,
-                first_index=d.rank * batch,
-                augment=augment,
-            )
-        else:
-            x, y = random_batch(
-                self.train_set, batch_size=batch, patch_size=patch, rng=rng, augment=augment
-            )
+        """Batch `it` on the device, as `run` gets it from the loader."""
+        return self.to_device(*draw_batch(self.cfg, self.train_set, self.d.rank, it))
+
+    def to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A drawn batch on the training device (the input channels_last if configured)."""
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        if cfg.run.channels_last:
+        if self.cfg.run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
@@ -440,6 +451,18 @@ class Trainer:
             seconds=self.seconds(),
         )
 
+    def loader(self) -> contextlib.AbstractContextManager[Iterator[tuple[int, Batch]]]:
+        """The batches of every iteration from the first not yet done, by data.num_workers
+        loader processes (their seeds make them the same batches as drawn here)."""
+        draw = functools.partial(draw_batch, self.cfg, self.train_set, self.d.rank)
+        return batches(
+            draw,
+            first=self.start + 1,
+            last=self.cfg.optim.iterations,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
     def run(self, *, quiet: bool = False) -> TrainResult:
         """Every step from the first not yet done; then the model file."""
         cfg, d = self.cfg, self.d
@@ -453,12 +476,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
-            with catch_interrupts() as stop:
+            with catch_interrupts() as stop, self.loader() as stream:
                 self.net.train()
-                for it in range(self.start + 1, o.iterations + 1):
+                for it, drawn in stream:
                     lr = learning_rate(o, it)
                     set_lr(self.train_step.optimizer, lr)
-                    x, y = self.batch(it)
+                    x, y = self.to_device(*drawn)
                     self.step(it, x, y)
                     self.loss_count += 1
                     bar.update(1)
