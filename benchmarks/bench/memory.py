@@ -16,7 +16,7 @@ from twostage.ops.imageio import write_image
 
 from .harness import Context, Row, fmt, run_polled, table
 
-IMAGES, HEIGHT, WIDTH = 200, 1356, 2040
+IMAGES, HEIGHT, WIDTH = 200, 1356, 2040  # DIV2K's typical size
 TARGET_GB = 3.0  # the bound on training's peak RSS, whatever the number of images
 
 
@@ -29,7 +29,8 @@ def _tree(root: Path, n: int) -> None:
         img = np.stack(
             [0.5 + 0.4 * np.sin(f[c] * (xx + 3 * c * yy) / (1 + i % 7)) for c in range(3)], -1
         )
-        img += rng.normal(0, 0.02, size=(HEIGHT // 8, WIDTH // 8, 1)).repeat(8, 0).repeat(8, 1)
+        grain = rng.normal(0, 0.02, size=(-(-HEIGHT // 8), WIDTH // 8, 1))
+        img += grain.repeat(8, 0).repeat(8, 1)[:HEIGHT, :WIDTH]
         write_image(root / f"{i:04d}.png", np.clip(img, 0, 1))
 
 
