@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from twostage.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from twostage.data.datasets import DatasetSpec
+from twostage.data.datasets import SamplesData
 from twostage.models import build_model, conv_macs, preset_spec
 from twostage.train import graph_blocker, make_step
 from twostage.train.cuda_graph import GRAPH_WARMUP
@@ -113,7 +113,9 @@ def mode_config(mode: Mode, *, device: torch.device, patch: int) -> TrainConfig:
     L1; run.amp, run.channels_last, run.cuda_graph and run.compile from the mode."""
     return TrainConfig(
         model=ModelConfig(preset=None, scale=mode.scale),
-        data=DataConfig(train=DatasetSpec(), patch_size=patch, batch_size=mode.batch),
+        data=DataConfig(
+            train=SamplesData(preset="bicubic"), patch_size=patch, batch_size=mode.batch
+        ),
         optim=OptimConfig(lr=1e-4, betas=(0.9, 0.99), eps=1e-8, loss="l1"),
         run=RunConfig(
             device=device.type,

@@ -145,6 +145,7 @@ def _pins(recipe: Recipe, profile) -> dict[str, list[str]]:  # type: ignore[no-u
         learned = runner_configs.what_it_learns(cfg)
         for d in (whole_dict, learned):  # the data's spec is the runner's (test_runner pins it)
             d["data"]["train"] = None
+            d["data"].pop("num_workers", None)  # added later: the same batches with any count
         whole = json.dumps(whole_dict, sort_keys=True)
         digest = runner_configs.config_hash(
             {

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from twostage.config import PROFILES
+from twostage.data.made import Source
+from twostage.data.specs import SamplesData
 from twostage.data.splits import Split, plan_data
 from twostage.errors import UserError
 from twostage.recipes import (
@@ -109,7 +111,14 @@ def test_paper_recipes_match_design_section_4(name):
     for net in recipe.needed_networks():
         for profile in ("paper", "cpu"):  # the YAML pins them whatever the profile
             cfg = train_config(
-                recipe, PROFILES[profile], net, seed=0, device="cpu", init=None, label=net.name
+                recipe,
+                PROFILES[profile],
+                net,
+                seed=0,
+                device="cpu",
+                init=None,
+                label=net.name,
+                train_data=SamplesData(preset="bicubic"),
             )
             assert cfg.data.batch_size == 8
             assert cfg.data.patch_size == 96
@@ -157,7 +166,16 @@ def test_user_recipe_yaml(tmp_path):
     assert recipe.name == "mine" and recipe.degradations == ("camera",)
     assert [b.name for b in recipe.branches] == ["direct-rcan", "map2-specialized-x2"]
     net = recipe.network("map2")
-    cfg = train_config(recipe, PROFILES["tiny"], net, seed=3, device="cpu", init=None, label="map2")
+    cfg = train_config(
+        recipe,
+        PROFILES["tiny"],
+        net,
+        seed=3,
+        device="cpu",
+        init=None,
+        label="map2",
+        train_data=SamplesData(preset="bicubic"),
+    )
     assert cfg.optim.lr == 3e-4 and cfg.run.seed == 3 and cfg.model.preset == "rcan-tiny"
 
 
@@ -167,7 +185,7 @@ def test_map2_target_is_matlab_bicubic_half_of_hr():
 
     rng = np.random.default_rng(0)
     hr = (rng.random((48, 40, 3)) * 255).astype(np.uint8)
-    split = Split("test", ["a"], [hr])
+    split = Split("test", {"kind": "samples", "scale": 4}, [Source("a", lambda: hr)])
     recipe = sr_x4()
     run = Run(recipe, PROFILES["tiny"], Path("unused"), "cpu", True, split, [], lambda *_: None)
     pairs = run.pairs(recipe.network("map2"), "gaussian-aniso", split, "train")
@@ -432,7 +450,7 @@ def test_train_crop_applies_to_the_training_images_only(tiny_profile):
     profile = dataclasses.replace(
         tiny_profile, hr_crop=32, train_crop=60, train_images=3, test_images=2
     )
-    train, tests = plan_data(sr_x4(), {}, profile, sr=True, track="unknown")
+    train, tests = plan_data(sr_x4(), [], profile, sr=True)
     raw_train = dict(load_samples("train"))
     raw_test = dict(load_samples("test"))
     for name, img in zip(train.names, train.hr):
@@ -480,7 +498,7 @@ def test_the_demo_reading_says_who_won_and_by_how_much():
 def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(
     tmp_path, degradation, tiny_profile
 ):
-    """networks/<name>/config.yaml names the real data (kind split: the embedded photos, the
+    """networks/<name>/config.yaml names the real data (kind samples: the embedded photos, the
     crop, the degradation or the mapped set it reads), so `twostage train` repeats the run;
     for a per-patch family (realistic) that includes the patches degraded afresh each batch
     and the specialized stage's K fixed draws per image."""
@@ -507,7 +525,7 @@ def test_a_network_retrains_bit_exactly_from_its_own_config_yaml(
     assert k == (FAMILY_INSTANCES if family else 1)
     for name, folder in folders.items():
         cfg = load_config(folder / "config.yaml")
-        assert cfg.data.train.kind == "split" and cfg.data.train.crop == tiny_profile.hr_crop
+        assert cfg.data.train.kind == "samples" and cfg.data.train.crop == tiny_profile.hr_crop
         again = tmp_path / "again" / name
         assert main(["train", str(folder / "config.yaml"), "--out", str(again), "--quiet"]) == 0
         want = load_file(str(folder / "model.safetensors"))

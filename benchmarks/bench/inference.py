@@ -205,7 +205,7 @@ def _precision_quality(bundles: Path) -> list[Row]:
     from twostage.recipes import demo_recipe
 
     recipe = demo_recipe()
-    _, test_sets = plan_data(recipe, {}, get_profile("cpu"), sr=True, track="unknown")
+    _, test_sets = plan_data(recipe, [], get_profile("cpu"), sr=True)
     test_sets = [t for t in test_sets if t.degradation not in SUITE]  # realistic, gaussian-aniso
     rows = []
     for path in sorted(bundles.glob("*.safetensors")):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from twostage.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from twostage.data.datasets import DatasetSpec
+from twostage.data.datasets import SamplesData
 from twostage.models import conv_macs
 from twostage.models.common import ModelSpec
 from twostage.train import make_step
@@ -38,7 +38,7 @@ def step_config(*, scale: int, batch: int, patch: int, variant: Variant) -> Trai
     model and data only describe it)."""
     return TrainConfig(
         model=ModelConfig(preset=None, scale=scale),
-        data=DataConfig(train=DatasetSpec(), patch_size=patch, batch_size=batch),
+        data=DataConfig(train=SamplesData(preset="bicubic"), patch_size=patch, batch_size=batch),
         optim=OptimConfig(lr=1e-4, betas=(0.9, 0.99), eps=1e-8, loss="l1"),
         run=RunConfig(
             device="cpu",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar, overload
 
 import numpy as np
+from torch.utils.data import get_worker_info
 
 from twostage.errors import UserError
 from twostage.limits import CACHE_BYTES
@@ -32,7 +33,8 @@ def _nbytes(item: object) -> int:
 
 class Lazy(Sequence[T], Generic[T]):
     """`make(i)` for i < n, made on first use; the most recently used items are kept while
-    they hold at most `max_bytes` together (the newest is always kept)."""
+    they hold at most `max_bytes` together (the newest is always kept; a loader worker keeps
+    its share of it)."""
 
     def __init__(self, n: int, make: Callable[[int], T], *, max_bytes: int = CACHE_BYTES) -> None:
         self._n, self._make, self._max = n, make, max_bytes
@@ -41,6 +43,12 @@ class Lazy(Sequence[T], Generic[T]):
 
     def __len__(self) -> int:
         return self._n
+
+    def _budget(self) -> int:
+        """max_bytes, shared by the DataLoader's workers (each keeps its share), so that a
+        run holds about max_bytes of cached images whatever its data.num_workers."""
+        info = get_worker_info()
+        return self._max if info is None else self._max // info.num_workers
 
     @overload
     def __getitem__(self, index: int) -> T: ...
@@ -60,7 +68,7 @@ class Lazy(Sequence[T], Generic[T]):
         item = self._make(index)
         self._cache[index] = item
         self._bytes += _nbytes(item)
-        while self._bytes > self._max and len(self._cache) > 1:
+        while self._bytes > self._budget() and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
             self._bytes -= _nbytes(old)
         return item

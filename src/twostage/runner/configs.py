@@ -111,6 +111,7 @@ def what_it_learns(cfg: TrainConfig) -> dict:
     for key in ("device", "threads", "compile", "cuda_graph"):
         description["run"].pop(key, None)
     description.pop("log", None)
+    description["data"].pop("num_workers", None)  # the same batches with any worker count
     description["model"]["init"] = None  # identified by the upstream network's key instead
     description["data"]["train"]["input_dir"] = None  # likewise (and where `out` is)
     description["name"] = None
