@@ -201,3 +201,17 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys) -> N
     assert "network map2-realistic-mix: rcan-tiny ×2" in said
     assert "estimated training time" in said
     assert not out.exists()
+
+
+def test_mapping_init_offshelf_names_the_offshelf_weights_in_map2s_config(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "base: sr-x4\ndegradations: [realistic-mix]\ntest_degradations: [realistic-mix]\n"
+        "branches: [map2-offshelf-x2]\nmapping_init: offshelf\n"
+    )
+    run_recipe(recipe, profile=TINY, out=tmp_path / "run", device="cpu", quiet=True)
+    networks = tmp_path / "run" / "networks"
+    (offshelf,) = networks.glob("offshelf-x2-*")
+    (map2,) = networks.glob("map2-realistic-mix-*")
+    init = yaml.safe_load((map2 / "config.yaml").read_text())["model"]["init"]
+    assert Path(init) == offshelf / "model.safetensors"

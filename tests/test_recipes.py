@@ -135,9 +135,10 @@ def _pins(recipe: Recipe, profile) -> dict[str, list[str]]:  # type: ignore[no-u
         upstream, init = {}, None
         if net.input.kind == "mapped":
             upstream["mapped_by"] = key(recipe.network(net.input.network), degradation)
-        if net.init_from and recipe.specialized_init == "offshelf":
-            upstream["init"] = key(recipe.network(net.init_from), degradation)
-            init = Path("networks") / net.init_from / "model.safetensors"
+        parent = recipe.init_of(net)
+        if parent:
+            upstream["init"] = key(recipe.network(parent), degradation)
+            init = Path("networks") / parent / "model.safetensors"
         cfg = runner_configs.train_config(
             recipe, profile, net, seed=0, device="cpu", init=init, label=label, train_data=DATA
         )
@@ -227,3 +228,13 @@ def test_recipe_yaml_is_read_without_aliases(tmp_path: Path) -> None:
     path.write_text("base: sr-x4\nbranches: &b [direct-rcan]\nname: *b\n")
     with pytest.raises(UserError, match=r"recipe .*r\.yaml line 3: invalid YAML: aliases"):
         load_recipe(path)
+
+
+def test_mapping_init_offshelf_starts_map2_from_the_offshelf_x2_and_map1_from_scratch() -> None:
+    recipe = recipe_from_dict({"base": "sr-x4", "mapping_init": "offshelf"})
+    assert recipe.init_of(recipe.network("map2")) == "offshelf-x2"
+    assert recipe.init_of(recipe.network("map1")) is None  # no ×1 off-the-shelf network
+    assert recipe.init_of(recipe.network("specialized-x2")) == "offshelf-x2"
+    order = [n.name for n in recipe.with_branches(["map2-offshelf-x2"]).needed_networks()]
+    assert order == ["offshelf-x2", "map2"]
+    assert recipe_from_dict({"base": "sr-x4"}).init_of(recipe.network("map2")) is None

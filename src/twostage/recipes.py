@@ -96,6 +96,9 @@ class Recipe:
     networks: tuple[NetworkDef, ...]
     branches: tuple[BranchDef, ...]
     specialized_init: Literal["offshelf", "scratch"] = "offshelf"
+    # offshelf: a mapping network starts from the off-the-shelf network of its scale (map2 from
+    # offshelf-x2), when the recipe has one; scratch: from random weights (the paper's)
+    mapping_init: Literal["offshelf", "scratch"] = "scratch"
     rcan: str | None = None  # model presets overriding the profile's
     edsr: str | None = None
     # TrainConfig fields over the profile's, as a nested mapping (`{optim: {lr: 2.0e-4}}`)
@@ -147,6 +150,17 @@ class Recipe:
             self, branches=tuple(b for b in self.branches if b.name in names)
         )
 
+    def init_of(self, net: NetworkDef) -> str | None:
+        """The network whose weights initialise `net` (None: random weights): a specialized
+        stage's off-the-shelf network (specialized_init), a mapping network's off-the-shelf
+        network of the same scale and architecture (mapping_init)."""
+        if net.role == "specialized" and self.specialized_init == "offshelf":
+            return net.init_from
+        if net.role == "mapping" and self.mapping_init == "offshelf":
+            same = (n for n in self.networks if n.role == "offshelf" and n.scale == net.scale)
+            return next((n.name for n in same if n.arch == net.arch), None)
+        return None
+
     def needed_networks(self) -> list[NetworkDef]:
         """The networks the branches need (with everything they depend on), in training order."""
         order: list[str] = []
@@ -156,8 +170,9 @@ class Recipe:
                 return
             net = self.network(name)
             deps = [net.input.network] if net.input.kind == "mapped" else []
-            if net.init_from and self.specialized_init == "offshelf":
-                deps.append(net.init_from)
+            parent = self.init_of(net)
+            if parent:
+                deps.append(parent)
             for dep in deps:
                 visit(dep)
             order.append(name)
@@ -320,6 +335,7 @@ class RecipeFile:
     domain: str | None = None  # deblur only
     branches: tuple[str, ...] | str | None = None
     specialized_init: Literal["offshelf", "scratch"] = "offshelf"
+    mapping_init: Literal["offshelf", "scratch"] = "scratch"
     models: RecipeModels | None = None
     train: dict[str, Any] | None = None  # nested TrainConfig fields, over the profile's
     offshelf: dict[str, str] | None = None  # network name → checkpoint file
@@ -416,7 +432,7 @@ def _check_claim(recipe: Recipe, claim: Claim, source: str) -> None:
 def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
     """A Recipe from YAML data (`RecipeFile`'s keys): `base` (sr-x4 | bicubic-x4 | deblur)
     plus optional name, degradations, test_degradations (`suite` stands for the held-out
-    SUITE), domain (deblur), branches, specialized_init, models ({rcan: PRESET, edsr:
+    SUITE), domain (deblur), branches, specialized_init, mapping_init, models ({rcan: PRESET, edsr:
     PRESET}), train (nested TrainConfig fields), offshelf and claim ({ours, rival})."""
     spec: RecipeFile = parse(RecipeFile, data, source)
     recipe = _from_base(spec, source)
@@ -429,6 +445,7 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
         recipe,
         name=spec.name or recipe.name,
         specialized_init=spec.specialized_init,
+        mapping_init=spec.mapping_init,
         rcan=models.rcan,
         edsr=models.edsr,
         train=train,

@@ -107,8 +107,9 @@ class Run:
         if net.input.kind == "mapped":
             mapper = self.instance(self.recipe.network(net.input.network), degradation)
             upstream["mapped_by"] = mapper.key
-        if net.init_from and self.recipe.specialized_init == "offshelf":
-            parent = self.instance(self.recipe.network(net.init_from), degradation)
+        parent_name = self.recipe.init_of(net)
+        if parent_name:
+            parent = self.instance(self.recipe.network(parent_name), degradation)
             upstream["init"] = parent.key
             init, init_given = parent.weights, parent.given is not None
         label = f"{net.name}-{short_name(deg)}" if deg else net.name
