@@ -31,6 +31,7 @@ class Shipped:
     sha256: str
     stages: tuple[str, ...]  # model presets, stage 1 first (the card's architecture)
     summary: str
+    strength: float = 1.0  # the default `restore --strength` (benchmarks/strength.py chose it)
 
 
 SHIPPED: dict[str, Shipped] = {
