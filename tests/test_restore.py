@@ -714,6 +714,7 @@ def test_stage2_of_another_scale_or_behind_a_single_network_is_refused(
         ),
         (single, tmp_path / "EDSR_x4.pt", "has no stage 1 to put in front of it"),
         (bundle, tmp_path / "missing.pt", "--stage2: model file not found"),
+        (bundle, bundle, "two.safetensors: a pipeline bundle; give one network's checkpoint"),
     ]
     for model, stage2, message in cases:
         assert _restore_cli(model, tmp_path / "a.png", tmp_path / "out", "--stage2",

@@ -465,6 +465,8 @@ def with_stage2(pipe: Pipeline | OnnxPipeline, path: str | Path, *, precision: s
         )
     if not path.is_file():
         raise UserError(f"--stage2: model file not found: {path}")
+    if is_bundle(path):
+        raise UserError(f"--stage2 {path}: a pipeline bundle; give one network's checkpoint")
     from twostage.models.checkpoints import load_model
 
     dev = pipe.device()
