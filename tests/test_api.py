@@ -45,7 +45,8 @@ FACADE = {
     "overwrite: 'bool' = False, overrides: 'Sequence[str]' = (), device: 'str | None' = None, "
     "quiet: 'bool' = False) -> 'TrainResult'",
     "Model.restore": "(self, image: 'ImageLike', *, tile: \"int | Literal['auto'] | None\" = "
-    "'auto', tile_pad: 'int' = 16, strength: 'float | None' = None) -> 'ImageLike'",
+    "'auto', tile_pad: 'int' = 16, strength: 'float | None' = None, tta: 'bool' = False) "
+    "-> 'ImageLike'",
 }
 FIELDS = {
     "Model": ["name", "scale", "precision", "device", "_pipeline"],
@@ -144,6 +145,23 @@ def test_restoring_through_the_api_is_bit_identical_to_the_cli(
     ours = model.restore(photo, tile=tile, tile_pad=int(kwargs.get("--tile-pad", 16)))
     assert ours.dtype == np.uint8 and ours.shape == cli.shape == (80, 96, 3)
     assert np.array_equal(ours, cli)
+
+
+def test_strength_and_tta_through_the_api_are_bit_identical_to_the_cli(
+    tmp_path: Path, run_cli
+) -> None:
+    photo = _photo(12, 16)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    options = ("--strength", "0.5", "--tta", "--precision", "fp32")
+    out = tmp_path / "out"
+    code, err = run_cli("restore", str(tmp_path / "photo.png"), "--out", str(out), *options)
+    assert code == 0, err
+    cli = np.asarray(Image.open(out / "photo.png"))
+    model = twostage.load("blind-x4", precision="fp32")
+    ours = model.restore(photo, strength=0.5, tta=True)
+    assert np.array_equal(ours, cli)
+    assert not np.array_equal(ours, model.restore(photo, strength=0.5))
+    assert not np.array_equal(model.restore(photo, strength=0), model.restore(photo, strength=1))
 
 
 def test_a_16_bit_restore_through_the_api_is_bit_identical_to_the_cli(
@@ -248,8 +266,10 @@ def test_a_bad_image_is_refused_naming_what_is_wrong(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"strength": 0.5}, "strength=0.5: strength is not supported by this model"),
-        ({"strength": 0}, "strength=0: strength is not supported by this model"),
+        ({"strength": 0.5}, "strength 0.5: m is a single network"),
+        ({"strength": 0}, "strength 0: m is a single network"),
+        ({"strength": 1.5}, "strength 1.5: expected a number from 0 to 1"),
+        ({"tta": "yes"}, "tta must be True or False, got 'yes'"),
         ({"tile": 4}, "tile must be 'auto', None or an integer >= 8, got 4"),
         ({"tile": "64"}, "got '64'"),
         ({"tile": True}, "got True"),

@@ -205,3 +205,14 @@ def test_unsupported_opset_is_one_line_and_writes_nothing(
     out, err = capfd.readouterr()
     assert out == "" and err == "twostage: error: --opset 3: expected 7 to 23\n"
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_refuses_a_bundle_whose_default_strength_is_not_one(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    pipe = _bundle(tmp_path / "full.safetensors")
+    Pipeline(pipe.stage1, pipe.stage2, strength=0.5).save_bundle(tmp_path / "half.safetensors")
+    code = main(["export", "--model", str(tmp_path / "half.safetensors"),
+                 "--onnx", str(tmp_path / "half.onnx")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "default strength is 0.5, and ONNX export carries no strength" in err
+    assert not (tmp_path / "half.onnx").exists()

@@ -446,3 +446,126 @@ def test_nan_output_is_an_error_not_a_black_image() -> None:
     img = np.full((16, 16, 3), 0.5, np.float32)
     with pytest.raises(UserError, match="NaN or Inf"):
         restore_image(lambda p: p * np.nan, img, scale=1, tile=None, tile_pad=0)
+
+
+# --- strength and self-ensemble --------------------------------------------------------------
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
+
+
+def _image(t: torch.Tensor) -> np.ndarray:
+    return t[0].numpy().transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("map_scale", [2, 1])
+def test_strength_zero_is_stage2_on_the_rounded_bicubic_intermediate(map_scale: int) -> None:
+    """The off-the-shelf path: stage 2 on MATLAB bicubic (×1 map: the input), rounded to 8 bits."""
+    from twostage.ops.imageio import quantize
+    from twostage.ops.resize import imresize
+
+    s1, s2 = _net("rcan", map_scale, 20), _net("edsr", 2, 21)
+    img = _photo((14, 18))
+    got = Pipeline(s1, s2).restore(img, tile=None, strength=0)
+    plain = imresize(img, 2.0) if map_scale == 2 else img
+    with torch.no_grad():
+        want = _image(s2(_tensor(quantize(plain))).clamp(0, 1))
+    assert np.array_equal(got, want)
+
+
+def test_strength_one_is_todays_output_bit_exactly() -> None:
+    from twostage.ops.imageio import quantize
+
+    s1, s2 = _net("rcan", 2, 22), _net("edsr", 2, 23)
+    img = _photo((14, 18))
+    pipe = Pipeline(s1, s2)
+    with torch.no_grad():
+        want = _image(s2(quantize(s1(_tensor(img)))).clamp(0, 1))
+    assert np.array_equal(pipe.restore(img, tile=None, strength=1), want)
+    assert np.array_equal(pipe.restore(img, tile=None), want)  # the default strength is 1
+
+
+def test_strength_blends_stage1_with_bicubic_before_the_rounding() -> None:
+    from twostage.ops.imageio import quantize
+    from twostage.ops.resize import imresize
+
+    s1, s2 = _net("rcan", 2, 24), _net("edsr", 2, 25)
+    img = _photo((14, 18))
+    with torch.no_grad():
+        mixed = 0.25 * s1(_tensor(img)) + 0.75 * _tensor(imresize(img, 2.0))
+        want = _image(s2(quantize(mixed)).clamp(0, 1))
+    got = Pipeline(s1, s2).restore(img, tile=None, strength=0.25)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.array_equal(got, Pipeline(s1, s2).restore(img, tile=None))
+
+
+def test_tiled_restore_at_a_strength_and_with_tta_matches_whole_image() -> None:
+    """The same ≥ 50 dB rule as without them (channel attention pools over the tile)."""
+    pipe = Pipeline(_net("rcan", 2, 26), _net("rcan", 2, 27))
+    img = _photo((40, 48))
+    for options in ({"strength": 0.5}, {"strength": 0.5, "tta": True}):
+        whole = pipe.restore(img, tile=None, **options)
+        tiled = pipe.restore(img, tile=16, tile_pad=16, **options)
+        assert _psnr(tiled, whole) >= 50, options
+
+
+def test_tta_averages_the_eight_flips_and_rotations() -> None:
+    pipe = Pipeline(_net("rcan", 2, 28), _net("edsr", 2, 29))
+    img = _photo((12, 17))  # not square: the rotated runs are 17×12
+    outputs = []
+    with torch.no_grad():
+        for turns in range(4):
+            for flip in (False, True):
+                x = torch.rot90(_tensor(img), turns, dims=(2, 3))
+                x = x.flip(3) if flip else x
+                y = pipe(x)
+                y = y.flip(3) if flip else y
+                outputs.append(torch.rot90(y, -turns, dims=(2, 3)))
+    want = _image(torch.stack(outputs).mean(0))
+    got = pipe.restore(img, tile=None, tta=True)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert _psnr(got, pipe.restore(img, tile=None)) < 100  # not the plain output
+
+
+@pytest.mark.parametrize("strength", [0.5, -0.1, 1.5, float("nan"), True, "0.5"])
+def test_a_strength_out_of_range_or_on_a_single_network_is_refused(strength: object) -> None:
+    single = Pipeline(None, _net("edsr", 2, 30), name="edsr2")
+    with pytest.raises(UserError, match="strength") as error:
+        single.restore(_photo((8, 8)), strength=strength)  # type: ignore[arg-type]
+    if strength == 0.5:
+        assert "edsr2 is a single network" in str(error.value)
+    else:
+        assert "expected a number from 0 to 1" in str(error.value)
+        with pytest.raises(UserError, match="expected a number from 0 to 1"):
+            Pipeline(_net("rcan", 2, 0), _net("edsr", 2, 1), strength=strength)  # type: ignore[arg-type]
+
+
+def test_a_bundle_keeps_its_default_strength_and_an_older_one_restores_fully(
+    tmp_path: Path,
+) -> None:
+    s1, s2 = _net("rcan", 2, 31), _net("edsr", 2, 32)
+    img = _photo((10, 12))
+    path = tmp_path / "b.safetensors"
+    Pipeline(s1, s2, strength=0.25).save_bundle(path)
+    loaded = load_pipeline(path)
+    assert loaded.strength == 0.25
+    default = loaded.restore(img, tile=None)  # channels_last once loaded: float rounding
+    np.testing.assert_allclose(default, loaded.restore(img, tile=None, strength=0.25), atol=0)
+    np.testing.assert_allclose(
+        default, Pipeline(s1, s2).restore(img, tile=None, strength=0.25), atol=1e-6
+    )
+    assert _psnr(default, loaded.restore(img, tile=None, strength=1)) < 100
+
+    def rewritten(strength: str | None) -> Path:
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: v for k, v in f.metadata().items() if k != "strength"}
+        out = tmp_path / f"changed-{len(list(tmp_path.iterdir()))}.safetensors"
+        extra = {} if strength is None else {"strength": strength}
+        save_file(load_file(str(path)), str(out), metadata={**meta, **extra})
+        return out
+
+    assert load_pipeline(rewritten(None)).strength == 1.0  # older than the field: today's path
+    for bad in ("2", "-0.5", "null", '"half"', "NaN"):
+        with pytest.raises(CheckpointError, match="strength"):
+            load_pipeline(rewritten(bad))

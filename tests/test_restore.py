@@ -615,3 +615,110 @@ def test_restore_tiles_automatically_and_documents_every_option() -> None:
     restore = parser._subparsers._group_actions[0].choices["restore"]  # type: ignore[union-attr]
     undocumented = [a.dest for a in restore._actions if not a.help]
     assert undocumented == []
+
+
+# --- --strength, --stage2, --tta ---------------------------------------------------------------
+
+
+def _two_stage_bundle(folder: Path, *, strength: float = 1.0) -> tuple[Path, Pipeline]:
+    torch.manual_seed(3)
+    stages = [build_model(ModelSpec(arch="edsr", scale=2, n_feats=8, n_resblocks=1)) for _ in "12"]
+    pipe = Pipeline(*stages, name="tiny-map2", strength=strength).eval()
+    path = folder / "two.safetensors"
+    pipe.save_bundle(path)
+    return path, pipe
+
+
+def _restore_cli(model: Path | None, image: Path, out: Path, *options: str) -> int:
+    chosen = ["--model", str(model)] if model is not None else []
+    return main(["restore", *chosen, str(image), "--out", str(out), "--device", "cpu",
+                 "--precision", "fp32", *options])  # fmt: skip
+
+
+def test_restore_strength_and_tta_give_what_the_pipeline_gives(tmp_path: Path) -> None:
+    path, pipe = _two_stage_bundle(tmp_path, strength=0.75)
+    rgb = _photo(12, 16)
+    Image.fromarray(rgb).save(tmp_path / "cat.png")
+    img = rgb.astype(np.float32) / 255
+    runs = {"default": (), "s0": ("--strength", "0"), "tta": ("--strength", "0.5", "--tta")}
+    wants = {
+        "default": pipe.restore(img, tile=None, strength=0.75),
+        "s0": pipe.restore(img, tile=None, strength=0.0),
+        "tta": pipe.restore(img, tile=None, strength=0.5, tta=True),
+    }
+    for name, options in runs.items():
+        assert _restore_cli(path, tmp_path / "cat.png", tmp_path / name, *options) == 0
+        got = np.asarray(Image.open(tmp_path / name / "cat.png")).astype(int)
+        assert np.abs(got - _to_uint8(wants[name]).astype(int)).max() <= 1, name
+    default = np.asarray(Image.open(tmp_path / "default" / "cat.png")).astype(int)
+    assert np.abs(default - _to_uint8(wants["s0"]).astype(int)).max() > 1  # 0.75 is not 0
+
+
+def test_a_strength_for_a_single_network_or_out_of_range_is_one_line_exit_2(
+    tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module], capsys
+) -> None:  # type: ignore[no-untyped-def]
+    single = _write_model("native", tmp_path, tiny_edsr())
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
+    assert _restore_cli(single, tmp_path / "a.png", tmp_path / "out", "--strength", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "single network" in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "a.png").exists()
+    onnx = _write_model("onnx", tmp_path, tiny_edsr())
+    assert _restore_cli(onnx, tmp_path / "a.png", tmp_path / "out", "--strength", "1") == 2
+    err = capsys.readouterr().err
+    assert "no strength control" in err and err.count("\n") == 1
+    for bad in ("1.5", "-1", "nan", "half"):
+        with pytest.raises(SystemExit) as exit_info:
+            _restore_cli(single, tmp_path / "a.png", tmp_path / "out", "--strength", bad)
+        assert exit_info.value.code == 2
+        assert "expected a number from 0 to 1" in capsys.readouterr().err
+
+
+def test_stage2_puts_the_shipped_stage1_in_front_of_an_official_x2_checkpoint(
+    tmp_path: Path,
+) -> None:
+    from twostage.models.checkpoints import save_official
+    from twostage.restore import open_model
+
+    torch.manual_seed(4)
+    spec = ModelSpec(arch="rcan", scale=2, n_feats=8, n_resblocks=1, n_resgroups=1, reduction=4)
+    tiny = build_model(spec).eval()
+    save_official(tmp_path / "RCAN_BIX2.pt", tiny)
+    rgb = _photo(10, 12)
+    Image.fromarray(rgb).save(tmp_path / "cat.png")
+    assert _restore_cli(None, tmp_path / "cat.png", tmp_path / "out", "--strength", "1",
+                        "--stage2", str(tmp_path / "RCAN_BIX2.pt")) == 0  # fmt: skip
+    got = np.asarray(Image.open(tmp_path / "out" / "cat.png")).astype(int)
+    shipped = open_model("blind-x4", device="cpu", precision="fp32")
+    want = Pipeline(shipped.stage1, tiny).restore(rgb.astype(np.float32) / 255, tile=None)
+    assert got.shape == (40, 48, 3)
+    assert np.abs(got - _to_uint8(want).astype(int)).max() <= 1
+    plain = shipped.restore(rgb.astype(np.float32) / 255, tile=None, strength=1)
+    assert np.abs(got - _to_uint8(plain).astype(int)).max() > 1  # not the shipped stage 2
+
+
+def test_stage2_of_another_scale_or_behind_a_single_network_is_refused(
+    tmp_path: Path, tiny_edsr: Callable[..., torch.nn.Module], capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from twostage.models.checkpoints import save_official
+
+    save_official(tmp_path / "EDSR_x4.pt", tiny_edsr(scale=4))
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
+    bundle, _ = _two_stage_bundle(tmp_path)
+    single = _write_model("native", tmp_path, tiny_edsr())
+    cases = [
+        (
+            bundle,
+            tmp_path / "EDSR_x4.pt",
+            "EDSR_x4.pt: a ×4 network; the stage 2 it replaces is ×2",
+        ),
+        (single, tmp_path / "EDSR_x4.pt", "has no stage 1 to put in front of it"),
+        (bundle, tmp_path / "missing.pt", "--stage2: model file not found"),
+        (bundle, bundle, "two.safetensors: a pipeline bundle; give one network's checkpoint"),
+    ]
+    for model, stage2, message in cases:
+        assert _restore_cli(model, tmp_path / "a.png", tmp_path / "out", "--stage2",
+                            str(stage2)) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out" / "a.png").exists()

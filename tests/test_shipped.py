@@ -121,3 +121,14 @@ def test_models_marks_truncated_or_missing_weights(
     assert main(["models"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "missing" in err[0] and str(weights) in err[0]
+
+
+def test_the_shipped_default_strength_applies_by_name_and_by_path(tmp_path: Path) -> None:
+    from twostage.restore import open_model
+
+    assert 0.0 <= MODEL.strength <= 1.0
+    for model in ("blind-x4", None, shipped_path(MODEL)):
+        assert open_model(model, device="cpu").strength == MODEL.strength, model
+    copy = tmp_path / "copy.safetensors"  # a bundle without a stored strength: 1, as before
+    copy.write_bytes(shipped_path(MODEL).read_bytes())
+    assert open_model(copy, device="cpu").strength == 1.0

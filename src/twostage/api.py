@@ -150,19 +150,19 @@ class Model:
         tile: int | Literal["auto"] | None = "auto",
         tile_pad: int = 16,
         strength: float | None = None,
+        tta: bool = False,
     ) -> ImageLike:
         """Restore one RGB image H×W×3 → (H·s)×(W·s)×3, as `twostage restore` does.
 
         numpy uint8 or uint16 in → the same out (rounded as the CLI writes it); float in [0, 1]
         → that float dtype; a PIL RGB image → a PIL image. `tile`: "auto" (fits free memory),
-        None (whole image) or the tile's side in input pixels (`--tile`). `strength`: only None
-        (the model's full restoration) for now.
+        None (whole image) or the tile's side in input pixels (`--tile`). `strength`: 0 to 1,
+        the blend of stage 1 with bicubic (`--strength`); None: the model's default. `tta`:
+        average over the 8 flips and rotations (`--tta`, 8× the time).
         """
-        if strength is not None:
-            raise UserError(
-                f"strength={short(strength)}: strength is not supported by this model "
-                "(strength=None restores fully)"
-            )
+        self._pipeline.resolve_strength(strength)
+        if not isinstance(tta, bool):
+            raise UserError(f"tta must be True or False, got {short(tta)}")
         if tile not in ("auto", None):
             if (_integer(tile) or 0) < MIN_TILE:
                 raise UserError(
@@ -179,7 +179,12 @@ class Model:
         from twostage.ops.imageio import to_float
 
         result = self._pipeline.restore(
-            to_float(array), tile=tile, tile_pad=tile_pad, dtype=_output_dtype(kind)
+            to_float(array),
+            tile=tile,
+            tile_pad=tile_pad,
+            dtype=_output_dtype(kind),
+            strength=strength,
+            tta=tta,
         )
         return _as_kind(result, kind)
 

@@ -7,6 +7,7 @@ Heavy modules are imported inside each command so that `twostage --help` stays i
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -42,6 +43,16 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN included
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
     return value
 
 
@@ -360,6 +371,27 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="without --model: which shipped model (default 4); with it: checked against it",
     )
+    p.add_argument(
+        "--strength",
+        type=_strength,
+        default=None,
+        metavar="S",
+        help="0 to 1: blend stage 1 with bicubic in the intermediate domain (1: full "
+        "restoration, 0: stage 2 on the bicubic image); default: the model's own",
+    )
+    p.add_argument(
+        "--stage2",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="replace the model's stage 2 with this network (same scale, e.g. an official "
+        "EDSR/RCAN ×2): the blind stage 1 in front of any bicubic SR checkpoint",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="self-ensemble: average over the 8 flips and 90° rotations of the input (8× time)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
         "--tile",
@@ -417,6 +449,9 @@ def _restore(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         max_pixels=args.max_pixels,
         max_output_pixels=args.max_output_pixels,
+        strength=args.strength,
+        tta=args.tta,
+        stage2=args.stage2,
     )
     return 2 if failures else 0
 

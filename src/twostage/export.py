@@ -11,6 +11,10 @@ a 1e-7 difference between onnxruntime's and PyTorch's convolutions now and then 
 other side of a rounding step and moves that value by 1/255. For such pipelines the check
 compares the same graph exported *without* the rounding (≤ 1e-4, the number returned), and
 the written graph must agree within 1e-4 on at least 99.9 % of the output values.
+
+The graph is the full-strength pipeline: strength (the bicubic blend) is not carried into
+ONNX, so a bundle whose default strength is not 1 is refused rather than exported at another
+strength than it restores at.
 """
 
 from __future__ import annotations
@@ -110,6 +114,11 @@ def export_onnx(
     check_output_file(onnx_path, "--onnx", inputs=[model], overwrite=overwrite)
     pipe = load_pipeline(model, device="cpu")
     assert isinstance(pipe, Pipeline)
+    if pipe.strength != 1.0:
+        raise UserError(
+            f"{model}: its default strength is {pipe.strength:g}, and ONNX export carries no "
+            "strength (only the full-strength pipeline, 1); not exported"
+        )
     pipe.eval()
     x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():

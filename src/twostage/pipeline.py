@@ -11,8 +11,15 @@ x2x2) is clamped to [0, 1] and rounded to the 8-bit grid, exactly as a PNG on di
 (`quantize_intermediate=True`, `intermediate_bit_depth=8`; use 16 for the blur domain, whose
 mapped sets are 16-bit). With `quantize_intermediate=False` it is only clamped.
 
-**Tiling** (`tile`, `tile_pad`, `tile="auto"`) is tiling.py's; `.onnx` files run through
-pipeline_onnx.py's `OnnxPipeline`.
+**Strength** s (0 to 1; `strength`, `restore --strength`) blends stage 1's output with the
+plain image of the input in the intermediate domain, before that rounding:
+`s·stage1(x) + (1−s)·bicubic(x)`, where bicubic is MATLAB's ×2 (`ops.resize.imresize`) for a
+×2 map and the input itself for a ×1 map. s = 1 is stage 1 alone (bit-exact, stage 1 only
+runs), s = 0 the off-the-shelf path (stage 2 on the rounded bicubic image; stage 1 does not
+run). A bundle stores its default (`strength` metadata; 1 when absent, as older bundles ran).
+
+**Tiling** (`tile`, `tile_pad`, `tile="auto"`) and the self-ensemble (`tta`) are tiling.py's;
+`.onnx` files run through pipeline_onnx.py's `OnnxPipeline`.
 
 **Precision** (`models.inference`): `load_pipeline(..., precision="auto"|"fp32"|"bf32"|"bf16")`
 resolves the mode for the load device and keeps it in `pipe.precision` (default fp32, so
@@ -46,6 +53,7 @@ from twostage.models.inference import (
 )
 from twostage.ops.files import atomic_path
 from twostage.ops.imageio import quantize
+from twostage.ops.resize import imresize
 from twostage.parse import field_names, parse
 from twostage.pipeline_onnx import OnnxPipeline
 from twostage.tiling import (
@@ -54,6 +62,7 @@ from twostage.tiling import (
     auto_tile,
     free_memory,
     restore_image,
+    self_ensemble,
     stage_width,
 )
 
@@ -63,10 +72,12 @@ __all__ = [
     "OnnxPipeline",
     "Pipeline",
     "auto_tile",
+    "check_strength",
     "is_bundle",
     "load_pipeline",
     "resolve_device",
     "restore_image",
+    "with_stage2",
 ]
 
 BUNDLE_FORMAT = "twostage-pipeline"
@@ -83,7 +94,19 @@ _RESERVED = (
     "stage2_repeats",
     "quantize_intermediate",
     "intermediate_bit_depth",
+    "strength",
 )
+
+
+def check_strength(value: Any, what: str = "strength") -> float:
+    """`value` as a strength: a real number from 0 to 1 (not a bool, NaN or a string)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.integer | np.floating)
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise UserError(f"{what} {short(value)}: expected a number from 0 to 1")
+    return float(value)
 
 
 class Pipeline(nn.Module):
@@ -91,6 +114,7 @@ class Pipeline(nn.Module):
 
     Takes and returns N×3×H×W float tensors in [0, 1]; the output is clamped to [0, 1], the
     intermediate is clamped and (by default) rounded like an image on disk (module docstring).
+    `strength`: the default blend of stage 1 with bicubic (module docstring); 1 without stage 1.
     """
 
     def __init__(
@@ -102,6 +126,7 @@ class Pipeline(nn.Module):
         name: str = "",
         quantize_intermediate: bool = True,
         intermediate_bit_depth: int = 8,
+        strength: float = 1.0,
     ) -> None:
         super().__init__()
         if not 1 <= stage2_repeats <= MAX_STAGE2_REPEATS:
@@ -115,7 +140,12 @@ class Pipeline(nn.Module):
             raise UserError(f"stage 1 must have scale 1 or 2, got {s1}")
         if s1 * _scale_of(stage2) ** stage2_repeats > MAX_SCALE:
             raise UserError(f"the pipeline's total scale is over {MAX_SCALE}")
+        strength = check_strength(strength)
+        if stage1 is None and strength != 1.0:
+            raise UserError(f"strength {strength:g}: a pipeline without stage 1 has strength 1")
         self.stage1 = stage1
+        self.stage1_scale = s1
+        self.strength = strength
         self.stage2 = stage2
         self.stage2_repeats = stage2_repeats
         self.name = name
@@ -129,9 +159,32 @@ class Pipeline(nn.Module):
             return quantize(x, bit_depth=self.intermediate_bit_depth)
         return x.clamp(0.0, 1.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _mapped(self, x: torch.Tensor, strength: float) -> torch.Tensor:
+        """Stage 1's output blended with the plain (bicubic or identity) image of `x`."""
+        assert self.stage1 is not None
+        if strength == 1.0:
+            return self.stage1(x)
+        plain = x if self.stage1_scale == 1 else imresize(x, float(self.stage1_scale))
+        if strength == 0.0:
+            return plain
+        return strength * self.stage1(x).float() + (1.0 - strength) * plain
+
+    def resolve_strength(self, strength: float | None) -> float:
+        """The strength a call runs at: `strength`, checked, or the default when None. A
+        single network (no stage 1) has nothing to blend: any given strength is an error."""
+        if strength is None:
+            return self.strength
+        value = check_strength(strength)
+        if self.stage1 is None:
+            raise UserError(
+                f"strength {short(strength)}: {self.name or 'this model'} is a single network; "
+                "strength blends a two-stage pipeline's stage 1 with bicubic (leave it out)"
+            )
+        return value
+
+    def forward(self, x: torch.Tensor, strength: float | None = None) -> torch.Tensor:
         if self.stage1 is not None:
-            x = self._intermediate(self.stage1(x))
+            x = self._intermediate(self._mapped(x, self.resolve_strength(strength)))
         for i in range(self.stage2_repeats):
             if i > 0:
                 x = self._intermediate(x)
@@ -161,13 +214,18 @@ class Pipeline(nn.Module):
         progress: bool = False,
         precision: str | None = None,
         dtype: type = np.float32,
+        strength: float | None = None,
+        tta: bool = False,
     ) -> np.ndarray:
         """Restore one float image H×W×3 of any size → (H·s)×(W·s)×3 float32 in [0, 1].
 
         `device`: where to run (moves the pipeline there); None keeps its current device.
         `precision`: auto, fp32, bf32 or bf16 for this call; None keeps `self.precision`.
         `dtype` uint8 or uint16: the output quantised tile by tile (`restore_image`).
+        `strength`: 0 to 1, None for the default (module docstring). `tta`: the mean over the
+        8 flips and 90° rotations of the input (`self_ensemble`), 8× the time.
         """
+        strength = self.resolve_strength(strength)
         dev = self.device() if device is None else resolve_device(device)
         mode = self.precision.mode if precision is None else resolve_precision(precision, dev).mode
         self.to(dev).eval()
@@ -182,11 +240,17 @@ class Pipeline(nn.Module):
 
         def run(patch: np.ndarray) -> np.ndarray:
             with torch.inference_mode(), precision_context(mode, dev):
-                y = self(torch.from_numpy(patch).to(dev))
+                y = self(torch.from_numpy(patch).to(dev), strength)
             return y.float().cpu().numpy()
 
         return restore_image(
-            run, img, scale=self.scale, tile=tile, tile_pad=tile_pad, progress=progress, dtype=dtype
+            self_ensemble(run) if tta else run,
+            img,
+            scale=self.scale,
+            tile=tile,
+            tile_pad=tile_pad,
+            progress=progress,
+            dtype=dtype,
         )
 
     def save_bundle(self, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
@@ -223,6 +287,8 @@ class Pipeline(nn.Module):
             quantize_intermediate=json.dumps(self.quantize_intermediate),
             intermediate_bit_depth=str(self.intermediate_bit_depth),
         )
+        if self.stage1 is not None:
+            meta["strength"] = json.dumps(self.strength)
         path = Path(path)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -266,6 +332,7 @@ class BundleMeta:
     intermediate_bit_depth: int = 8
     name: str = ""
     scale: str | None = None  # checked against the stages' scale once they are built
+    strength: float = 1.0  # the default blend (absent in bundles older than it: 1)
 
 
 # The values a bundle's numeric fields may take (JSON; `"8"` is a string, out of range too).
@@ -337,6 +404,7 @@ def _load_bundle(path: Path, device: torch.device) -> Pipeline:
             name=meta.name,
             quantize_intermediate=meta.quantize_intermediate,
             intermediate_bit_depth=meta.intermediate_bit_depth,
+            strength=meta.strength,
         )
     except UserError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
@@ -383,3 +451,40 @@ def load_pipeline(
     # NHWC weights make every conv run NHWC (oneDNN and cuDNN): 1.1–1.4× faster inference
     # here, the same results up to float rounding (BENCHMARKS.md).
     return pipe.to(memory_format=torch.channels_last)
+
+
+def with_stage2(pipe: Pipeline | OnnxPipeline, path: str | Path, *, precision: str) -> Pipeline:
+    """`pipe` with its stage 2 replaced by the network in `path` (any checkpoint `load_model`
+    reads, e.g. an official EDSR/RCAN ×2): the blind stage 1 in front of a bicubic network.
+    The new network must have the old one's scale; precision is resolved anew for it."""
+    path = Path(path)
+    if not isinstance(pipe, Pipeline) or pipe.stage1 is None:
+        raise UserError(
+            f"--stage2 {path}: {pipe.name or 'the model'} has no stage 1 to put in front of it "
+            "(give a two-stage bundle, or leave --model out for the shipped one)"
+        )
+    if not path.is_file():
+        raise UserError(f"--stage2: model file not found: {path}")
+    if is_bundle(path):
+        raise UserError(f"--stage2 {path}: a pipeline bundle; give one network's checkpoint")
+    from twostage.models.checkpoints import load_model
+
+    dev = pipe.device()
+    network = load_model(path, device=dev)
+    old, new = _scale_of(pipe.stage2), _scale_of(network)
+    if new != old:
+        raise UserError(
+            f"--stage2 {path}: a ×{new} network; the stage 2 it replaces is ×{old}, "
+            f"so it must be ×{old}"
+        )
+    result = Pipeline(
+        pipe.stage1,
+        network,
+        stage2_repeats=pipe.stage2_repeats,
+        name=f"{pipe.name or 'pipeline'}+{path.stem}",
+        quantize_intermediate=pipe.quantize_intermediate,
+        intermediate_bit_depth=pipe.intermediate_bit_depth,
+        strength=pipe.strength,
+    )
+    result.precision = _pipeline_precision(result, precision, dev)
+    return result.to(dev).eval().to(memory_format=torch.channels_last)

@@ -1,6 +1,8 @@
 """`.onnx` pipelines (what `twostage export` writes) run by onnxruntime, as `Pipeline`s are.
 
-`OnnxPipeline` has `Pipeline.restore`'s interface: the same tiling (tiling.py), fp32 only. Its
+`OnnxPipeline` has `Pipeline.restore`'s interface: the same tiling and self-ensemble
+(tiling.py), fp32 only. The graph is the full-strength pipeline (`twostage export` refuses a
+bundle whose default strength is not 1), so a given `strength` is refused here. Its
 metadata (`scale`, `activation_floats_per_pixel`) is range-checked; without it the scale is
 probed on a 16×16 input. The model must take and give N×3×H×W floats of any height and width.
 """
@@ -24,6 +26,7 @@ from twostage.tiling import (
     auto_tile,
     free_memory,
     restore_image,
+    self_ensemble,
 )
 
 __all__ = ["OnnxPipeline"]
@@ -89,6 +92,14 @@ class OnnxPipeline:
         y = self._run(x.detach().float().cpu().numpy())
         return torch.from_numpy(np.clip(y, 0.0, 1.0))
 
+    def resolve_strength(self, strength: float | None) -> None:
+        """None; a given strength is refused: the graph is the full-strength pipeline."""
+        if strength is not None:
+            raise UserError(
+                f"strength {short(strength)}: {self.path} is an ONNX graph of the full-strength "
+                "pipeline; it has no strength control (restore the bundle instead)"
+            )
+
     def floats_per_pixel(self) -> float:
         return self._floats
 
@@ -101,8 +112,11 @@ class OnnxPipeline:
         device: str | torch.device | None = None,
         progress: bool = False,
         dtype: type = np.float32,
+        strength: float | None = None,
+        tta: bool = False,
     ) -> np.ndarray:
         """As `Pipeline.restore`; `device` must match the one given at load (or be None)."""
+        self.resolve_strength(strength)
         if device is not None and _onnx_device(device) != self.device_name:
             raise UserError(f"{self.path} was loaded for {self.device_name}, not {device}")
         if tile == "auto":
@@ -115,7 +129,7 @@ class OnnxPipeline:
                 budget=free_memory(dev),
             )
         return restore_image(
-            self._run,
+            self_ensemble(self._run) if tta else self._run,
             img,
             scale=self.scale,
             tile=tile,

@@ -3,6 +3,10 @@
 - Output names keep the input's stem (plus `--suffix`) and, for a folder input, its sub-folder
   structure below that folder. An existing output is skipped with a note unless `--overwrite`;
   an output that is an input file, or lies outside `--out`, is refused with or without it.
+- `--strength` blends stage 1 with bicubic (`pipeline` module docstring); without it the
+  model's default (a shipped model's from `SHIPPED`, a bundle's from its metadata). `--stage2`
+  puts the model's stage 1 in front of another network; `--tta` averages the 8 flips and
+  rotations of the input (8× the time).
 - Tiling is automatic by default (`--tile auto`): the tile is chosen from free memory, so a
   large image never runs out of memory (`pipeline.auto_tile`). The output is bounded too: one
   over `max_output_pixels` (`--max-output-pixels`) is refused from the input's header, before
@@ -31,7 +35,7 @@ from tqdm import tqdm
 
 from twostage.errors import UserError
 from twostage.limits import MAX_OUTPUT_PIXELS, MAX_PIXELS
-from twostage.models.shipped import SHIPPED, shipped_for, shipped_path
+from twostage.models.shipped import SHIPPED, Shipped, shipped_for, shipped_path
 from twostage.ops.files import check_outputs, check_suffix, remove_stale_temps
 from twostage.ops.imageio import (
     check_output_size,
@@ -42,7 +46,7 @@ from twostage.ops.imageio import (
 from twostage.ops.inputs import expand_inputs
 from twostage.ops.progress import bar, on_terminal, stage_line
 from twostage.ops.resize import imresize
-from twostage.pipeline import OnnxPipeline, Pipeline, Tile, load_pipeline
+from twostage.pipeline import OnnxPipeline, Pipeline, Tile, load_pipeline, with_stage2
 
 __all__ = ["open_model", "plan_outputs", "restore_files"]
 
@@ -115,6 +119,9 @@ def restore_files(
     quiet: bool = False,
     max_pixels: int = MAX_PIXELS,
     max_output_pixels: int = MAX_OUTPUT_PIXELS,
+    strength: float | None = None,
+    tta: bool = False,
+    stage2: Path | None = None,
 ) -> int:
     """Restore every input image into `out`; returns the number of files that failed.
 
@@ -129,7 +136,8 @@ def restore_files(
     if model is None:
         model = shipped_for(scale or 4).name
         _note(f"model: the shipped {model} (docs/models.md)")
-    pipe = open_model(model, scale=scale, device=device, precision=precision)
+    pipe = open_model(model, scale=scale, device=device, precision=precision, stage2=stage2)
+    pipe.resolve_strength(strength)  # a bad or unusable strength: one error, before any file
     for folder in {target.parent for _, target in plan}:
         remove_stale_temps(folder)
     _note(f"precision: {pipe.precision}")
@@ -142,8 +150,8 @@ def restore_files(
             continue
         try:
             _restore_one(pipe, source, target, ext=ext, tile=tile, tile_pad=tile_pad,
-                         quiet=quiet, max_pixels=max_pixels,
-                         max_output_pixels=max_output_pixels)  # fmt: skip
+                         quiet=quiet, max_pixels=max_pixels, max_output_pixels=max_output_pixels,
+                         strength=strength, tta=tta)  # fmt: skip
             written += 1
             if not (quiet or on_terminal()):
                 stage_line(f"restored {source} → {target}", time.perf_counter() - start)
@@ -166,18 +174,34 @@ def open_model(
     scale: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    stage2: Path | None = None,
 ) -> Pipeline | OnnxPipeline:
     """The pipeline to run: a model file, a shipped model's name (a `str` such as "blind-x4"),
     or None: the shipped model of `scale` (default 4). A given `scale` must be the model's.
-    `restore_files` and `twostage.load` both load through here."""
+    A shipped model gets its table's default strength; `stage2` replaces the model's stage 2
+    (`pipeline.with_stage2`). `restore_files` and `twostage.load` both load through here."""
     if model is None:
         model = shipped_for(scale or 4).name
-    if isinstance(model, str) and model in SHIPPED:
-        model = shipped_path(SHIPPED[model])
+    shipped = SHIPPED[model] if isinstance(model, str) and model in SHIPPED else None
+    if shipped is not None:
+        model = shipped_path(shipped)
+    else:  # the shipped file named by its path is the shipped model too
+        shipped = next((m for m in SHIPPED.values() if _same_file(model, m)), None)
     pipe = load_pipeline(model, device=device, precision=precision)
+    if shipped is not None and isinstance(pipe, Pipeline):
+        pipe.strength = shipped.strength
+    if stage2 is not None:
+        pipe = with_stage2(pipe, stage2, precision=precision)
     if scale is not None and pipe.scale != scale:
         raise UserError(f"--scale {scale}: {model} is a ×{pipe.scale} model")
     return pipe
+
+
+def _same_file(model: str | Path, shipped: Shipped) -> bool:
+    try:
+        return Path(model).samefile(shipped_path(shipped, verify=False))
+    except (OSError, UserError):  # a missing file: load_pipeline names it
+        return False
 
 
 def _restore_one(
@@ -191,6 +215,8 @@ def _restore_one(
     quiet: bool,
     max_pixels: int,
     max_output_pixels: int,
+    strength: float | None,
+    tta: bool,
 ) -> None:
     """Read `source`, restore it and write `target` in its bit depth, with its alpha, gray kept
     gray; what the target's format cannot hold (16 bits, alpha) is noted and dropped."""
@@ -201,7 +227,8 @@ def _restore_one(
         _note(f"warning: {source}: .{ext} cannot hold 16 bits; written as 8-bit")
         bit_depth = 8
     dtype = np.float32 if info.gray else np.uint16 if bit_depth == 16 else np.uint8
-    result = pipe.restore(img, tile=tile, tile_pad=tile_pad, progress=not quiet, dtype=dtype)
+    result = pipe.restore(img, tile=tile, tile_pad=tile_pad, progress=not quiet, dtype=dtype,
+                          strength=strength, tta=tta)  # fmt: skip
     del img
     alpha = info.alpha
     if alpha is not None and ext in NO_ALPHA:

@@ -31,6 +31,7 @@ class Shipped:
     sha256: str
     stages: tuple[str, ...]  # model presets, stage 1 first (the card's architecture)
     summary: str
+    strength: float = 1.0  # the default `restore --strength` (benchmarks/strength.py chose it)
 
 
 SHIPPED: dict[str, Shipped] = {
@@ -41,6 +42,7 @@ SHIPPED: dict[str, Shipped] = {
         sha256="6928b0db8e77d197608f4a1bfa14166d32bfa24ba78acea6817678c54cef9221",
         stages=("rcan-small", "rcan-small"),
         summary="blind ×4: map2 (any degradation → bicubic ↓2 look-alike) + specialized ×2",
+        strength=0.75,  # the best of 0, 0.25, …, 1 on the training split (docs/models.md)
     ),
 }
 
