@@ -154,6 +154,39 @@ def test_matrix_margins_and_suite_mean_over_two_seeds() -> None:
     assert gen["ssim_margin"][1] == pytest.approx([0.015, 0.0])
 
 
+def test_the_detail_suite_mean_is_reported_apart_from_the_photos_suite_mean() -> None:
+    """Detail test sets change neither the photos' suite mean nor any of its columns; their
+    own mean is `detail_mean_*`, shown in results.md and the terminal table."""
+    from twostage.generalize import markdown, text_table
+
+    psnr = {
+        "a": (20.0, 21.0),
+        "b": (25.0, 24.0),
+        "detail-a": (30.0, 28.0),
+        "detail-b": (18.0, 18.5),
+    }
+    rows = [
+        {"branch": b, "test_set": t, "seed": 0, "image": "x", "psnr": v, "ssim": v / 100}
+        for t, (floor, net) in psnr.items()
+        for b, v in (("interp-bicubic", floor), ("net", net))
+    ]
+    results = {"test_sets": list(psnr), "branches": ["interp-bicubic", "net"], "rows": rows}
+    photos_only = matrix({**results, "test_sets": ["a", "b"]}, suite=["a", "b"])
+    gen = matrix(results, suite=["a", "b"], detail=["detail-a", "detail-b"])
+    assert gen["suite"] == ["a", "b"] and gen["detail_suite"] == ["detail-a", "detail-b"]
+    assert gen["mean_psnr_margin"] == photos_only["mean_psnr_margin"] == [0.0, 0.0]
+    assert gen["detail_mean_psnr_margin"] == [0.0, pytest.approx(-0.75)]  # (-2 + 0.5) / 2
+    assert gen["detail_mean_psnr"] == [pytest.approx(24.0), pytest.approx(23.25)]
+    assert "detail_suite" not in photos_only and "detail_mean_psnr" not in photos_only
+    table = markdown(gen)
+    assert (
+        "| detail suite mean |" in table and "| `net` | +1.00 | -1.00 | -2.00 | +0.50 | " in table
+    )
+    assert table.splitlines()[-1].endswith("| +0.00 | -0.75 |")
+    (line,) = [ln for ln in text_table(gen).splitlines() if ln.startswith("detail suite mean")]
+    assert line.split()[-2:] == ["24.00", "-0.75"]
+
+
 def test_tiny_realistic_recipe_with_test_suite_end_to_end(tmp_path: Path, capsys) -> None:
     recipe = tmp_path / "blind.yaml"
     recipe.write_text(

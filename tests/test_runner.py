@@ -432,9 +432,9 @@ def test_train_crop_applies_to_the_training_images_only(tiny_profile):
     profile = dataclasses.replace(
         tiny_profile, hr_crop=32, train_crop=60, train_images=3, test_images=2
     )
-    train, tests = plan_data(sr_x4(), {}, profile, sr=True, track="unknown")
+    train, tests = plan_data(sr_x4(), {}, profile, sr=True)
     raw_train = dict(load_samples("train"))
-    raw_test = dict(load_samples("test"))
+    raw_test = dict(load_samples("test") + load_samples("detail"))
     for name, img in zip(train.names, train.hr):
         h, w = raw_train[name].shape[:2]
         assert img.shape[:2] == (min(h, 60) // 4 * 4, min(w, 60) // 4 * 4), name
@@ -448,6 +448,24 @@ def test_train_crop_applies_to_the_training_images_only(tiny_profile):
             assert img.shape[:2] == (32, 32), name
             top, left = (h - 32) // 2, (w - 32) // 2
             assert np.array_equal(img, raw_test[name][top : top + 32, left : left + 32])
+
+
+def test_the_embedded_data_also_tests_on_the_detail_images_never_trained_on(tiny_profile):
+    """samples=embedded: every test degradation on the test photos, then on the fine-detail
+    images (`detail-*`); the in-distribution set stays first and a photos' one."""
+    from twostage.data.samples import load_samples
+
+    profile = dataclasses.replace(tiny_profile, train_images=None, test_images=None)
+    train, tests = plan_data(sr_x4(), {}, profile, sr=True)
+    assert [t.name for t in tests] == [
+        "samples-gaussian-aniso",
+        "samples-camera",
+        "detail-gaussian-aniso",
+        "detail-camera",
+    ]
+    detail = [n for n, _ in load_samples("detail")]
+    assert tests[2].split.names == detail and tests[2].degradation == "gaussian-aniso"
+    assert not set(train.names) & set(detail)
 
 
 def test_the_demo_reading_says_who_won_and_by_how_much():

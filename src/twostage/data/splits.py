@@ -28,6 +28,9 @@ from twostage.limits import MAX_PIXELS
 from twostage.ops.imageio import to_float
 
 EMBEDDED = "embedded"  # `--data samples=embedded`: the photos bundled with scikit-image
+# The embedded fine-detail split (print, man-made structure), tested beside the samples' photos
+# as `detail-<degradation>`, never trained on; its suite mean is reported apart from theirs.
+DETAIL = "detail"
 DATA_NAMES = ("samples", "photos", "photos-valid", "div2k", "realsr")
 # The degradations a data's own LR files stand for; other degradations are presets.
 TRACKS = {"div2k": ("bicubic", "unknown"), "realsr": ("real",)}
@@ -241,10 +244,10 @@ def plan_data(
     lacks is an error. Training data: div2k (train HR, plus any photos folders), else photos
     (their train split), else the embedded samples, else RealSR train. Test sets, named
     `<data>-<degradation>`, the in-distribution one first: every preset test degradation on
-    the embedded test photos, the photos' validation split (or photos-valid), DIV2K valid and
-    RealSR's HR (deblur); each data's own track where the recipe tests on it (RealSR's real
-    captures always, for SR). Photos over `max_pixels` or unreadable stop the run, or are named
-    and left out with `skip_unreadable`.
+    the embedded test photos and on the embedded fine-detail images (`detail-*`), the photos'
+    validation split (or photos-valid), DIV2K valid and RealSR's HR (deblur); each data's own
+    track where the recipe tests on it (RealSR's real captures always, for SR). Photos over
+    `max_pixels` or unreadable stop the run, or are named and left out with `skip_unreadable`.
     """
     reading = {"max_pixels": max_pixels, "skip_unreadable": skip_unreadable}
     data = _check_data(data)
@@ -297,14 +300,15 @@ def plan_data(
                 scale=scale,
                 max_pixels=max_pixels,
             )
-        test = _split(
-            "samples",
-            "samples",
-            {"split": "test", **split_of["test"]},
-            scale=scale,
-            max_pixels=max_pixels,
-        )
-        tests += _test_sets(wanted, "samples", test)
+        for source, split in (("samples", "test"), (DETAIL, "detail")):
+            test = _split(
+                source,
+                "samples",
+                {"split": split, **split_of["test"]},
+                scale=scale,
+                max_pixels=max_pixels,
+            )
+            tests += _test_sets(wanted, source, test)
     if "realsr" in names:
         root = dict(data)["realsr"]
         if train is None:
