@@ -191,19 +191,21 @@ def test_tiny_realistic_recipe_with_test_suite_end_to_end(tmp_path: Path, capsys
     recipe = tmp_path / "blind.yaml"
     recipe.write_text(
         "base: sr-x4\ndegradations: [realistic]\ntest_degradations: [realistic]\n"
-        "branches: [direct-rcan, map2-specialized-x2]\n"
+        "branches: [direct-rcan, map2-specialized-x2]\ndetail_sets: true\n"
     )
     out = tmp_path / "run"
     args = ["run", str(recipe), "--profile", "tiny", "--test-suite", "--out", str(out)]
     assert main([*args, "--device", "cpu", "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
     suite = [f"samples-{n}" for n in SUITE]
-    assert results["test_sets"] == ["samples-realistic", *suite]
+    detail = [f"detail-{n}" for n in SUITE]
+    assert results["test_sets"] == ["samples-realistic", *suite, "detail-realistic", *detail]
     assert sorted(results["networks_trained"]) == sorted(
         ["direct-rcan-realistic", "map2-realistic", "offshelf-x2", "specialized-x2-realistic"]
     )
     gen = results["generalization"]
     assert gen["suite"] == suite and gen["branches"] == results["branches"]
+    assert gen["detail_suite"] == detail  # the photos' suite mean leaves them out
     by = {(r["branch"], r["test_set"], r["image"]): r["psnr"] for r in results["rows"]}
     for i, branch in enumerate(gen["branches"]):
         for c, test in enumerate(gen["test_sets"]):
@@ -212,11 +214,16 @@ def test_tiny_realistic_recipe_with_test_suite_end_to_end(tmp_path: Path, capsys
                 by[(branch, test, n)] - by[("interp-bicubic", test, n)] for n in images
             )
             assert gen["psnr_margin"][i][c] == pytest.approx(margin, abs=1e-9)
-        mean = statistics.fmean(gen["psnr_margin"][i][1:])
+        mean = statistics.fmean(gen["psnr_margin"][i][1:10])
         assert gen["mean_psnr_margin"][i] == pytest.approx(mean, abs=1e-9)
+        mean = statistics.fmean(gen["psnr_margin"][i][11:])
+        assert gen["detail_mean_psnr_margin"][i] == pytest.approx(mean, abs=1e-9)
     assert (out / "figures" / "generalization.png").stat().st_size > 1000
     assert "## Generalization: PSNR margin over interp-bicubic" in (out / "results.md").read_text()
-    assert "figures/generalization.png" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "figures/generalization.png" in page and "data-test='detail-mean'" in page
+    assert "On the fine-detail images (print and man-made structure)" in page
+    assert "| detail suite mean |" in (out / "results.md").read_text()
 
 
 def test_blind_stage1_in_front_of_a_given_official_edsr(

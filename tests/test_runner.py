@@ -450,13 +450,16 @@ def test_train_crop_applies_to_the_training_images_only(tiny_profile):
             assert np.array_equal(img, raw_test[name][top : top + 32, left : left + 32])
 
 
-def test_the_embedded_data_also_tests_on_the_detail_images_never_trained_on(tiny_profile):
-    """samples=embedded: every test degradation on the test photos, then on the fine-detail
-    images (`detail-*`); the in-distribution set stays first and a photos' one."""
+def test_detail_sets_test_on_the_detail_images_never_trained_on(tmp_path, tiny_profile):
+    """`detail_sets: true`: every test degradation also on the fine-detail images
+    (`detail-*`), after the other test sets, whatever the data; off by default."""
     from twostage.data.samples import load_samples
+    from twostage.ops.imageio import write_image
 
     profile = dataclasses.replace(tiny_profile, train_images=None, test_images=None)
-    train, tests = plan_data(sr_x4(), {}, profile, sr=True)
+    recipe = recipe_from_dict({"base": "sr-x4", "detail_sets": True})
+    assert recipe.detail_sets and not sr_x4().detail_sets
+    train, tests = plan_data(recipe, {}, profile, sr=True)
     assert [t.name for t in tests] == [
         "samples-gaussian-aniso",
         "samples-camera",
@@ -466,6 +469,15 @@ def test_the_embedded_data_also_tests_on_the_detail_images_never_trained_on(tiny
     detail = [n for n, _ in load_samples("detail")]
     assert tests[2].split.names == detail and tests[2].degradation == "gaussian-aniso"
     assert not set(train.names) & set(detail)
+    assert [t.name for t in plan_data(sr_x4(), {}, profile, sr=True)[1]] == [
+        "samples-gaussian-aniso",
+        "samples-camera",
+    ]
+    photos = tmp_path / "photos"
+    for i in range(2):
+        write_image(photos / f"p{i}.png", np.full((40, 40, 3), i / 2, dtype=np.float32))
+    _, tests = plan_data(recipe, [("photos", photos)], profile, sr=True)
+    assert [t.name for t in tests][-2:] == ["detail-gaussian-aniso", "detail-camera"]
 
 
 def test_the_demo_reading_says_who_won_and_by_how_much():

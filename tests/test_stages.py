@@ -42,7 +42,7 @@ def staged_run(tmp_path_factory, tiny_profile) -> tuple[Path, dict]:
     recipe = root / "staged.yaml"
     recipe.write_text(
         "base: sr-x4\ndegradations: [gaussian-aniso]\ntest_degradations: [gaussian-aniso]\n"
-        "branches: [direct-rcan, map2-offshelf-x2, map1-offshelf-x2x2]\n"
+        "branches: [direct-rcan, map2-offshelf-x2, map1-offshelf-x2x2]\ndetail_sets: true\n"
     )
     out = root / "run"
     results = run_recipe(recipe, data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
@@ -54,6 +54,7 @@ def test_every_two_stage_branch_has_stage_rows_on_every_test_set(staged_run) -> 
     staged = results["stages"]
     assert staged["branches"] == ["map1-offshelf-x2x2", "map2-offshelf-x2"]  # not direct-rcan
     assert staged["test_sets"] == results["test_sets"]
+    assert results["test_sets"] == ["samples-gaussian-aniso", "detail-gaussian-aniso"]
     pairs = {(r["branch"], r["test_set"]) for r in staged["rows"]}
     assert pairs == set(itertools.product(staged["branches"], results["test_sets"]))
     assert {(m["branch"], m["test_set"]) for m in staged["means"]} == pairs
