@@ -154,23 +154,58 @@ def test_matrix_margins_and_suite_mean_over_two_seeds() -> None:
     assert gen["ssim_margin"][1] == pytest.approx([0.015, 0.0])
 
 
+def test_the_detail_suite_mean_is_reported_apart_from_the_photos_suite_mean() -> None:
+    """Detail test sets change neither the photos' suite mean nor any of its columns; their
+    own mean is `detail_mean_*`, shown in results.md and the terminal table."""
+    from twostage.generalize import markdown, text_table
+
+    psnr = {
+        "a": (20.0, 21.0),
+        "b": (25.0, 24.0),
+        "detail-a": (30.0, 28.0),
+        "detail-b": (18.0, 18.5),
+    }
+    rows = [
+        {"branch": b, "test_set": t, "seed": 0, "image": "x", "psnr": v, "ssim": v / 100}
+        for t, (floor, net) in psnr.items()
+        for b, v in (("interp-bicubic", floor), ("net", net))
+    ]
+    results = {"test_sets": list(psnr), "branches": ["interp-bicubic", "net"], "rows": rows}
+    photos_only = matrix({**results, "test_sets": ["a", "b"]}, suite=["a", "b"])
+    gen = matrix(results, suite=["a", "b"], detail=["detail-a", "detail-b"])
+    assert gen["suite"] == ["a", "b"] and gen["detail_suite"] == ["detail-a", "detail-b"]
+    assert gen["mean_psnr_margin"] == photos_only["mean_psnr_margin"] == [0.0, 0.0]
+    assert gen["detail_mean_psnr_margin"] == [0.0, pytest.approx(-0.75)]  # (-2 + 0.5) / 2
+    assert gen["detail_mean_psnr"] == [pytest.approx(24.0), pytest.approx(23.25)]
+    assert "detail_suite" not in photos_only and "detail_mean_psnr" not in photos_only
+    table = markdown(gen)
+    assert (
+        "| detail suite mean |" in table and "| `net` | +1.00 | -1.00 | -2.00 | +0.50 | " in table
+    )
+    assert table.splitlines()[-1].endswith("| +0.00 | -0.75 |")
+    (line,) = [ln for ln in text_table(gen).splitlines() if ln.startswith("detail suite mean")]
+    assert line.split()[-2:] == ["24.00", "-0.75"]
+
+
 def test_tiny_realistic_recipe_with_test_suite_end_to_end(tmp_path: Path, capsys) -> None:
     recipe = tmp_path / "blind.yaml"
     recipe.write_text(
         "base: sr-x4\ndegradations: [realistic]\ntest_degradations: [realistic]\n"
-        "branches: [direct-rcan, map2-specialized-x2]\n"
+        "branches: [direct-rcan, map2-specialized-x2]\ndetail_sets: true\n"
     )
     out = tmp_path / "run"
     args = ["run", str(recipe), "--profile", "tiny", "--test-suite", "--out", str(out)]
     assert main([*args, "--device", "cpu", "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
     suite = [f"samples-{n}" for n in SUITE]
-    assert results["test_sets"] == ["samples-realistic", *suite]
+    detail = [f"detail-{n}" for n in SUITE]
+    assert results["test_sets"] == ["samples-realistic", *suite, "detail-realistic", *detail]
     assert sorted(results["networks_trained"]) == sorted(
         ["direct-rcan-realistic", "map2-realistic", "offshelf-x2", "specialized-x2-realistic"]
     )
     gen = results["generalization"]
     assert gen["suite"] == suite and gen["branches"] == results["branches"]
+    assert gen["detail_suite"] == detail  # the photos' suite mean leaves them out
     by = {(r["branch"], r["test_set"], r["image"]): r["psnr"] for r in results["rows"]}
     for i, branch in enumerate(gen["branches"]):
         for c, test in enumerate(gen["test_sets"]):
@@ -179,11 +214,16 @@ def test_tiny_realistic_recipe_with_test_suite_end_to_end(tmp_path: Path, capsys
                 by[(branch, test, n)] - by[("interp-bicubic", test, n)] for n in images
             )
             assert gen["psnr_margin"][i][c] == pytest.approx(margin, abs=1e-9)
-        mean = statistics.fmean(gen["psnr_margin"][i][1:])
+        mean = statistics.fmean(gen["psnr_margin"][i][1:10])
         assert gen["mean_psnr_margin"][i] == pytest.approx(mean, abs=1e-9)
+        mean = statistics.fmean(gen["psnr_margin"][i][11:])
+        assert gen["detail_mean_psnr_margin"][i] == pytest.approx(mean, abs=1e-9)
     assert (out / "figures" / "generalization.png").stat().st_size > 1000
     assert "## Generalization: PSNR margin over interp-bicubic" in (out / "results.md").read_text()
-    assert "figures/generalization.png" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "figures/generalization.png" in page and "data-test='detail-mean'" in page
+    assert "On the fine-detail images (print and man-made structure)" in page
+    assert "| detail suite mean |" in (out / "results.md").read_text()
 
 
 def test_blind_stage1_in_front_of_a_given_official_edsr(

@@ -452,7 +452,7 @@ def test_train_crop_applies_to_the_training_images_only(tiny_profile):
     )
     train, tests = plan_data(sr_x4(), [], profile, sr=True)
     raw_train = dict(load_samples("train"))
-    raw_test = dict(load_samples("test"))
+    raw_test = dict(load_samples("test") + load_samples("detail"))
     for name, img in zip(train.names, train.hr):
         h, w = raw_train[name].shape[:2]
         assert img.shape[:2] == (min(h, 60) // 4 * 4, min(w, 60) // 4 * 4), name
@@ -466,6 +466,36 @@ def test_train_crop_applies_to_the_training_images_only(tiny_profile):
             assert img.shape[:2] == (32, 32), name
             top, left = (h - 32) // 2, (w - 32) // 2
             assert np.array_equal(img, raw_test[name][top : top + 32, left : left + 32])
+
+
+def test_detail_sets_test_on_the_detail_images_never_trained_on(tmp_path, tiny_profile):
+    """`detail_sets: true`: every test degradation also on the fine-detail images
+    (`detail-*`), after the other test sets, whatever the data; off by default."""
+    from twostage.data.samples import load_samples
+    from twostage.ops.imageio import write_image
+
+    profile = dataclasses.replace(tiny_profile, train_images=None, test_images=None)
+    recipe = recipe_from_dict({"base": "sr-x4", "detail_sets": True})
+    assert recipe.detail_sets and not sr_x4().detail_sets
+    train, tests = plan_data(recipe, {}, profile, sr=True)
+    assert [t.name for t in tests] == [
+        "samples-gaussian-aniso",
+        "samples-camera",
+        "detail-gaussian-aniso",
+        "detail-camera",
+    ]
+    detail = [n for n, _ in load_samples("detail")]
+    assert tests[2].split.names == detail and tests[2].degradation == "gaussian-aniso"
+    assert not set(train.names) & set(detail)
+    assert [t.name for t in plan_data(sr_x4(), {}, profile, sr=True)[1]] == [
+        "samples-gaussian-aniso",
+        "samples-camera",
+    ]
+    photos = tmp_path / "photos"
+    for i in range(2):
+        write_image(photos / f"p{i}.png", np.full((40, 40, 3), i / 2, dtype=np.float32))
+    _, tests = plan_data(recipe, [("photos", photos)], profile, sr=True)
+    assert [t.name for t in tests][-2:] == ["detail-gaussian-aniso", "detail-camera"]
 
 
 def test_the_demo_reading_says_who_won_and_by_how_much():

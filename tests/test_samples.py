@@ -16,15 +16,18 @@ from twostage.ops.imageio import read_image
 
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, list[tuple[str, np.ndarray]]]:
-    return {split: load_samples(split) for split in ("train", "test")}
+    return {split: load_samples(split) for split in ("train", "test", "detail")}
 
 
 def test_split_is_fixed_and_disjoint(loaded) -> None:
     train = [n for n, _ in loaded["train"]]
     test = [n for n, _ in loaded["test"]]
+    detail = [n for n, _ in loaded["detail"]]
     assert test == ["astronaut", "chelsea", "coffee"]
-    assert not set(train) & set(test)
-    assert set(train) | set(test) == {s.name for s in SAMPLES}
+    assert detail == ["page", "text", "camera", "brick", "coins"]
+    assert not set(train) & set(test) and not set(train) & set(detail)
+    assert not set(test) & set(detail)
+    assert set(train) | set(test) | set(detail) == {s.name for s in SAMPLES}
     assert sum(n.startswith("deadleaves_") for n in train) == 8
     assert {"rocket", "motorcycle_left", "retina"} <= set(train)
 
@@ -37,6 +40,18 @@ def test_images_match_the_table(loaded) -> None:
             assert info.split == split
             assert img.dtype == np.uint8 and img.shape == (info.height, info.width, 3)
             assert not img.flags.writeable  # shared cache: callers must copy to modify
+
+
+def test_detail_images_are_gray_crops_of_the_wheel_images_as_rgb(loaded) -> None:
+    import skimage.data
+
+    for name, img in loaded["detail"]:
+        assert max(img.shape[:2]) <= samples.DETAIL_SIDE
+        assert (img == img[..., :1]).all(), f"{name}: the three channels differ"
+        gray = getattr(skimage.data, name)()
+        h, w = img.shape[:2]
+        top, left = (gray.shape[0] - h) // 2, (gray.shape[1] - w) // 2
+        np.testing.assert_array_equal(img[..., 0], gray[top : top + h, left : left + w])
 
 
 def test_photos_are_colour(loaded) -> None:
@@ -63,7 +78,7 @@ def test_loading_needs_no_network(monkeypatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
     samples._load.cache_clear()
     try:
-        for split in ("train", "test"):
+        for split in ("train", "test", "detail"):
             assert load_samples(split)
     finally:
         samples._load.cache_clear()
@@ -83,6 +98,7 @@ def test_table_and_cli_listing(capsys) -> None:
         line = next(row for row in out.splitlines() if row.startswith(s.name + " "))
         assert s.split in line and f"{s.height}×{s.width}" in line
     assert "astronaut" in out and "512×512" in out and "1411×1411" in out
+    assert "detail: 5 gray photos of print and man-made structure" in out
 
 
 def test_cli_writes_the_images(tmp_path, capsys) -> None:
@@ -93,6 +109,7 @@ def test_cli_writes_the_images(tmp_path, capsys) -> None:
     assert info.bit_depth == 8
     np.testing.assert_array_equal(np.round(img * 255).astype(np.uint8), ref)
     assert (tmp_path / "train" / "deadleaves_07.png").is_file()
+    assert (tmp_path / "detail" / "page.png").is_file()
 
 
 def test_cli_never_writes_over_existing_images_or_through_a_linked_folder(tmp_path, capsys) -> None:

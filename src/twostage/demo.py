@@ -32,7 +32,8 @@ def run_demo(*, out: Path, seeds: int, quick: bool) -> None:
     )
     minutes = (time.perf_counter() - start) / 60
     bundle = out / "bundles" / "map2-specialized-x2.safetensors"
-    suite = results["generalization"]["suite"]
+    gen = results["generalization"]
+    suite = gen["suite"] + gen.get("detail_suite", [])
     seen = {**results, "test_sets": [t for t in results["test_sets"] if t not in suite]}
     print(f"\n{format_table(seen)}\n")
     print(f"{generalize.text_table(results['generalization'])}\n")

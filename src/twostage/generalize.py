@@ -1,8 +1,9 @@
 """The generalization matrix: every branch on every test degradation, against interp-bicubic.
 
-`matrix(results, suite=...)` is results.json's `"generalization"` key (report.py documents it):
-branch × test set PSNR/SSIM, their margins over `interp-bicubic` (per seed, then mean ± std
-over seeds), and each branch's mean margin over the held-out suite's test sets. `markdown` is
+`matrix(results, suite=..., detail=...)` is results.json's `"generalization"` key (report.py
+documents it): branch × test set PSNR/SSIM, their margins over `interp-bicubic` (per seed, then
+mean ± std over seeds), and each branch's mean margin over the held-out suite's test sets (the
+photos'; with `detail`, also over the fine-detail images' suite test sets, apart). `markdown` is
 its table in results.md; `heat_map` draws the PSNR margins at a glance (figures/).
 """
 
@@ -32,19 +33,23 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def matrix(results: dict, *, suite: Sequence[str]) -> dict:
+def matrix(results: dict, *, suite: Sequence[str], detail: Sequence[str] = ()) -> dict:
     """results.json's "generalization": lists of rows (one per branch) of columns (test sets).
 
     Keys: test_sets, suite (the test sets of the held-out suite), branches, and for metric in
     psnr, ssim: `<metric>` and `<metric>_margin` (branch − interp-bicubic), `mean_<metric>` and
     `mean_<metric>_margin` (over the suite's test sets, one value per branch), each with a
-    `_std` twin (std over seeds; null with one seed). Margins are taken seed by seed.
+    `_std` twin (std over seeds; null with one seed). Margins are taken seed by seed. With
+    `detail` (the fine-detail images' suite test sets, kept out of `suite`): `detail_suite` and
+    `detail_mean_<metric>`, `detail_mean_<metric>_margin` (+ `_std`), the same over them.
     """
     out: dict = {
         "test_sets": list(results["test_sets"]),
         "suite": list(suite),
         "branches": list(results["branches"]),
     }
+    if detail:
+        out["detail_suite"] = list(detail)
     for key in ("psnr", "ssim"):
         raw = _per_seed(results["rows"], key)
         margin = {
@@ -57,18 +62,31 @@ def matrix(results: dict, *, suite: Sequence[str]) -> dict:
 
 
 def _fill(out: dict, name: str, table: dict[tuple[str, str], dict[int, float]]) -> None:
-    """out[name] (+ _std): branch × test set; out[mean_<name>] (+ _std): the suite mean."""
-    branches, tests, suite = out["branches"], out["test_sets"], out["suite"]
+    """out[name] (+ _std): branch × test set; out[mean_<name>] (+ _std): the suite mean, and
+    out[detail_mean_<name>] (+ _std) over the detail suite when there is one."""
+    branches, tests = out["branches"], out["test_sets"]
     cells = [[_mean_std(list(table[(b, t)].values())) for t in tests] for b in branches]
     out[name] = [[c[0] for c in row] for row in cells]
     out[f"{name}_std"] = [[c[1] for c in row] for row in cells]
-    means = []
-    for b in branches:
-        seeds = table[(b, suite[0])].keys() if suite else []
-        per_seed = [statistics.fmean(table[(b, t)][s] for t in suite) for s in seeds]
-        means.append(_mean_std(per_seed) if per_seed else (None, None))
-    out[f"mean_{name}"] = [m[0] for m in means]
-    out[f"mean_{name}_std"] = [m[1] for m in means]
+    for prefix, suite in _suites(out):
+        means = [_suite_mean(table, b, suite) for b in branches]
+        out[f"{prefix}mean_{name}"] = [m[0] for m in means]
+        out[f"{prefix}mean_{name}_std"] = [m[1] for m in means]
+
+
+def _suite_mean(
+    table: dict[tuple[str, str], dict[int, float]], branch: str, suite: Sequence[str]
+) -> tuple[float | None, float | None]:
+    """A branch's mean over the suite's test sets, per seed, then mean ± std over seeds."""
+    seeds = table[(branch, suite[0])].keys() if suite else []
+    per_seed = [statistics.fmean(table[(branch, t)][s] for t in suite) for s in seeds]
+    return _mean_std(per_seed) if per_seed else (None, None)
+
+
+def _suites(gen: dict) -> list[tuple[str, list[str]]]:
+    """(key prefix, test sets) of the photos' suite and of the detail suite (when present)."""
+    detail = [("detail_", gen["detail_suite"])] if "detail_suite" in gen else []
+    return [("", gen["suite"]), *detail]
 
 
 def _cell(value: float | None, std: float | None, digits: int = 2) -> str:
@@ -80,13 +98,20 @@ def _cell(value: float | None, std: float | None, digits: int = 2) -> str:
 
 def markdown(gen: dict) -> str:
     """results.md's section: PSNR of interp-bicubic, then every branch's margin over it."""
-    tests, suite = gen["test_sets"], gen["suite"]
+    tests, suite, detail = gen["test_sets"], gen["suite"], gen.get("detail_suite", [])
     head = ["branch", *tests] + (["suite mean"] if suite else [])
+    head += ["detail suite mean"] if detail else []
     lines = [
         "## Generalization: PSNR margin over interp-bicubic (dB)",
         "",
         f"Suite (held out from training): {', '.join(suite) or 'none'}. The first row is "
-        "interp-bicubic's own PSNR; ± is the std over seeds.",
+        "interp-bicubic's own PSNR; ± is the std over seeds."
+        + (
+            f" The detail suite mean is over the fine-detail images ({', '.join(detail)}), "
+            "apart from the suite mean of the photos."
+            if detail
+            else ""
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|---|" + "---:|" * (len(head) - 1),
@@ -97,8 +122,8 @@ def markdown(gen: dict) -> str:
         cells = [_cell(v, s) for v, s in zip(gen[key][i], gen[f"{key}_std"][i])]
         if not margin:
             cells = [c.lstrip("+") for c in cells]
-        if suite:
-            mean = _cell(gen[f"mean_{key}"][i], gen[f"mean_{key}_std"][i])
+        for prefix in (p for p, tests in _suites(gen) if tests):
+            mean = _cell(gen[f"{prefix}mean_{key}"][i], gen[f"{prefix}mean_{key}_std"][i])
             cells.append(mean if margin else mean.lstrip("+"))
         lines.append(f"| `{branch}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -111,12 +136,10 @@ def heat_map(gen: dict, png: Path) -> bool:
     rows = [i for i, b in enumerate(gen["branches"]) if b != FLOOR]
     if not rows:
         return False
-    cols = list(gen["test_sets"]) + (["suite mean"] if gen["suite"] else [])
+    means = [p for p, suite in _suites(gen) if suite]
+    cols = list(gen["test_sets"]) + [f"{p.replace('_', ' ')}suite mean" for p in means]
     data = np.array(
-        [
-            gen["psnr_margin"][i] + ([gen["mean_psnr_margin"][i]] if gen["suite"] else [])
-            for i in rows
-        ],
+        [gen["psnr_margin"][i] + [gen[f"{p}mean_psnr_margin"][i] for p in means] for i in rows],
         dtype=float,
     )
     import matplotlib
@@ -165,6 +188,12 @@ def reading(gen: dict, ours: str, rival: str) -> str:
         + (f" (not on {', '.join(below)})" if below else "")
         + f"; its mean margin over it is {mean:+.2f} dB."
     )
+    if gen.get("detail_suite"):
+        detail = gen["detail_mean_psnr_margin"][i]
+        text += (
+            f" On the fine-detail images (print and man-made structure) under the same "
+            f"degradations, its mean margin is {detail:+.2f} dB."
+        )
     if rival in branches:
         j = branches.index(rival)
         gaps = {t: margin[t] - gen["psnr_margin"][j][c] for t, c in zip(suite, cols)}
@@ -187,7 +216,7 @@ def text_table(gen: dict) -> str:
     floor = gen["branches"].index(FLOOR)
     tests = gen["test_sets"]
     labels = [t if t in gen["suite"] or c else f"{t} (trained)" for c, t in enumerate(tests)]
-    width = max(len(t) for t in [*labels, "suite mean"]) + 2
+    width = max(len(t) for t in [*labels, "detail suite mean"]) + 2
     cell = max(16, *(len(gen["branches"][i]) + 2 for i in learned))
     head = "test set".ljust(width) + "bicubic dB".rjust(cell)
     head += "".join(gen["branches"][i].rjust(cell) for i in learned)
@@ -205,13 +234,17 @@ def text_table(gen: dict) -> str:
                 [(gen["psnr_margin"][i][c], gen["psnr_margin_std"][i][c]) for i in learned],
             )
         )
-    if gen["suite"]:
-        lines.append(
-            row(
-                "suite mean",
-                (gen["mean_psnr"][floor], gen["mean_psnr_std"][floor]),
-                [(gen["mean_psnr_margin"][i], gen["mean_psnr_margin_std"][i]) for i in learned],
+    for p, suite in _suites(gen):
+        if suite:
+            lines.append(
+                row(
+                    f"{p.replace('_', ' ')}suite mean",
+                    (gen[f"{p}mean_psnr"][floor], gen[f"{p}mean_psnr_std"][floor]),
+                    [
+                        (gen[f"{p}mean_psnr_margin"][i], gen[f"{p}mean_psnr_margin_std"][i])
+                        for i in learned
+                    ],
+                )
             )
-        )
     lines.append("PSNR margin over bicubic interpolation (dB, RGB); ± = std over seeds")
     return "\n".join(lines)

@@ -107,6 +107,8 @@ class Recipe:
     # file `twostage restore --model` accepts (official EDSR/RCAN, BasicSR, spandrel, native).
     given: tuple[tuple[str, str], ...] = ()
     claim: Claim | None = None  # what the recipe sets out to show (report.describe reads it)
+    # also test on the embedded fine-detail images (print, man-made structure) as detail-*
+    detail_sets: bool = False
 
     def with_given(self, checkpoints: dict[str, Path]) -> Recipe:
         """The recipe with off-the-shelf networks given as checkpoints; others → UserError."""
@@ -340,6 +342,7 @@ class RecipeFile:
     train: dict[str, Any] | None = None  # nested TrainConfig fields, over the profile's
     offshelf: dict[str, str] | None = None  # network name → checkpoint file
     claim: Claim | None = None  # None: the base's
+    detail_sets: bool = False  # also test on the embedded fine-detail images (detail-*)
 
     def __post_init__(self) -> None:
         if self.base not in BASES:
@@ -432,8 +435,9 @@ def _check_claim(recipe: Recipe, claim: Claim, source: str) -> None:
 def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
     """A Recipe from YAML data (`RecipeFile`'s keys): `base` (sr-x4 | bicubic-x4 | deblur)
     plus optional name, degradations, test_degradations (`suite` stands for the held-out
-    SUITE), domain (deblur), branches, specialized_init, mapping_init, models ({rcan: PRESET, edsr:
-    PRESET}), train (nested TrainConfig fields), offshelf and claim ({ours, rival})."""
+    SUITE), domain (deblur), branches, specialized_init, mapping_init, models ({rcan: PRESET,
+    edsr: PRESET}), train (nested TrainConfig fields), offshelf, claim ({ours, rival}) and
+    detail_sets (also test on the embedded fine-detail images)."""
     spec: RecipeFile = parse(RecipeFile, data, source)
     recipe = _from_base(spec, source)
     models = spec.models or RecipeModels()
@@ -450,6 +454,7 @@ def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
         edsr=models.edsr,
         train=train,
         claim=spec.claim or recipe.claim,
+        detail_sets=spec.detail_sets,
     )
     offshelf = spec.offshelf or {}
     recipe = recipe.with_given({k: Path(v) for k, v in offshelf.items()})

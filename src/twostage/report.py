@@ -9,8 +9,10 @@ When the run tests on the held-out suite, `results["generalization"]` is the bra
 matrix of generalize.py: {"test_sets", "suite" (the suite's test sets), "branches", "psnr",
 "ssim", "psnr_margin", "ssim_margin" (over interp-bicubic; lists of rows per branch, of columns
 per test set), "mean_psnr", "mean_ssim", "mean_psnr_margin", "mean_ssim_margin" (over the suite,
-one per branch), each with a `_std` twin (over seeds, null with one)}; results.md gets its table
-and figures/generalization.png its heat-map.
+one per branch), each with a `_std` twin (over seeds, null with one); with the embedded
+fine-detail test sets, "detail_suite" and "detail_mean_*" the same over them}; results.md gets
+its table and figures/generalization.png its heat-map. `results["stages"]` (stages.py) scores
+each stage of the two-stage branches on its own job.
 
 Tables follow the paper's Tables 1–3: one table per test set, branches as columns, metrics as rows.
 Everything is written atomically; the HTML page around them is report_html.py's.
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from twostage import generalize
+from twostage import generalize, stages
 from twostage.ops.files import atomic_path, read_text_bounded, write_text_atomic
 from twostage.ops.imageio import to_uint8
 
@@ -67,12 +69,14 @@ class Comparison:
     panels: tuple[Panel, ...]  # the first panel is the ground truth
 
 
-def compute_means(rows: Sequence[dict]) -> list[dict]:
-    """Mean of every metric per (branch, test set); with several seeds, mean ± std over seeds.
+def compute_means(rows: Sequence[dict], keys: Sequence[str] | None = None) -> list[dict]:
+    """Mean of every metric (METRICS, or `keys`) per (branch, test set); with several seeds,
+    mean ± std over seeds.
 
     The mean over seeds is the mean of each seed's mean over images, and `<metric>_std` is the
     sample standard deviation of those per-seed means (what `--seeds N` reports).
     """
+    keys = [k for k, _, _ in METRICS] if keys is None else keys
     groups: dict[tuple[str, str], dict[int, list[dict]]] = {}
     for row in rows:
         key = (row["branch"], row["test_set"])
@@ -80,7 +84,7 @@ def compute_means(rows: Sequence[dict]) -> list[dict]:
     means = []
     for (branch, test_set), by_seed in groups.items():
         entry: dict = {"branch": branch, "test_set": test_set}
-        for key, _, _ in METRICS:
+        for key in keys:
             per_seed = [
                 statistics.fmean(r[key] for r in seed_rows)
                 for seed_rows in by_seed.values()
@@ -163,6 +167,8 @@ def format_markdown(results: dict) -> str:
         lines.append("")
     if "generalization" in results:
         lines.append(generalize.markdown(results["generalization"]))
+    if "stages" in results:
+        lines.append(stages.markdown(results["stages"]))
     return "\n".join(lines)
 
 
@@ -288,7 +294,7 @@ def describe(results: dict, claim: Claim | None = None) -> str:
     means = mean_lookup(results)
     learned = [b for b in results["branches"] if b != generalize.FLOOR]
     gen = results.get("generalization")
-    suite = set(gen["suite"]) if gen else set()  # read as one matrix, below
+    suite = set(gen["suite"] + gen.get("detail_suite", [])) if gen else set()  # one matrix
     tests = [t for t in results["test_sets"] if t not in suite]
     parts = []
     for test in tests:
@@ -299,6 +305,8 @@ def describe(results: dict, claim: Claim | None = None) -> str:
         parts += _claim_reading(results, tests, claim)
     if gen:
         parts.append(generalize.reading(gen, claim.ours, claim.rival) if claim else "")
+    if "stages" in results:
+        parts.append(stages.reading(results["stages"]))
     seeds = results.get("seeds")
     if seeds:
         parts.append(f"Means over {len(seeds)} seeds; ± is the standard deviation across seeds.")

@@ -39,6 +39,7 @@ from twostage.report import (
     render_comparison,
     title,
 )
+from twostage.stages import ABOUT, STAGES, ordered_means
 
 VIEW_SIDE = 384  # larger test images are shown as their most detailed crop of this side
 _ZOOM_SIDE = 8  # the default zoom region: the most detailed 1/_ZOOM_SIDE of the view
@@ -176,20 +177,31 @@ def generalization_html(results: dict, *, figure: str | None) -> str:
     psnr = gen.get("psnr") or [[None] * len(tests) for _ in branches]
     margin = gen.get("psnr_margin") or [[None] * len(tests) for _ in branches]
     mean = _per_branch(gen.get("mean_psnr_margin"), branches)
+    detail = _per_branch(gen.get("detail_mean_psnr_margin"), branches)
     spread = max((abs(m) for row in margin for m in row if m is not None), default=0.0) or 1.0
     out = [
         "<h2 id=generalization>Generalization</h2><p>PSNR (dB) of each branch on each test "
         "degradation; the small number and the colour are the margin over interp-bicubic "
-        "(green above, red below).</p><table class=generalization><tr><th>branch</th>"
+        "(green above, red below)."
+        + (
+            " The detail mean is over the fine-detail images (print, man-made structure) "
+            "under the suite's degradations, apart from the photos' mean."
+            if "detail_suite" in gen
+            else ""
+        )
+        + "</p><table class=generalization><tr><th>branch</th>"
     ]
     out += [f"<th>{html.escape(t)}</th>" for t in tests]
-    out.append("<th>mean margin</th></tr>" if any(m is not None for m in mean) else "</tr>")
+    out.append("<th>mean margin</th>" if any(m is not None for m in mean) else "")
+    out.append("<th>detail mean margin</th></tr>" if "detail_suite" in gen else "</tr>")
     for i, branch in enumerate(branches):
         out.append(f"<tr><th>{html.escape(branch)}</th>")
         for j, test in enumerate(tests):
             out.append(_margin_cell(psnr[i][j], margin[i][j], spread, branch=branch, test=test))
         if any(m is not None for m in mean):
             out.append(_margin_cell(None, mean[i], spread, branch=branch, test="mean"))
+        if "detail_suite" in gen:
+            out.append(_margin_cell(None, detail[i], spread, branch=branch, test="detail-mean"))
         out.append("</tr>")
     out.append("</table>")
     if figure:
@@ -207,6 +219,30 @@ def _margin_cell(value: float | None, margin: float | None, spread: float, **dat
         style = f" style='background:rgba({rgb},{alpha:.2f})'"
     attrs = "".join(f" data-{k}='{html.escape(v)}'" for k, v in data.items())
     return f"<td{style}{attrs}>{html.escape(text.strip() or '–')}</td>"
+
+
+def stages_html(results: dict) -> str:
+    """results["stages"]: one row per two-stage branch × test set, each stage's PSNR on its own
+    job beside bicubic's (the cell coloured by the margin); "" when there is none."""
+    staged = results.get("stages")
+    if not staged:
+        return ""
+    about = html.escape(ABOUT.format(border=staged["crop_border"]))
+    out = [
+        f"<h2 id=stages>Stage by stage</h2><p>{about}</p>"
+        "<table class=stages><tr><th>branch</th><th>test set</th>"
+    ]
+    out += [f"<th>{html.escape(name)}</th><th>bicubic</th>" for _, _, name in STAGES]
+    out.append("</tr>")
+    for m in ordered_means(staged):
+        out.append(f"<tr><th>{html.escape(m['branch'])}</th><td>{html.escape(m['test_set'])}</td>")
+        for key, floor, _ in STAGES:
+            data = {"branch": m["branch"], "test": m["test_set"], "stage": key}
+            out.append(_margin_cell(m[key], m[key] - m[floor], 2.0, **data))
+            out.append(f"<td>{m[floor]:.2f}</td>")
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -343,6 +379,7 @@ def write_page(
     heat = GENERALIZATION_PNG if (out_dir / GENERALIZATION_PNG).is_file() else None
     sections = [
         generalization_html(results, figure=heat),
+        stages_html(results),
         _viewer_html(views),
         _strips_html(shown),
         "".join(net_parts),

@@ -8,8 +8,12 @@ are not used). The split is fixed:
 - train (5 photos): rocket, motorcycle_left, hubble_deep_field, immunohistochemistry, retina;
   plus 8 procedural "dead leaves" images (384×384 and 512×512, so that ×4 LR holds a 96×96
   patch). `motorcycle_right` is left out: it is the other view of the same stereo scene.
-  Other wheel images are gray, synthetic (colorwheel, logo), need a download (pooch), or are
+  Other wheel images are synthetic (colorwheel, logo), need a download (pooch), or are
   duplicates (`cat` is `chelsea`).
+- detail (5 gray photos, as RGB): page, text, camera, brick, coins: print, handwriting and
+  man-made fine structure, which neither the photos nor the dead leaves have. Never trained
+  on: a test split of the fine detail a restorer must keep. Centre crops of at most
+  DETAIL_SIDE pixels, so that testing them costs little.
 
 Dead leaves (Matheron; Lee, Mumford & Huang 2001) are random occluding disks with a power-law
 radius density ∝ r⁻³, which gives the scale invariance and sharp edges of natural images;
@@ -34,7 +38,8 @@ from twostage.ops.imageio import to_uint8, write_image
 
 __all__ = ["SAMPLES", "SampleInfo", "dead_leaves", "load_samples", "samples_table", "write_samples"]
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "detail")
+DETAIL_SIDE = 256  # the detail images are centre crops of at most this side
 # side of each dead-leaves image: at ×4 the LR is 96 or 128 pixels, enough for the paper's
 # 96×96 training patches
 DEAD_LEAVES_SIZES = (384, 512, 384, 512, 384, 512, 384, 512)
@@ -64,8 +69,21 @@ _PHOTOS: tuple[tuple[str, str, str, int, int], ...] = (
     ("retina", "train", "retina", 1411, 1411),
 )
 
+_DETAIL: tuple[tuple[str, int, int], ...] = (
+    # name (= skimage.data function), height, width of the centre crop
+    ("page", 191, 256),
+    ("text", 172, 256),
+    ("camera", 256, 256),
+    ("brick", 256, 256),
+    ("coins", 256, 256),
+)
+
 SAMPLES: tuple[SampleInfo, ...] = (
     *(SampleInfo(name, split, f"skimage.data.{fn}()", h, w) for name, split, fn, h, w in _PHOTOS),
+    *(
+        SampleInfo(name, "detail", f"skimage.data.{name}(), gray as RGB, centre crop", h, w)
+        for name, h, w in _DETAIL
+    ),
     *(
         SampleInfo(
             f"deadleaves_{i:02d}", "train", f"dead leaves, seed {DEAD_LEAVES_SEED + i}", size, size
@@ -132,12 +150,26 @@ def _photo_loader(fn: str) -> Callable[[], np.ndarray]:
     return load
 
 
+def _detail(name: str) -> np.ndarray:
+    """A gray wheel image as RGB (three equal channels), centre-cropped to DETAIL_SIDE."""
+    import skimage.data
+
+    gray = getattr(skimage.data, name)()
+    h, w = gray.shape[:2]
+    ch, cw = min(h, DETAIL_SIDE), min(w, DETAIL_SIDE)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = gray[top : top + ch, left : left + cw]
+    return np.ascontiguousarray(np.stack([crop] * 3, axis=-1), dtype=np.uint8)
+
+
 @functools.cache
 def _load(name: str) -> np.ndarray:
     info = next(s for s in SAMPLES if s.name == name)
     if name.startswith("deadleaves_"):
         seed = DEAD_LEAVES_SEED + int(name.rsplit("_", 1)[1])
         img = dead_leaves(info.height, seed=seed)
+    elif info.split == "detail":
+        img = _detail(name)
     else:
         fn = next(fn for n, _, fn, _, _ in _PHOTOS if n == name)
         img = _photo_loader(fn)()
@@ -169,13 +201,15 @@ def samples_table() -> str:
     }
     lines.append(
         f"train: {photos['train']} photos + {len(DEAD_LEAVES_SIZES)} dead-leaves images; "
-        f"test: {photos['test']} photos"
+        f"test: {photos['test']} photos; detail: {photos['detail']} gray photos of print and "
+        "man-made structure (a test split, never trained on)"
     )
     return "\n".join(lines)
 
 
 def write_samples(out: Path, *, overwrite: bool = False) -> list[Path]:
-    """Write every embedded image as 8-bit PNG to OUT/train/ and OUT/test/; returns the paths.
+    """Write every embedded image as 8-bit PNG to OUT/<split>/ (train, test, detail); returns
+    the paths.
 
     Checked before anything is written: every file lands inside `out` (not through a linked
     folder), and an existing file is replaced only with `overwrite`."""

@@ -72,7 +72,7 @@ class _Made:
 
 @dataclass(frozen=True, kw_only=True)
 class SamplesData(_Made):
-    """The embedded photos (`twostage data samples`): split train or test."""
+    """The embedded photos (`twostage data samples`): split train, test or detail."""
 
     kind: Literal["samples"] = "samples"
 

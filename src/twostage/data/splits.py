@@ -28,6 +28,10 @@ from twostage.limits import MAX_PIXELS
 from twostage.ops.imageio import to_float
 
 EMBEDDED = "embedded"  # `--data samples=embedded`: the photos bundled with scikit-image
+# The embedded fine-detail split (print, man-made structure): with a recipe's `detail_sets`,
+# tested as `detail-<degradation>` after the other test sets, never trained on; its suite mean
+# is reported apart from the photos'.
+DETAIL = "detail"
 DATA_NAMES = ("samples", "photos", "photos-valid", "div2k", "realsr")
 # The degradations a data's own LR files stand for; other degradations are presets.
 TRACKS = {"div2k": ("bicubic", "unknown"), "realsr": ("real",)}
@@ -50,6 +54,7 @@ class Wanted(Protocol):
     scale: int
     degradations: tuple[str, ...]
     test_degradations: tuple[str, ...]
+    detail_sets: bool
 
 
 def short_name(degradation: str) -> str:
@@ -242,9 +247,10 @@ def plan_data(
     (their train split), else the embedded samples, else RealSR train. Test sets, named
     `<data>-<degradation>`, the in-distribution one first: every preset test degradation on
     the embedded test photos, the photos' validation split (or photos-valid), DIV2K valid and
-    RealSR's HR (deblur); each data's own track where the recipe tests on it (RealSR's real
-    captures always, for SR). Photos over `max_pixels` or unreadable stop the run, or are named
-    and left out with `skip_unreadable`.
+    RealSR's HR (deblur), then with `detail_sets` the embedded fine-detail images (`detail-*`,
+    whatever the data); each data's own track where the recipe tests on it (RealSR's real
+    captures always, for SR). Photos over
+    `max_pixels` or unreadable stop the run, or are named and left out with `skip_unreadable`.
     """
     reading = {"max_pixels": max_pixels, "skip_unreadable": skip_unreadable}
     data = _check_data(data)
@@ -322,6 +328,10 @@ def plan_data(
                 max_pixels=max_pixels,
             )
         tests += _realsr_tests(wanted, root, budget, sr=sr, scale=scale, max_pixels=max_pixels)
+    if wanted.detail_sets:  # embedded: whatever the training data
+        fields = {"split": DETAIL, **_budget(budget, "test", crops=True)}
+        detail = _split(DETAIL, "samples", fields, scale=scale, max_pixels=max_pixels)
+        tests += _test_sets(wanted, DETAIL, detail)
     if train is None:
         raise UserError("--data: no training data (give photos=, div2k=, realsr= or samples=)")
     if not tests:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from twostage import generalize
+from twostage import generalize, stages
 from twostage.config import Profile, get_profile
-from twostage.data.splits import TestSet, plan_data
+from twostage.data.splits import DETAIL, TestSet, plan_data
 from twostage.errors import UserError
 from twostage.limits import MAX_PIXELS, MAX_SEEDS
 from twostage.models.inference import PRECISIONS
@@ -28,6 +28,7 @@ from twostage.runner.dryrun import dry_run as dry_run_plan
 from twostage.runner.evaluation import evaluate, lpips_models
 from twostage.runner.networks import Run
 from twostage.runner.progress import Progress, estimate
+from twostage.runner.stages import stage_rows
 
 # Written into --out by a run: the folder is a twostage run's, which a later run may reuse.
 RUN_MARK = "twostage-run.txt"
@@ -35,8 +36,9 @@ RUN_MARK = "twostage-run.txt"
 
 def _one_seed(
     run: Run, lpips: dict[str, Lpips]
-) -> tuple[list[dict], list[Comparison], list[ViewSet]]:
-    """Train what the branches need, map the test sets, evaluate; bundles for seed 0."""
+) -> tuple[list[dict], list[dict], list[Comparison], list[ViewSet]]:
+    """Train what the branches need, map the test sets, evaluate (rows, then the stage-wise
+    rows of the two-stage branches); bundles for seed 0."""
     rec = run.recipe
     for name, _ in rec.given:  # every given checkpoint is loaded and checked before training
         run.instance(rec.network(name), rec.degradations[0])
@@ -50,9 +52,10 @@ def _one_seed(
                 s1 = run.instance(rec.network(branch.stage1), test.networks_of)
                 run.mapped(s1, test.split, test.degradation, set_name=test.name)
     rows, strips, views = evaluate(run, seed=run.seed, keep_first=run.seed == 0, lpips=lpips)
+    staged = stage_rows(run, rows, seed=run.seed)
     if run.seed == 0:
         write_bundles(run)
-    return rows, strips, views
+    return rows, staged, strips, views
 
 
 @dataclass
@@ -60,6 +63,7 @@ class _Seeds:
     """What the seeds of one run produced: every seed's rows; figures and networks of seed 0."""
 
     rows: list[dict] = field(default_factory=list)
+    stage_rows: list[dict] = field(default_factory=list)
     strips: list[Comparison] = field(default_factory=list)
     views: list[ViewSet] = field(default_factory=list)
     trained_now: list[str] = field(default_factory=list)
@@ -76,8 +80,9 @@ def _run_seeds(
     try:
         for seed in range(seeds):
             run = new_run(seed)
-            seed_rows, seed_strips, seed_views = _one_seed(run, lpips)
+            seed_rows, seed_stages, seed_strips, seed_views = _one_seed(run, lpips)
             done.rows += seed_rows
+            done.stage_rows += seed_stages
             done.trained_now += run.trained_now
             done.training_amp |= run.training_amp
             if seed == 0:
@@ -241,9 +246,19 @@ def _results(
         "rows": done.rows,
         "means": compute_means(done.rows),
     }
-    suite = [t.name for t in tests if t.degradation in SUITE]
-    if suite:
-        results["generalization"] = generalize.matrix(results, suite=suite)
+    suite = [t for t in tests if t.degradation in SUITE]
+    if suite:  # the fine-detail images' suite mean is reported apart from the photos'
+        photos = [t.name for t in suite if t.split.source != DETAIL]
+        detail = [t.name for t in suite if t.split.source == DETAIL]
+        results["generalization"] = generalize.matrix(results, suite=photos, detail=detail)
+    if done.stage_rows:
+        results["stages"] = {
+            "branches": [b.name for b in rec.branches if b.stage1],
+            "test_sets": [t.name for t in tests],
+            "crop_border": rec.scale,
+            "rows": done.stage_rows,
+            "means": compute_means(done.stage_rows, keys=stages.KEYS),
+        }
     if seeds > 1:
         results["seeds"] = list(range(seeds))
     results["networks_trained"] = done.trained_now
