@@ -214,19 +214,84 @@ def _can_train(wanted: Wanted, name: str) -> None:
         )
 
 
-def _photos(roots, valid, budget, scale, reading) -> tuple[Split, Split]:
-    """The train and valid splits of photos folders (`reading`: max_pixels, skip_unreadable)."""
-    kw = {"roots": tuple(roots), "valid_roots": tuple(valid), **reading}
-    return tuple(  # type: ignore[return-value]
-        _split(
-            "photos",
-            "photos",
-            {**kw, "split": split, **_budget(budget, split, crops=False)},
-            scale=scale,
-            max_pixels=reading["max_pixels"],
+MakeSplit = Callable[..., Split]
+
+
+def _maker(budget: ImageBudget, *, scale: int, max_pixels: int) -> MakeSplit:
+    """`make(source, kind, split, crops=False, **fields)`: a Split of an image kind's images
+    with the profile's image count (and, with `crops`, its crop) for that split."""
+
+    def make(source: str, kind: str, split: str, *, crops: bool = False, **fields: Any) -> Split:
+        fields = {**fields, "split": split, **_budget(budget, split, crops=crops)}
+        return _split(source, kind, fields, scale=scale, max_pixels=max_pixels)
+
+    return make
+
+
+def _div2k(wanted: Wanted, make: MakeSplit, root: Path, photos: list[Path], reading: dict):
+    """DIV2K's training split (with any photos folders: one photos split of both) and its
+    valid split's test sets; its LR files only when the recipe trains on the track."""
+    track = _track_for("div2k", wanted.degradations[0])
+    if photos and track is not None:
+        raise UserError(
+            f"recipe {wanted.name} trains on DIV2K's {track} LR files; photos= folders "
+            "have none: leave them out, or use a recipe with a preset"
         )
-        for split in ("train", "valid")
+    train, valid = (make("div2k", "div2k", s, root=root, track=track) for s in ("train", "valid"))
+    if photos:
+        roots = (root / "DIV2K_train_HR", *photos)
+        train = make(
+            "photos",
+            "photos",
+            "train",
+            roots=roots,
+            valid_roots=(root / "DIV2K_valid_HR",),
+            **reading,
+        )
+    return train, _test_sets(wanted, "div2k", valid)
+
+
+def _photos(wanted: Wanted, make: MakeSplit, photos: list[Path], valid: list[Path], reading: dict):
+    """The photos' training split and their validation split's test sets."""
+    _can_train(wanted, "photos")
+    kw = {"roots": tuple(photos), "valid_roots": tuple(valid), **reading}
+    train, held_out = (make("photos", "photos", s, **kw) for s in ("train", "valid"))
+    return train, _test_sets(wanted, "photos", held_out)
+
+
+def _realsr_tests(wanted: Wanted, make: MakeSplit, root: Path, *, sr: bool) -> list[TestSet]:
+    """RealSR's Canon and Nikon test sets: the real captures (SR), or HR with the presets."""
+    tests: list[TestSet] = []
+    for camera in ("Canon", "Nikon"):
+        prefix = f"realsr-{camera.lower()}"
+        track = "real" if sr else None
+        split = make(prefix, "realsr", "test", root=root, camera=camera, track=track)
+        if sr:
+            tests.append(TestSet(prefix, split, "real", wanted.degradations[0]))
+        else:
+            tests += _test_sets(wanted, prefix, split)
+    return tests
+
+
+def _checked_plan(wanted: Wanted, train: Split | None, tests: list[TestSet]):
+    """Refuse a plan without training data, test sets, or a track the recipe tests on; the
+    in-distribution test set (the training data under the training degradation) first."""
+    if train is None:
+        raise UserError("--data: no training data (give photos=, div2k=, realsr= or samples=)")
+    if not tests:
+        raise UserError(f"recipe {wanted.name}: no test set; give test_degradations or --data")
+    lacking = [d for d in wanted.test_degradations if d in FILE_TRACKS]
+    lacking = [d for d in lacking if not any(t.degradation == d for t in tests)]
+    if lacking:
+        raise UserError(
+            f"recipe {wanted.name} tests on {lacking[0]!r}, which no --data provides "
+            f"(DIV2K's unknown LR track, RealSR's real captures)"
+        )
+    main = wanted.degradations[0]
+    first = next(
+        (t for t in tests if t.split.source == train.source and t.degradation == main), tests[0]
     )
+    return train, [first] + [t for t in tests if t is not first]
 
 
 def plan_data(
@@ -249,121 +314,31 @@ def plan_data(
     the embedded test photos, the photos' validation split (or photos-valid), DIV2K valid and
     RealSR's HR (deblur), then with `detail_sets` the embedded fine-detail images (`detail-*`,
     whatever the data); each data's own track where the recipe tests on it (RealSR's real
-    captures always, for SR). Photos over
-    `max_pixels` or unreadable stop the run, or are named and left out with `skip_unreadable`.
+    captures always, for SR). Photos over `max_pixels` or unreadable stop the run, or are
+    named and left out with `skip_unreadable`.
     """
     reading = {"max_pixels": max_pixels, "skip_unreadable": skip_unreadable}
     data = _check_data(data)
-    names = [n for n, _ in data]
-    scale, main = wanted.scale, wanted.degradations[0]
+    given = dict(data)
     photos = [p for n, p in data if n == "photos"]
-    photos_valid = [p for n, p in data if n == "photos-valid"]
+    make = _maker(budget, scale=wanted.scale, max_pixels=max_pixels)
     train: Split | None = None
     tests: list[TestSet] = []
-    if "div2k" in names:
-        root = dict(data)["div2k"]
-        track = _track_for("div2k", main)
-        if photos and track is not None:
-            raise UserError(
-                f"recipe {wanted.name} trains on DIV2K's {track} LR files; photos= folders "
-                "have none: leave them out, or use a recipe with a preset"
-            )
-        parts = [
-            _split(
-                "div2k",
-                "div2k",
-                {
-                    "root": root,
-                    "split": split,
-                    "track": track,
-                    **_budget(budget, split, crops=False),
-                },
-                scale=scale,
-                max_pixels=max_pixels,
-            )
-            for split in ("train", "valid")
-        ]
-        train = parts[0]
-        if photos:  # DIV2K's training HR among the photos: one photos split trains
-            valid = [root / "DIV2K_valid_HR"]
-            train = _photos([root / "DIV2K_train_HR", *photos], valid, budget, scale, reading)[0]
-        tests += _test_sets(wanted, "div2k", parts[1])
+    if "div2k" in given:
+        train, tests = _div2k(wanted, make, given["div2k"], photos, reading)
     elif photos:
-        _can_train(wanted, "photos")
-        train, valid_split = _photos(photos, photos_valid, budget, scale, reading)
-        tests += _test_sets(wanted, "photos", valid_split)
-    if "samples" in names:
-        split_of = {s: _budget(budget, s, crops=True) for s in ("train", "test")}
+        valid = [p for n, p in data if n == "photos-valid"]
+        train, tests = _photos(wanted, make, photos, valid, reading)
+    if "samples" in given:
         if train is None:
             _can_train(wanted, "samples")
-            train = _split(
-                "samples",
-                "samples",
-                {"split": "train", **split_of["train"]},
-                scale=scale,
-                max_pixels=max_pixels,
-            )
-        test = _split(
-            "samples",
-            "samples",
-            {"split": "test", **split_of["test"]},
-            scale=scale,
-            max_pixels=max_pixels,
-        )
-        tests += _test_sets(wanted, "samples", test)
-    if "realsr" in names:
-        root = dict(data)["realsr"]
+            train = make("samples", "samples", "train", crops=True)
+        tests += _test_sets(wanted, "samples", make("samples", "samples", "test", crops=True))
+    if "realsr" in given:
         if train is None:
-            track = _track_for("realsr", main)
-            train = _split(
-                "realsr",
-                "realsr",
-                {
-                    "root": root,
-                    "split": "train",
-                    "track": track,
-                    **_budget(budget, "train", crops=False),
-                },
-                scale=scale,
-                max_pixels=max_pixels,
-            )
-        tests += _realsr_tests(wanted, root, budget, sr=sr, scale=scale, max_pixels=max_pixels)
+            track = _track_for("realsr", wanted.degradations[0])
+            train = make("realsr", "realsr", "train", root=given["realsr"], track=track)
+        tests += _realsr_tests(wanted, make, given["realsr"], sr=sr)
     if wanted.detail_sets:  # embedded: whatever the training data
-        fields = {"split": DETAIL, **_budget(budget, "test", crops=True)}
-        detail = _split(DETAIL, "samples", fields, scale=scale, max_pixels=max_pixels)
-        tests += _test_sets(wanted, DETAIL, detail)
-    if train is None:
-        raise UserError("--data: no training data (give photos=, div2k=, realsr= or samples=)")
-    if not tests:
-        raise UserError(f"recipe {wanted.name}: no test set; give test_degradations or --data")
-    lacking = [d for d in wanted.test_degradations if d in FILE_TRACKS]
-    lacking = [d for d in lacking if not any(t.degradation == d for t in tests)]
-    if lacking:
-        raise UserError(
-            f"recipe {wanted.name} tests on {lacking[0]!r}, which no --data provides "
-            f"(DIV2K's unknown LR track, RealSR's real captures)"
-        )
-    first = next(
-        (t for t in tests if t.split.source == train.source and t.degradation == main), tests[0]
-    )
-    return train, [first] + [t for t in tests if t is not first]
-
-
-def _realsr_tests(wanted, root, budget, *, sr, scale, max_pixels) -> list[TestSet]:
-    """RealSR's Canon and Nikon test sets: the real captures (SR), or HR with the presets."""
-    tests: list[TestSet] = []
-    for camera in ("Canon", "Nikon"):
-        prefix = f"realsr-{camera.lower()}"
-        fields = {
-            "root": root,
-            "camera": camera,
-            "split": "test",
-            "track": "real" if sr else None,
-            **_budget(budget, "test", crops=False),
-        }
-        split = _split(prefix, "realsr", fields, scale=scale, max_pixels=max_pixels)
-        if sr:
-            tests.append(TestSet(prefix, split, "real", wanted.degradations[0]))
-        else:
-            tests += _test_sets(wanted, prefix, split)
-    return tests
+        tests += _test_sets(wanted, DETAIL, make(DETAIL, "samples", DETAIL, crops=True))
+    return _checked_plan(wanted, train, tests)
