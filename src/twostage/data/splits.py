@@ -119,9 +119,11 @@ class Split:
         family per image (the specialized stage's training inputs, `instances` of a spec)."""
         return Split(self.source, self.fields, instances(self.items, k), None, self.data_seed)
 
-    def describe(self) -> dict:
+    @functools.cached_property
+    def description(self) -> dict:
         """What identifies these images, for the cache hash: names, and the bytes of their
-        files (of the embedded images, their pixels)."""
+        files (of the embedded images, their pixels). Read once per run: every network's key
+        names it."""
         digest = hashlib.sha256()
         for s in self.items:
             digest.update(s.name.encode())

@@ -135,7 +135,7 @@ class Run:
                 "input": dataclasses.asdict(net.input),
                 "target": dataclasses.asdict(net.target),
                 "degradation": self._describe_deg(deg),
-                "data": self.train.describe(),
+                "data": self.train.description,
                 "upstream": upstream,
             }
         )
