@@ -199,7 +199,7 @@ PROFILES: dict[str, Profile] = {
     # 1500 iterations = the paper's three lr phases (halved every 500); the specialized ×2
     # fine-tunes the off-the-shelf weights for 600. Training uses up to 512 px of each image
     # (more data); the test photos are used whole (300–600 px: a 64-px LR crop of three photos
-    # is too little to separate branches across the held-out suite, issue 14).
+    # is too little to separate branches across the held-out suite).
     "cpu": Profile(
         "cpu",
         rcan="rcan-cpu",
