@@ -126,7 +126,7 @@ class Realistic:
     # the mixture (0 in Real-ESRGAN, which always blurs, adds noise and compresses): a share of
     # "clean" samples, only resized to the target size, and of "plain" ones, blurred and
     # resized as drawn but with neither noise nor JPEG. A stage 1 that never saw a clean or a
-    # blur-only input learns to smooth every input as if it were noisy (BENCHMARKS.md, "Blind demo").
+    # blur-only input learns to smooth every input as if it were noisy (BENCHMARKS.md).
     clean_prob: float = 0.0
     plain_prob: float = 0.0
 
