@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from twostage.errors import UserError
 from twostage.ops.degrade import degrade, derive_seed, get_preset, intermediate
 
 
@@ -37,11 +36,3 @@ def degraded_image(hr: np.ndarray, degradation: str, *, name: str, scale: int, s
 def domain_image(hr: np.ndarray, domain: str, *, name: str, seed: int) -> np.ndarray:
     """A recipe's intermediate-domain image of HR, seeded by domain and image."""
     return intermediate(domain, hr, seed=derive_seed(seed, f"{domain}:{name}"))
-
-
-def instances(items: list[tuple[str, np.ndarray]], k: int) -> list[tuple[str, np.ndarray]]:
-    """Each (name, image) k times as NAME~0 … NAME~(k-1) (k fixed draws of a family per image:
-    the specialized stage 2's training inputs); k = 1 leaves the list as it is."""
-    if k < 1:
-        raise UserError(f"instances must be >= 1, got {k}")
-    return items if k == 1 else [(f"{n}~{i}", img) for n, img in items for i in range(k)]
