@@ -675,3 +675,24 @@ def test_run_never_writes_through_a_symbolic_link_in_out(tmp_path: Path, run_cli
     )
     assert code == 2 and "figures is a symbolic link" in err and len(err.splitlines()) == 1
     assert list(elsewhere.iterdir()) == []
+
+
+def test_sr_x2_end_to_end_maps_at_the_input_size_and_restores_at_x2(tmp_path, tiny_profile):
+    from twostage.ops.imageio import read_image
+    from twostage.pipeline import load_pipeline
+
+    out = tmp_path / "x2"
+    results = run_recipe("sr-x2", data={}, profile=tiny_profile, out=out, device="cpu", quiet=True)
+    branches = ["direct-edsr", "direct-rcan", "map1-offshelf-x2", "map1-specialized-x2"]
+    _check_report(out, results, branches)
+    assert results["test_sets"] == ["samples-gaussian-aniso", "samples-camera"]
+    # map1's outputs have the degraded input's size (the bicubic ↓2 domain of a ×2 task)
+    hr_side = tiny_profile.hr_crop
+    (mapped,) = (out / "mapped").iterdir()
+    assert mapped.name.startswith("map1-")
+    for png in (mapped / "samples-camera").glob("*.png"):
+        assert read_image(png)[0].shape[:2] == (hr_side // 2, hr_side // 2)
+    pipe = load_pipeline(out / "bundles" / "map1-specialized-x2.safetensors", device="cpu")
+    assert pipe.scale == 2 and pipe.stage1_scale == 1
+    # the stage-by-stage diagnostics compare map1 with the true bicubic ↓2 of the HR image
+    assert results["stages"]["branches"] == ["map1-offshelf-x2", "map1-specialized-x2"]

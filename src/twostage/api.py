@@ -322,7 +322,7 @@ def run(
     max_pixels: int = MAX_PIXELS,
     skip_unreadable: bool = False,
 ) -> RunResults:
-    """Run a recipe (sr-x4, bicubic-x4, deblur, or a recipe YAML) into the run folder `out`,
+    """Run a recipe (sr-x4, sr-x2, bicubic-x4, deblur, or a recipe YAML) into the run folder `out`,
     as `twostage run` does (docs/experiments.md): train, map, evaluate, write the report.
     `data`: `--data` entries as (name, path) pairs (photos may repeat) or a mapping."""
     from twostage.runner import run_recipe

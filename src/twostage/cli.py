@@ -193,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a recipe: every branch of a paper table, with report")
-    p.add_argument("recipe", help="sr-x4, bicubic-x4, deblur, or a recipe YAML file")
+    p.add_argument("recipe", help="sr-x4, sr-x2, bicubic-x4, deblur, or a recipe YAML file")
     p.add_argument(
         "--data",
         action="append",

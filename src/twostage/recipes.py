@@ -6,6 +6,8 @@ the training degradation(s) and the test degradations. Built in (docs/design.md)
 
 - `sr-x4`      Fig. 3 / Table 2: direct-edsr, direct-rcan, map1-offshelf-x2x2, map1-offshelf-x4,
                map1-specialized-x4, map2-offshelf-x2, map2-specialized-x2.
+- `sr-x2`      the same comparison at ×2: direct-edsr, direct-rcan, map1-offshelf-x2,
+               map1-specialized-x2 (map1: degraded ↓2 → bicubic ↓2 look-alike, same size).
 - `bicubic-x4` Table 1: offshelf-x4, offshelf-x2x2, specialized-x2x2.
 - `deblur`     Table 3: deblur-direct, deblur-mapped, deblur-specialized, deblur-reference
                (7×7 and 11×11 blur mapped to the 9×9 intermediate domain; scale 1).
@@ -29,7 +31,7 @@ from twostage.errors import UserError
 from twostage.ops.degrade import DOMAINS, SUITE
 from twostage.ops.files import read_yaml
 
-BASES = ("sr-x4", "bicubic-x4", "deblur")
+BASES = ("sr-x4", "sr-x2", "bicubic-x4", "deblur")
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,41 @@ def sr_x4(
     )
 
 
+def sr_x2(
+    *,
+    degradation: str = "gaussian-aniso",
+    test_degradations: Sequence[str] = ("gaussian-aniso", "camera"),
+) -> Recipe:
+    """Fig. 3's comparison at ×2: map1 takes the degraded ↓2 input to a bicubic ↓2 look-alike
+    of the same size, then an off-the-shelf or specialized ×2; against direct ×2 networks."""
+    b2 = Images("domain", "bicubic-x2")
+    networks = (
+        _rcan("offshelf-x2", "offshelf", 2, b2, _HR),
+        _rcan("map1", "mapping", 1, _DEG, b2),
+        NetworkDef("direct-edsr", "direct", "edsr", 2, _DEG, _HR),
+        _rcan("direct-rcan", "direct", 2, _DEG, _HR),
+        _rcan(
+            "specialized-x2", "specialized", 2, Images("mapped", network="map1"), _HR, "offshelf-x2"
+        ),
+    )
+    branches = (
+        BranchDef("direct-edsr", "direct-edsr"),
+        BranchDef("direct-rcan", "direct-rcan"),
+        BranchDef("map1-offshelf-x2", "offshelf-x2", "map1", domain="bicubic-x2"),
+        BranchDef("map1-specialized-x2", "specialized-x2", "map1", domain="bicubic-x2"),
+    )
+    return Recipe(
+        "sr-x2",
+        "sr-x2",
+        2,
+        (degradation,),
+        tuple(test_degradations),
+        networks,
+        branches,
+        claim=Claim(ours="map1-specialized-x2", rival="direct-rcan"),
+    )
+
+
 def bicubic_x4() -> Recipe:
     """Table 1 on bicubic ↓4 input: off-the-shelf ×4, ×2 twice, and the specialized second ×2."""
     b4, b2 = Images("domain", "bicubic-x4"), Images("domain", "bicubic-x2")
@@ -309,6 +346,8 @@ def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"), domain: str = "
 def builtin_recipe(name: str) -> Recipe:
     if name == "sr-x4":
         return sr_x4()
+    if name == "sr-x2":
+        return sr_x2()
     if name == "bicubic-x4":
         return bicubic_x4()
     if name == "deblur":
@@ -396,12 +435,14 @@ def _from_base(spec: RecipeFile, source: str) -> Recipe:
     if spec.domain is not None and spec.base != "deblur":
         raise UserError(
             f"{source}: domain is fixed by the branches of {spec.base} "
-            "(map1: bicubic-x4, map2: bicubic-x2); it is an option of deblur only"
+            "(sr-x4's map1: bicubic-x4, map2 and sr-x2's map1: bicubic-x2); it is an option "
+            "of deblur only"
         )
-    if spec.base == "sr-x4":
+    if spec.base in ("sr-x4", "sr-x2"):
         if degs is not None and len(degs) != 1:
-            raise UserError(f"{source}: sr-x4 trains on one degradation, got {list(degs)}")
-        return sr_x4(
+            raise UserError(f"{source}: {spec.base} trains on one degradation, got {list(degs)}")
+        make = sr_x4 if spec.base == "sr-x4" else sr_x2
+        return make(
             degradation=degs[0] if degs else "gaussian-aniso",
             test_degradations=tests or ((degs[0],) if degs else ("gaussian-aniso", "camera")),
         )
@@ -433,7 +474,7 @@ def _check_claim(recipe: Recipe, claim: Claim, source: str) -> None:
 
 
 def recipe_from_dict(data: object, *, source: str = "recipe") -> Recipe:
-    """A Recipe from YAML data (`RecipeFile`'s keys): `base` (sr-x4 | bicubic-x4 | deblur)
+    """A Recipe from YAML data (`RecipeFile`'s keys): `base` (sr-x4 | sr-x2 | bicubic-x4 | deblur)
     plus optional name, degradations, test_degradations (`suite` stands for the held-out
     SUITE), domain (deblur), branches, specialized_init, mapping_init, models ({rcan: PRESET,
     edsr: PRESET}), train (nested TrainConfig fields), offshelf, claim ({ours, rival}) and
