@@ -1,11 +1,14 @@
-"""The shipped blind-x4 on the held-out suite at a strength: the model card's "Results" rows.
+"""A shipped model on the held-out suite at a strength: the model card's "Results" rows.
 
-    PYTHONPATH=src python benchmarks/shipped_suite.py [--strength 0.75] [--tta]
+    PYTHONPATH=src python benchmarks/shipped_suite.py [--model blind-x4] [--split test|detail]
+        [--strength 0.75] [--tta]
 
-The three embedded test photos, whole and mod-cropped to 4, degraded as `twostage run` degrades
-them at seed 0 (`data.split_images.degraded_image`), restored by the shipped model in fp32;
-PSNR (RGB, border 4) against MATLAB bicubic ×4 of the same input. This reports on the test
-photos; the default strength was chosen on the training images (benchmarks/strength.py).
+The embedded test photos (or the fine-detail images, `--split detail`), whole and mod-cropped
+to the scale, degraded as `twostage run` degrades them at seed 0
+(`data.split_images.degraded_image`) at the model's scale, restored by the model (a shipped
+name or a bundle file) in fp32; PSNR (RGB, border = scale) against MATLAB bicubic of the same
+input. This reports on held-out images; the default strength was chosen on the training images
+(benchmarks/strength.py).
 """
 
 from __future__ import annotations
@@ -25,20 +28,24 @@ from twostage.runner.evaluation import bicubic_up
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="blind-x4", help="a shipped name or a bundle file")
+    parser.add_argument("--split", choices=("test", "detail"), default="test")
     parser.add_argument("--strength", type=float, default=None, help="default: the model's")
     parser.add_argument("--tta", action="store_true")
     args = parser.parse_args()
-    model = twostage.load("blind-x4", device="cpu", precision="fp32")
+    model = twostage.load(args.model, device="cpu", precision="fp32")
+    scale = model.scale
     margins = {}
     for deg in SUITE:
         gains = []
-        for name, img in load_samples("test"):
-            hr = centre_crop(img, crop=None, mod=4)
-            x = degraded_image(hr, deg, name=name, scale=4, seed=0)
+        for name, img in load_samples(args.split):
+            hr = centre_crop(img, crop=None, mod=scale)
+            x = degraded_image(hr, deg, name=name, scale=scale, seed=0)
             y = model.restore(x.astype(np.float32), strength=args.strength, tta=args.tta)
             truth = hr.astype(np.float32) / 255.0
-            ours = evaluate_arrays(y, truth, crop_border=4, y_channel=False)["psnr"]
-            base = evaluate_arrays(bicubic_up(x, 4), truth, crop_border=4, y_channel=False)
+            ours = evaluate_arrays(y, truth, crop_border=scale, y_channel=False)["psnr"]
+            up = bicubic_up(x, scale)
+            base = evaluate_arrays(up, truth, crop_border=scale, y_channel=False)
             gains.append(ours - base["psnr"])
         margins[deg] = statistics.mean(gains)
         print(f"{deg:18s} {margins[deg]:+.2f} dB over bicubic", flush=True)

@@ -1,18 +1,18 @@
 """Choose the shipped model's default `--strength` on a validation split of the TRAINING images.
 
-    PYTHONPATH=src python benchmarks/strength.py [--crop 256] [--out FILE.json]
+    PYTHONPATH=src python benchmarks/strength.py [--model blind-x4] [--crop 256] [--out FILE.json]
 
 The embedded training split (`load_samples("train")`, never the test photos), each image
-centre-cropped to at most CROP×CROP (mod 4, to bound the time on a 2-core CPU), degraded by
-the model's training family `realistic-mix` and by the nine suite presets (`ops.degrade.SUITE`),
-one fixed seed per image (`derive_seed(0, name)`, as `twostage degrade` derives them). Each
-degraded input is restored by the shipped blind-x4 (fp32, CPU, whole image) at every strength
-in STRENGTHS; the score is PSNR (RGB, border 4, both sides rounded to 8 bits) minus that of
-MATLAB bicubic ×4 of the same input. The default is the strength of the best mean over the
-ten sets. Then the self-ensemble (`tta=True`) is measured at that strength on the five photos
-of the split (not the dead leaves: 8× the time), against the same photos without it, and its
-time against a plain restore (one crop, best of 2). Each finished strength is kept in the
-output file, so a killed run continues where it stopped.
+centre-cropped to at most CROP×CROP (mod the scale, to bound the time on a 2-core CPU), degraded
+by the model's training family `realistic-mix` and by the nine suite presets (`ops.degrade.SUITE`)
+at the model's scale, one fixed seed per image (`derive_seed(0, name)`, as `twostage degrade`
+derives them). Each degraded input is restored by the model (`--model`: a shipped name or a
+bundle file; fp32, CPU, whole image) at every strength in STRENGTHS; the score is PSNR (RGB,
+border = scale, both sides rounded to 8 bits) minus that of MATLAB bicubic of the same input.
+The default is the strength of the best mean over the ten sets. Then the self-ensemble (`tta=True`)
+is measured at that strength on the five photos of the split (not the dead leaves: 8× the time),
+against the same photos without it, and its time against a plain restore (one crop, best of 2).
+Each finished strength is kept in the output file, so a killed run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +35,28 @@ from twostage.restore import open_model
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 PRESETS = ("realistic-mix", *SUITE)
-SCALE = 4
 
 
-def _crop(img: np.ndarray, side: int) -> np.ndarray:
-    """The centre side×side crop (or the whole side when shorter), mod-cropped to SCALE."""
-    h, w = (min(side, n) // SCALE * SCALE for n in img.shape[:2])
+def _crop(img: np.ndarray, side: int, scale: int) -> np.ndarray:
+    """The centre side×side crop (or the whole side when shorter), mod-cropped to `scale`."""
+    h, w = (min(side, n) // scale * scale for n in img.shape[:2])
     y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
     return img[y : y + h, x : x + w]
 
 
-def _score(out: np.ndarray, hr: np.ndarray) -> float:
+def _score(out: np.ndarray, hr: np.ndarray, scale: int) -> float:
     def rounded(a: np.ndarray) -> np.ndarray:
         return np.floor(np.clip(a, 0.0, 1.0) * 255.0 + 0.5) / 255.0
 
-    return psnr(rounded(out), rounded(hr), crop_border=SCALE)
+    return psnr(rounded(out), rounded(hr), crop_border=scale)
 
 
 def _gains(pipe, jobs, strength: float, *, tta: bool = False, only=None) -> dict[str, dict]:
     """{preset: {image: PSNR over bicubic}} at one strength (the images named in `only`)."""
+    restore = partial(pipe.restore, tile=None, strength=strength, tta=tta)
     return {
         preset: {
-            name: _score(pipe.restore(lr, tile=None, strength=strength, tta=tta), hr) - bicubic
+            name: _score(restore(lr), hr, pipe.scale) - bicubic
             for name, hr, lr, bicubic in items
             if only is None or name in only
         }
@@ -77,26 +78,30 @@ def _mean(gains: dict[str, dict], only=None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="blind-x4", help="a shipped name or a bundle file")
     parser.add_argument("--crop", type=int, default=256, help="HR crop side (default 256)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/strength.json"))
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/strength-MODEL.json")
     parser.add_argument("--render", action="store_true", help="print the tables of --out")
     args = parser.parse_args()
+    args.out = args.out or Path(f"benchmarks/results/strength-{Path(args.model).stem}.json")
     if args.render:
         print(render(json.loads(args.out.read_text())))
         return
-    pipe = open_model("blind-x4", device="cpu", precision="fp32")
-    images = [(name, to_float(_crop(img, args.crop))) for name, img in load_samples("train")]
+    pipe = open_model(args.model, device="cpu", precision="fp32")
+    scale = pipe.scale
+    crops = [(name, _crop(img, args.crop, scale)) for name, img in load_samples("train")]
+    images = [(name, to_float(img)) for name, img in crops]
     jobs = {}
     for preset in PRESETS:
         items = []
         for name, hr in images:
-            lr = degrade(hr, preset, scale=SCALE, seed=derive_seed(0, name))
-            bicubic = _score(imresize(lr, float(SCALE)), hr)
+            lr = degrade(hr, preset, scale=scale, seed=derive_seed(0, name))
+            bicubic = _score(imresize(lr, float(scale)), hr, scale)
             items.append((name, hr, lr, bicubic))
         jobs[preset] = items
     done = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    if done.get("crop") != args.crop:
-        done = {"crop": args.crop, "gains": {}}
+    if (done.get("crop"), done.get("model")) != (args.crop, args.model):
+        done = {"crop": args.crop, "model": args.model, "gains": {}}
     table = {float(s): row for s, row in done["gains"].items()}
     for strength in STRENGTHS:
         if strength not in table:
@@ -120,7 +125,9 @@ def main() -> None:
             runs.append(time.perf_counter() - start)
         seconds["tta" if flag else "plain"] = min(runs)
     result = {
-        "command": "python benchmarks/strength.py " + f"--crop {args.crop}",
+        "command": f"python benchmarks/strength.py --model {args.model} --crop {args.crop}",
+        "model": args.model,
+        "scale": scale,
         "machine": platform.processor() or platform.machine(),
         "images": [name for name, _ in images],
         "crop": args.crop,

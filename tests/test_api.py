@@ -19,6 +19,7 @@ from PIL import Image
 import twostage
 from twostage.data.samples import load_samples
 from twostage.errors import UserError
+from twostage.models.shipped import SHIPPED
 from twostage.ops.degrade import derive_seed
 from twostage.ops.imageio import read_image, to_float, to_uint16, write_image
 
@@ -49,7 +50,7 @@ FACADE = {
     "-> 'ImageLike'",
 }
 FIELDS = {
-    "Model": ["name", "scale", "precision", "device", "_pipeline"],
+    "Model": ["name", "scale", "precision", "device", "strength", "_pipeline"],
     "Scores": ["psnr", "ssim"],
     "Mean": ["branch", "test_set", "psnr", "ssim", "images", "lpips_alex", "lpips_vgg"],
     "RunResults": ["out", "recipe", "profile", "branches", "test_sets", "means", "data"],
@@ -162,6 +163,8 @@ def test_strength_and_tta_through_the_api_are_bit_identical_to_the_cli(
     assert np.array_equal(ours, cli)
     assert not np.array_equal(ours, model.restore(photo, strength=0.5))
     assert not np.array_equal(model.restore(photo, strength=0), model.restore(photo, strength=1))
+    assert model.strength == SHIPPED["blind-x4"].strength  # the default a call uses
+    assert np.array_equal(model.restore(photo), model.restore(photo, strength=model.strength))
 
 
 def test_a_16_bit_restore_through_the_api_is_bit_identical_to_the_cli(
@@ -187,6 +190,7 @@ def test_a_float_or_pil_image_comes_back_as_it_went_in(edsr_file: Path) -> None:
     assert isinstance(as_pil, Image.Image) and as_pil.size == (20, 16)
     assert np.array_equal(np.asarray(as_pil), _to_uint8(as_float))
     assert (model.name, model.scale, model.precision, model.device) == ("m", 2, "fp32", "cpu")
+    assert model.strength == 1.0  # a single network: nothing to blend
 
 
 def test_degrade_through_the_api_is_the_cli_degrade_of_a_file(tmp_path: Path, run_cli) -> None:

@@ -135,12 +135,14 @@ def _non_negative_int(value: object, what: str) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Model:
-    """A loaded model or pipeline (`load`): its name, total scale, precision mode and device."""
+    """A loaded model or pipeline (`load`): its name, total scale, precision mode, device and
+    default strength."""
 
     name: str
     scale: int
     precision: str  # fp32, bf32 or bf16: what `restore` runs in
     device: str
+    strength: float  # what `restore(strength=None)` blends at (1: stage 1 alone, or no stage 1)
     _pipeline: Any = field(repr=False)
 
     def restore(
@@ -209,6 +211,7 @@ def load(
         scale=pipe.scale,
         precision=pipe.precision.mode,
         device=device_name,
+        strength=getattr(pipe, "strength", 1.0),
         _pipeline=pipe,
     )
 
