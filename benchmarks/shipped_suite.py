@@ -26,6 +26,25 @@ from twostage.ops.degrade import SUITE
 from twostage.runner.evaluation import bicubic_up
 
 
+def margins(model, *, split: str = "test", strength=None, tta: bool = False) -> dict[str, float]:
+    """{suite preset: mean PSNR over bicubic (dB)} of a loaded model (`twostage.load`)."""
+    scale = model.scale
+    out = {}
+    for deg in SUITE:
+        gains = []
+        for name, img in load_samples(split):
+            hr = centre_crop(img, crop=None, mod=scale)
+            x = degraded_image(hr, deg, name=name, scale=scale, seed=0)
+            y = model.restore(x.astype(np.float32), strength=strength, tta=tta)
+            truth = hr.astype(np.float32) / 255.0
+            ours = evaluate_arrays(y, truth, crop_border=scale, y_channel=False)["psnr"]
+            up = bicubic_up(x, scale)
+            base = evaluate_arrays(up, truth, crop_border=scale, y_channel=False)
+            gains.append(ours - base["psnr"])
+        out[deg] = statistics.mean(gains)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="blind-x4", help="a shipped name or a bundle file")
@@ -34,22 +53,10 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true")
     args = parser.parse_args()
     model = twostage.load(args.model, device="cpu", precision="fp32")
-    scale = model.scale
-    margins = {}
-    for deg in SUITE:
-        gains = []
-        for name, img in load_samples(args.split):
-            hr = centre_crop(img, crop=None, mod=scale)
-            x = degraded_image(hr, deg, name=name, scale=scale, seed=0)
-            y = model.restore(x.astype(np.float32), strength=args.strength, tta=args.tta)
-            truth = hr.astype(np.float32) / 255.0
-            ours = evaluate_arrays(y, truth, crop_border=scale, y_channel=False)["psnr"]
-            up = bicubic_up(x, scale)
-            base = evaluate_arrays(up, truth, crop_border=scale, y_channel=False)
-            gains.append(ours - base["psnr"])
-        margins[deg] = statistics.mean(gains)
-        print(f"{deg:18s} {margins[deg]:+.2f} dB over bicubic", flush=True)
-    print(f"{'suite mean':18s} {statistics.mean(margins.values()):+.2f} dB over bicubic")
+    table = margins(model, split=args.split, strength=args.strength, tta=args.tta)
+    for deg, margin in table.items():
+        print(f"{deg:18s} {margin:+.2f} dB over bicubic")
+    print(f"{'suite mean':18s} {statistics.mean(table.values()):+.2f} dB over bicubic")
 
 
 if __name__ == "__main__":

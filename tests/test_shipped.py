@@ -37,12 +37,21 @@ def test_it_has_the_documented_architecture_and_restores_to_size() -> None:
     assert out.shape == (96, 120, 3) and out.min() >= 0 and out.max() <= 1
 
 
-def test_the_card_holds_every_suite_entry() -> None:
-    data = card(MODEL)
-    assert data["suite"] == [f"samples-{name}" for name in SUITE]
-    margins = [data["table"][t]["psnr"] - data["table"][t]["bicubic_psnr"] for t in data["suite"]]
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_the_card_holds_every_suite_entry_at_the_default_strength(name: str) -> None:
+    model = SHIPPED[name]
+    data = card(model)
+    assert data["suite"] == [f"samples-{preset}" for preset in SUITE]
+    assert data["scale"] == model.scale and data["strength"] == model.strength
+    assert list(data["at_strength"]) == data["suite"]
+    assert list(data["detail_at_strength"]) == [f"detail-{preset}" for preset in SUITE]
+    margins = list(data["at_strength"].values())
     assert data["suite_mean_margin"] == pytest.approx(np.mean(margins))
     assert data["suite_above"] == sum(m > 0 for m in margins)
+    assert data["detail_mean_margin"] == pytest.approx(
+        np.mean(list(data["detail_at_strength"].values()))
+    )
+    assert set(data["table"]) >= set(data["suite"])  # the run's rows at strength 1
 
 
 def test_a_changed_file_is_refused(tmp_path: Path, monkeypatch) -> None:
@@ -66,9 +75,12 @@ def test_restore_without_model_uses_the_shipped_one(tmp_path: Path, capsys) -> N
     assert out.shape == (80, 112, 3)
     assert "the shipped blind-x4" in capsys.readouterr().err
     # --scale picks the shipped model; one that does not ship is a one-line error, exit 2
-    assert main(["restore", str(src), "--out", str(tmp_path / "o2"), "--scale", "2"]) == 2
-    assert "no shipped ×2 model" in capsys.readouterr().err
-    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+    assert main(["restore", str(src), "--out", str(tmp_path / "x2"), "--scale", "2"]) == 0
+    assert read_image(tmp_path / "x2" / "small.png")[0].shape == (40, 56, 3)
+    assert "the shipped blind-x2" in capsys.readouterr().err
+    assert main(["restore", str(src), "--out", str(tmp_path / "o3"), "--scale", "3"]) == 2
+    assert "no shipped ×3 model" in capsys.readouterr().err
+    assert not (tmp_path / "o3").exists() or not any((tmp_path / "o3").iterdir())
 
 
 def test_models_lists_the_shipped_model_with_its_headline(capsys) -> None:
