@@ -20,21 +20,28 @@ from twostage.pipeline import load_pipeline
 MODEL = SHIPPED["blind-x4"]
 
 
-def test_the_file_is_the_one_whose_hash_the_repo_keeps() -> None:
-    path = shipped_path(MODEL, verify=False)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == MODEL.sha256
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_the_file_is_the_one_whose_hash_the_repo_keeps(name: str) -> None:
+    model = SHIPPED[name]
+    path = shipped_path(model, verify=False)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == model.sha256
     assert path.stat().st_size <= 25e6  # the bound on what the package carries
-    assert shipped_path(MODEL) == path and shipped_for(4) is MODEL
+    assert shipped_path(model) == path and shipped_for(model.scale) is model
 
 
-def test_it_has_the_documented_architecture_and_restores_to_size() -> None:
-    pipe = load_pipeline(shipped_path(MODEL), device="cpu")
-    assert pipe.scale == MODEL.scale == 4
-    assert pipe.stage1.spec == preset_spec(MODEL.stages[0], scale=2)
-    assert pipe.stage2.spec == preset_spec(MODEL.stages[1], scale=2)
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_it_has_the_documented_architecture_and_restores_to_size(name: str) -> None:
+    model = SHIPPED[name]
+    pipe = load_pipeline(shipped_path(model), device="cpu")
+    assert pipe.scale == model.scale
+    stage2_scale = 2  # both ship a ×2 stage 2; stage 1 makes up the rest of the scale
+    assert pipe.stage1_scale * stage2_scale == model.scale
+    assert pipe.stage1.spec == preset_spec(model.stages[0], scale=pipe.stage1_scale)
+    assert pipe.stage2.spec == preset_spec(model.stages[1], scale=stage2_scale)
     img = skimage.data.astronaut()[100:124, 200:230].astype(np.float64) / 255
     out = pipe.restore(img)
-    assert out.shape == (96, 120, 3) and out.min() >= 0 and out.max() <= 1
+    assert out.shape == (24 * model.scale, 30 * model.scale, 3)
+    assert out.min() >= 0 and out.max() <= 1
 
 
 @pytest.mark.parametrize("name", list(SHIPPED))
