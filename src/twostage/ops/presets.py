@@ -97,6 +97,14 @@ PRESETS["realistic-mix"] = Preset(
     "family): 15 % of patches clean (only resized), 25 % blurred and resized without noise "
     "or JPEG, 60 % Real-ESRGAN's",
 )
+PRESETS["realistic-clean"] = Preset(
+    name="realistic-clean",
+    steps=(Realistic(clean_prob=0.3, plain_prob=0.3),),
+    scale=4,
+    description="`realistic` with twice realistic-mix's clean share (the shipped blind-x4's "
+    "family): 30 % of patches clean (only resized), 30 % blurred and resized without noise "
+    "or JPEG, 40 % Real-ESRGAN's",
+)
 # The held-out generalization suite (with `bicubic` and `camera` above). Lengths are for ×4
 # and scale with s (reference_scale 4); blurs before a decimation are sampled on the
 # bicubic grid, like `gaussian-aniso`.
