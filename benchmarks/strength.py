@@ -4,7 +4,7 @@
 
 The embedded training split (`load_samples("train")`, never the test photos), each image
 centre-cropped to at most CROP×CROP (mod the scale, to bound the time on a 2-core CPU), degraded
-by the model's training family `realistic-mix` and by the nine suite presets (`ops.degrade.SUITE`)
+by `realistic-mix` (one family for every model compared) and by the nine suite presets (`SUITE`)
 at the model's scale, one fixed seed per image (`derive_seed(0, name)`, as `twostage degrade`
 derives them). Each degraded input is restored by the model (`--model`: a shipped name or a
 bundle file; fp32, CPU, whole image) at every strength in STRENGTHS; the score is PSNR (RGB,
