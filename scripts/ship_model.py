@@ -33,8 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from shipped_suite import margins  # noqa: E402  (benchmarks/ is a folder of scripts)
 
-BRANCH = {4: "map2-specialized-x2", 2: "map1-specialized-x2"}  # by the run's scale
-
 
 def _means(results: dict, branch: str, seed: int) -> dict[str, tuple[float, float]]:
     """{test set: (mean PSNR, mean SSIM)} of one branch at one seed (report.compute_means)."""
@@ -144,7 +142,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="the run folder of the shipped recipe")
     parser.add_argument("--name", required=True, help="blind-x4 or blind-x2")
     parser.add_argument("--strength", type=float, required=True, help="the chosen default")
-    parser.add_argument("--branch", help="default: the specialized branch of the run's scale")
+    parser.add_argument("--branch", help="default: the run's specialized ×2 branch")
     parser.add_argument("--demo", type=Path, help="a `twostage demo` run folder to compare with")
     args = parser.parse_args()
     run = json.loads((args.run / "results.json").read_text())
@@ -152,9 +150,7 @@ def main() -> None:
     command = (
         f"twostage run configs/recipes/{recipe}.yaml --profile {run['profile']} --out {args.run}"
     )
-    bundles = sorted((args.run / "bundles").glob("*.safetensors"))
-    scale = twostage.load(bundles[0], device="cpu").scale
-    branch = args.branch or BRANCH[scale]
+    branch = args.branch or next(b for b in run["branches"] if b.endswith("specialized-x2"))
     bundle = args.run / "bundles" / f"{branch}.safetensors"
     data = card_data(run, bundle, branch=branch, strength=args.strength, command=command)
     if args.demo:
