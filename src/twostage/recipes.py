@@ -21,7 +21,7 @@ training settings (`train:`, a nested mapping of TrainConfig fields). runner.py 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +30,6 @@ from twostage.config import ConfigError, apply_mapping, leaves, parse, profile_d
 from twostage.errors import UserError
 from twostage.ops.degrade import DOMAINS, SUITE
 from twostage.ops.files import read_yaml
-
-BASES = ("sr-x4", "sr-x2", "bicubic-x4", "deblur")
 
 
 @dataclass(frozen=True)
@@ -343,18 +341,22 @@ def deblur(*, degradations: Sequence[str] = ("blur7", "blur11"), domain: str = "
     )
 
 
+# The built-in recipes (the bases a recipe YAML starts from), by name.
+BUILTIN: dict[str, Callable[[], Recipe]] = {
+    "sr-x4": sr_x4,
+    "sr-x2": sr_x2,
+    "bicubic-x4": bicubic_x4,
+    "deblur": deblur,
+}
+BASES = tuple(BUILTIN)
+
+
 def builtin_recipe(name: str) -> Recipe:
-    if name == "sr-x4":
-        return sr_x4()
-    if name == "sr-x2":
-        return sr_x2()
-    if name == "bicubic-x4":
-        return bicubic_x4()
-    if name == "deblur":
-        return deblur()
-    raise UserError(
-        f"unknown recipe {name!r}; choose one of {', '.join(BASES)} or a recipe .yaml file"
-    )
+    if name not in BUILTIN:
+        raise UserError(
+            f"unknown recipe {name!r}; choose one of {', '.join(BASES)} or a recipe .yaml file"
+        )
+    return BUILTIN[name]()
 
 
 @dataclass(frozen=True)
